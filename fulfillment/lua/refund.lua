@@ -1,0 +1,13 @@
+-- refund.lua: refund the order's charge, if there is one. Idempotent.
+-- KEYS: ledger, stock, faults.  A: order_id.  Replies v = ok (record, replay) | nothing.
+local A = cjson.decode(ARGV[1])
+local ledger = KEYS[1]
+redis.call('HINCRBY', ledger, 'refund_calls', 1)
+local charge = redis.call('HGET', ledger, 'charge')
+if not charge then return reply({v = 'nothing'}) end
+local existing = redis.call('HGET', ledger, 'refund')
+if existing then return reply({v = 'ok', replay = true, record = existing}) end
+local record = cjson.encode({charge = cjson.decode(charge).id,
+  amount = cjson.decode(charge).amount, at = int(now_us())})
+redis.call('HSET', ledger, 'refund', record)
+return reply({v = 'ok', replay = false, record = record})

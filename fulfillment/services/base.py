@@ -1,0 +1,54 @@
+"""What every simulated service shares: simulated latency, outages, the ledger call."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import redis
+
+from ..errors import ServiceUnavailable
+from ..keys import FAULTS, STOCK, OrderKeys
+from ..scripts import Scripts
+from ..settings import Settings
+
+
+class SimulatedService:
+    """A service whose state lives in Redis, so every worker process sees the same one.
+
+    Each call first waits the simulated network latency (``service_latency``
+    +/- ``service_latency_jitter``), then runs one Lua script against the order's
+    ledger; effects are keyed by the order id, the idempotency key.
+    """
+
+    #: name used in fault injection and error messages
+    name = "service"
+
+    def __init__(self, client: redis.Redis, scripts: Scripts, settings: Settings) -> None:
+        self.client = client
+        self.scripts = scripts
+        self.settings = settings
+
+    def _latency(self) -> None:
+        base = self.settings.service_latency
+        if base > 0:
+            jitter = self.settings.service_latency_jitter
+            time.sleep(base * random.uniform(1 - jitter, 1 + jitter))
+
+    def _call(self, script: str, order_id: str, **args: Any) -> dict[str, Any]:
+        self._latency()
+        keys = [OrderKeys(order_id).ledger, STOCK, FAULTS]
+        reply = self.scripts.call(script, keys, {"order_id": order_id, **args})
+        if reply["v"] == "down":
+            self._outage(reply["mode"])
+        return reply
+
+    def _outage(self, mode: str) -> None:
+        label = self.name.capitalize()
+        if mode == "hang":
+            # No answer: the attempt's time limit interrupts this sleep. Without a
+            # time limit (solo/threads pool) the call still fails, just late.
+            time.sleep(self.settings.step_time_limit * 2 + 1)
+            raise ServiceUnavailable(f"{label} service down: no response")
+        raise ServiceUnavailable(f"{label} service down")

@@ -1,0 +1,34 @@
+"""Simulated payment gateway: charges and refunds, idempotent per order."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from ..errors import CreditCardExpired
+from ..models import CreditCard
+from .base import SimulatedService
+
+
+class PaymentGateway(SimulatedService):
+    """Charges a card once per order, however often it is asked."""
+
+    name = "payment"
+
+    def charge(
+        self, order_id: str, attempt: int, card: CreditCard, amount: Decimal
+    ) -> dict[str, Any]:
+        """Charge ``amount``; returns the charge record. Raises :class:`CreditCardExpired`."""
+        if card.expired():
+            self._latency()
+            raise CreditCardExpired()
+        reply = self._call(
+            "charge", order_id, attempt=attempt, amount=str(amount), card=card.masked
+        )
+        return json.loads(reply["record"])
+
+    def refund(self, order_id: str) -> dict[str, Any] | None:
+        """Refund the order's charge; None if it was never charged."""
+        reply = self._call("refund", order_id)
+        return json.loads(reply["record"]) if reply["v"] == "ok" else None

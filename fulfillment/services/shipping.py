@@ -1,0 +1,22 @@
+"""Simulated shipping service: one shipment per order."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .base import SimulatedService
+
+
+class Shipping(SimulatedService):
+    """Creates the order's shipment once, however often it is asked."""
+
+    name = "delivery"
+
+    def ship(self, order_id: str, attempt: int) -> dict[str, Any]:
+        """Create the shipment; returns its record (with the tracking number)."""
+        return json.loads(self._call("ship", order_id, attempt=attempt)["record"])
+
+    def cancel(self, order_id: str) -> bool:
+        """Cancel the order's shipment. False if there was none."""
+        return self._call("cancel_shipment", order_id)["v"] == "ok"

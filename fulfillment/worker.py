@@ -1,0 +1,174 @@
+"""The worker side: identity, heartbeat and the watchdog, as a Celery bootstep.
+
+Every worker runs a small thread that, every ``watchdog_interval`` seconds, runs
+``tick.lua``: it records the worker's heartbeat and tries to take (or keep) the
+watchdog lock. The lock holder re-drives what is overdue:
+
+* running attempts whose lease expired, or whose worker stopped heartbeating
+  (then it does not wait for the lease: failover takes ``worker_dead_after``);
+* retries whose countdown message never started (its holder died);
+* queued steps whose message never started (lost between two steps);
+* approval waits past their deadline (the countdown task was lost);
+* compensations still pending.
+
+Any live worker takes over the lock when its holder dies; there is no separate
+singleton process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from celery import Celery, bootsteps
+from celery.signals import worker_shutdown
+
+from . import workflow
+from .connection import redis_client, resolve_redis_url
+from .keys import OrderKeys
+from .scripts import as_list, csv
+from .services import seed_stock
+from .settings import Settings, get_settings
+from .store import US, OrderStore
+
+log = logging.getLogger(__name__)
+
+_worker_id: str | None = None
+
+
+def worker_id() -> str:
+    """This worker's identity, ``<nodename>:<main pid>``; pool processes inherit it."""
+    return _worker_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Watchdog(threading.Thread):
+    """Heartbeat of one worker, and the watchdog while it holds the lock."""
+
+    def __init__(self, app: Celery, worker: str, settings: Settings) -> None:
+        super().__init__(name="fulfillment-watchdog", daemon=True)
+        self.app = app
+        self.worker = worker
+        self.settings = settings
+        self.store = OrderStore(redis_client(resolve_redis_url(settings)), settings)
+        self.queues = [settings.queue]
+        self._stopping = threading.Event()
+        self._connected_since: float | None = None
+        self._last_error_log = 0.0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout=5)
+        try:
+            self.store.leave(self.worker)
+        except Exception:  # Redis gone at shutdown: the heartbeat just ages out
+            log.debug("could not remove heartbeat of %s", self.worker, exc_info=True)
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.settings.watchdog_interval):
+            try:
+                self.tick()
+                if self._connected_since is None:
+                    self._connected_since = time.monotonic()
+            except Exception as exc:
+                self._connected_since = None
+                if time.monotonic() - self._last_error_log > 10:
+                    self._last_error_log = time.monotonic()
+                    log.warning("watchdog tick failed (will keep trying): %r", exc)
+
+    def tick(self) -> None:
+        """One heartbeat; if this worker holds the lock, re-drive what is due."""
+        due = self.store.tick(self.worker, self.queues)
+        if not due["leader"]:
+            return
+        for order_id in as_list(due["leases"]):
+            self.redrive(order_id, "due")
+        for order_id in as_list(due["timers"]):
+            self.redrive(order_id, "due")
+        for order_id in as_list(due["queued"]):
+            self.redrive(order_id, "due")
+        dead = set(as_list(due["dead"]))
+        if dead and self._trusts_heartbeats():
+            self.redrive_dead_workers(dead, as_list(due["running"]))
+            now = int(due["now"])
+            self.store.forget_dead_workers(now - int(self.settings.worker_dead_after * US))
+
+    def _trusts_heartbeats(self) -> bool:
+        # Right after this watchdog was cut off from Redis, everyone's heartbeats
+        # look old: wait one dead-after period before believing any of them.
+        if self._connected_since is None:
+            return False
+        return time.monotonic() - self._connected_since >= self.settings.worker_dead_after
+
+    def redrive_dead_workers(self, dead: set[str], running: list[str]) -> None:
+        if not running:
+            return
+        holders = self.store.client.pipeline(transaction=False)
+        for order_id in running:
+            holders.hget(OrderKeys(order_id).record, "worker")
+        for order_id, holder in zip(running, holders.execute(), strict=True):
+            if holder in dead:
+                self.redrive(order_id, "worker_lost", holder)
+
+    def redrive(self, order_id: str, reason: str, worker: str | None = None) -> None:
+        out = self.store.redrive(order_id, reason, worker)
+        act_on(self.app, self.settings, order_id, out)
+        if out["v"] != "noop":
+            log.info("watchdog: order %s: %s", order_id, out)
+
+
+def act_on(app: Celery, settings: Settings, order_id: str, out: dict[str, Any]) -> None:
+    """Send what a transition's reply asks for: the chain, or compensations."""
+    verdict = out["v"]
+    if verdict == "dispatch":
+        workflow.dispatch(
+            app,
+            order_id,
+            out["step"],
+            int(out["epoch"]),
+            out.get("summary"),
+            queue=settings.queue,
+            countdown=int(out.get("countdown_us", 0)) / US,
+        )
+    elif verdict == "compensate":
+        workflow.dispatch_compensations(app, order_id, csv(out["actions"]), queue=settings.queue)
+    elif verdict in ("failed", "cancelled"):
+        workflow.dispatch_compensations(
+            app, order_id, csv(out.get("compensations")), queue=settings.queue
+        )
+
+
+class WatchdogStep(bootsteps.StartStopStep):
+    """Worker bootstep: fixes the worker's identity and runs its :class:`Watchdog`."""
+
+    label = "fulfillment watchdog"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        global _worker_id
+        # Set before the pool forks, so pool processes inherit the identity.
+        _worker_id = f"{worker.hostname}:{os.getpid()}"
+        self.watchdog: Watchdog | None = None
+        super().__init__(worker, **kwargs)
+
+    def start(self, worker: Any) -> None:
+        settings = get_settings()
+        seed_stock(redis_client(resolve_redis_url(settings)))
+        self.watchdog = Watchdog(worker.app, worker_id(), settings)
+        self.watchdog.start()
+
+        # Keep heartbeating until the pool has drained (warm shutdown):
+        # worker_shutdown is sent after every bootstep stopped.
+        def _on_shutdown(sender: Any = None, **_: Any) -> None:
+            if self.watchdog is not None:
+                self.watchdog.stop()
+                self.watchdog = None
+
+        self._on_shutdown = _on_shutdown  # keep a strong reference for the signal
+        worker_shutdown.connect(_on_shutdown, weak=False)
+
+    def stop(self, worker: Any) -> None:
+        """Nothing here: the heartbeat must outlive the pool (see ``start``)."""
