@@ -14,6 +14,7 @@ from __future__ import annotations
 import getpass
 import logging
 import time
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -29,7 +30,6 @@ from .errors import (
     OrderNotFound,
     ResultTimeout,
 )
-from .keys import TERMINAL
 from .models import Order, parse_order
 from .settings import Settings, get_settings
 from .state import HistoryEvent, OrderStatus, OrderView
@@ -138,10 +138,21 @@ class FulfillmentClient:
         return [OrderView.from_record(r) for r in self.store.records(ids) if r]
 
     def wait(self, order_id: str, timeout: float | None = None) -> OrderView:
-        """Block until the order is finished and its compensations ran; return it.
+        """Block until the order is finished and its compensations ran; return it."""
+        return self.wait_for(order_id, lambda view: view.settled, timeout, "finished")
 
-        Wakes on the order's own history stream (XREAD BLOCK), so it returns
-        as soon as the order finishes, without polling.
+    def wait_for(
+        self,
+        order_id: str,
+        condition: Callable[[OrderView], bool],
+        timeout: float | None = None,
+        what: str = "in the expected state",
+    ) -> OrderView:
+        """Block until ``condition(view)`` holds; return that view.
+
+        Wakes on the order's own history stream (XREAD BLOCK): every state change
+        appends an event, so this returns as soon as it can, without polling.
+        Raises :class:`ResultTimeout` after ``timeout`` seconds (None: no limit).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         last = self.store.last_event_id(order_id)
@@ -149,14 +160,13 @@ class FulfillmentClient:
             record = self.store.record(order_id)
             if not record:
                 raise OrderNotFound(order_id)
-            if record["status"] in TERMINAL:
-                view = OrderView.from_record(record)
-                if view.settled:
-                    return view
+            view = OrderView.from_record(record)
+            if condition(view):
+                return view
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise ResultTimeout(
-                    f"order {order_id} not finished after {timeout}s (status {record['status']})"
+                    f"order {order_id} not {what} after {timeout}s (status {view.status.value})"
                 )
             newest = self.store.wait_for_event(order_id, last, int(min(remaining, 5.0) * 1000) or 1)
             if newest:

@@ -1,0 +1,5 @@
+"""python -m fulfillment"""
+
+from .cli import main
+
+main()

@@ -1,0 +1,493 @@
+"""The ``fulfillment`` command line.
+
+Every error prints one line (``error: ...``) on stderr and exits non-zero:
+1 for a failed operation (bad order, unknown id, decision refused, failed
+order with ``--wait``), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+
+from . import embedded
+from .errors import FulfillmentError, InvalidOrder, OrderFailed
+from .settings import Settings, get_settings
+
+
+def _client():  # type: ignore[no-untyped-def]
+    from .client import default_client
+
+    return default_client()
+
+
+def _out():  # type: ignore[no-untyped-def]
+    from .render import console
+
+    return console()
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected errors into one line on stderr and a non-zero exit."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (FulfillmentError, ValueError) as exc:
+            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except redis.RedisError as exc:
+            fail(f"cannot reach Redis: {exc}")
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper
+
+
+def _json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fulfillment")
+def main() -> None:
+    """Durable order fulfillment on Celery + Redis + Flower."""
+
+
+# --- orders -----------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("source", default="-", metavar="[FILE|-]")
+@click.option("--wait", is_flag=True, help="Block until the order finishes; print the result.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after SECONDS.")
+@click.option("--approval-timeout", type=float, default=None, help="Seconds to wait for approval.")
+@handle_errors
+def submit(source: str, wait: bool, timeout: float | None, approval_timeout: float | None) -> None:
+    """Submit an order (JSON from FILE, or stdin with '-')."""
+    settings = get_settings()
+    if source == "-":
+        raw = sys.stdin.buffer.read(settings.max_order_bytes + 1)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidOrder(f"no such file: {source}")
+        with path.open("rb") as handle:
+            raw = handle.read(settings.max_order_bytes + 1)
+    handle = _client().place_order(raw, approval_timeout=approval_timeout)
+    if not wait:
+        click.echo(handle.id)
+        return
+    try:
+        click.echo(f"{handle.id}: {handle.result(timeout)}")
+    except OrderFailed as exc:
+        fail(str(exc))
+
+
+@main.command()
+@click.argument("order_id")
+@click.option("--by", default=None, help="Who approves (default: your user name).")
+@handle_errors
+def approve(order_id: str, by: str | None) -> None:
+    """Approve an order that waits for approval (it resumes at once)."""
+    view = _client().approve_order(order_id, by=by)
+    click.echo(f"{order_id}: approved by {view.approval.by}; {view.status.value}")
+
+
+@main.command()
+@click.argument("order_id")
+@click.option("--reason", default=None, help="Why (recorded as the failure message).")
+@click.option("--by", default=None, help="Who rejects (default: your user name).")
+@handle_errors
+def reject(order_id: str, reason: str | None, by: str | None) -> None:
+    """Reject an order that waits for approval (it fails: ApprovalRejected)."""
+    view = _client().reject_order(order_id, reason=reason, by=by)
+    click.echo(f"{order_id}: rejected; {view.status.value}")
+
+
+@main.command()
+@click.argument("order_id")
+@click.option("--reason", default=None, help="Why (recorded on the order).")
+@handle_errors
+def cancel(order_id: str, reason: str | None) -> None:
+    """Cancel an unfinished order (a running step finishes first); effects are undone."""
+    view = _client().cancel_order(order_id, reason=reason)
+    if view.status.value == "cancelled":
+        click.echo(f"{order_id}: cancelled")
+    else:
+        click.echo(f"{order_id}: cancel requested; it stops after step {view.current_step}")
+
+
+@main.command()
+@click.argument("order_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the order as JSON.")
+@handle_errors
+def status(order_id: str, as_json: bool) -> None:
+    """One line: where the order is, or how it ended."""
+    from .render import status_line
+
+    view = _client().get_order(order_id)
+    if as_json:
+        _json(view.model_dump(mode="json"))
+    else:
+        _out().print(status_line(view))
+
+
+@main.command()
+@click.argument("order_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON.")
+@handle_errors
+def show(order_id: str, as_json: bool) -> None:
+    """The order's timeline: every step, every attempt, every decision."""
+    from . import timeline
+    from .render import timeline as render_timeline
+
+    client = _client()
+    view = client.get_order(order_id)
+    tl = timeline.build(view, client.history(order_id))
+    if as_json:
+        _json(tl.model_dump(mode="json"))
+    else:
+        _out().print(render_timeline(tl))
+
+
+@main.command(name="list")
+@click.option(
+    "--status",
+    "status_",
+    type=click.Choice(
+        ["pending", "awaiting_approval", "running", "completed", "failed", "cancelled", "retrying"]
+    ),
+    default=None,
+    help="Only orders in this status ('retrying': a failed step waits for its next attempt).",
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the orders as JSON.")
+@handle_errors
+def list_(status_: str | None, limit: int, as_json: bool) -> None:
+    """Newest orders first."""
+    from .render import order_table
+
+    retrying = status_ == "retrying"
+    views = _client().list_orders(None if retrying else status_, retrying=retrying, limit=limit)
+    if as_json:
+        _json([v.model_dump(mode="json") for v in views])
+    else:
+        _out().print(order_table(views))
+
+
+@main.command()
+@click.option("-n", "--num-orders", "count", type=click.IntRange(1, 100_000), required=True)
+@click.option("-i", "--invalid-percentage", type=click.FloatRange(0, 100), default=0.0)
+@click.option("--expensive-percentage", type=click.FloatRange(0, 100), default=0.0)
+@click.option("--expired-card-percentage", type=click.FloatRange(0, 100), default=0.0)
+@click.option("--seed", type=int, default=None, help="Random seed, for repeatable batches.")
+@click.option("--wait", is_flag=True, help="Wait for every order and print final counts.")
+@click.option("--timeout", type=float, default=300.0, show_default=True)
+@handle_errors
+def generate(
+    count: int,
+    invalid_percentage: float,
+    expensive_percentage: float,
+    expired_card_percentage: float,
+    seed: int | None,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Place N random orders, some invalid, expensive (need approval) or with expired cards."""
+    from .generator import generate as make
+
+    client = _client()
+    batch = make(
+        count,
+        invalid_pct=invalid_percentage,
+        expensive_pct=expensive_percentage,
+        expired_pct=expired_card_percentage,
+        threshold=client.settings.approval_threshold,
+        seed=seed,
+    )
+    handles = [(g.kind, client.place_order(g.order)) for g in batch]
+    kinds = Counter(kind for kind, _ in handles)
+    click.echo(f"placed {len(handles)} orders: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
+    for kind, handle in handles:
+        click.echo(f"  {handle.id}  {kind}")
+    if wait:
+        deadline = time.monotonic() + timeout
+        outcomes: Counter[str] = Counter()
+        for _, handle in handles:
+            remaining = deadline - time.monotonic()
+            try:
+                view = client.wait_for(
+                    handle.id,
+                    lambda v: v.settled or v.status.value == "awaiting_approval",
+                    max(remaining, 0.1),
+                )
+                outcomes[view.status.value] += 1
+            except FulfillmentError:
+                outcomes["unfinished"] += 1
+        click.echo("final: " + ", ".join(f"{n} {s}" for s, n in sorted(outcomes.items())))
+
+
+# --- faults and inventory -------------------------------------------------------------------
+
+
+@main.group()
+def faults() -> None:
+    """Inject or clear service outages (shared by every worker)."""
+
+
+@faults.command("inject")
+@click.argument(
+    "service", type=click.Choice(["inventory", "payment", "delivery"]), default="inventory"
+)
+@click.option(
+    "--attempts",
+    type=click.IntRange(0),
+    default=3,
+    show_default=True,
+    help="Fail attempts 1..N of the step.",
+)
+@click.option("--forever", is_flag=True, help="Fail every attempt until cleared.")
+@click.option(
+    "--mode",
+    type=click.Choice(["raise", "hang"]),
+    default="raise",
+    show_default=True,
+    help="raise: fail at once; hang: no answer, the attempt overruns its time limit.",
+)
+@click.option("--order", "order_id", default=None, help="Only for this order.")
+@handle_errors
+def faults_inject(
+    service: str, attempts: int, forever: bool, mode: str, order_id: str | None
+) -> None:
+    """Take SERVICE down for the first N attempts (or until cleared)."""
+    from .services import set_fault
+
+    set_fault(
+        _client().store.client,
+        service,
+        attempts=None if forever else attempts,
+        mode=mode,
+        order_id=order_id,
+    )  # type: ignore[arg-type]
+    scope = f"order {order_id}" if order_id else "every order"
+    span = "every attempt until cleared" if forever else f"attempts 1..{attempts}"
+    click.echo(f"{service} down ({mode}) for {span}, {scope}")
+
+
+@faults.command("clear")
+@click.argument("service", type=click.Choice(["inventory", "payment", "delivery"]), required=False)
+@click.option("--order", "order_id", default=None, help="Only the fault set for this order.")
+@handle_errors
+def faults_clear(service: str | None, order_id: str | None) -> None:
+    """Clear faults (all, or one service's)."""
+    from .services import clear_faults
+
+    cleared = clear_faults(_client().store.client, service, order_id)
+    click.echo(f"cleared {cleared} fault(s)" if service else "cleared all faults")
+
+
+@faults.command("list")
+@handle_errors
+def faults_list() -> None:
+    """Show active faults."""
+    from .services import list_faults
+
+    active = list_faults(_client().store.client)
+    if not active:
+        click.echo("no faults")
+    for target, spec in active.items():
+        span = "until cleared" if spec["attempts"] < 0 else f"attempts 1..{spec['attempts']}"
+        click.echo(f"{target}: {spec['mode']}, {span}")
+
+
+@main.command()
+@click.option("--restock", is_flag=True, help="Reset stock to the catalogue's counts.")
+@handle_errors
+def inventory(restock: bool) -> None:
+    """Show the simulated inventory's stock."""
+    from .keys import STOCK
+    from .services import catalogue, seed_stock
+
+    client = _client().store.client
+    seed_stock(client, reset=restock)
+    stock = client.hgetall(STOCK)
+    for name, item in catalogue().items():
+        click.echo(f"{stock.get(name, '?'):>8}  {name} ({item['price']})")
+
+
+# --- running things -----------------------------------------------------------------------
+
+
+def _redis_env(settings: Settings) -> dict[str, str]:
+    """Environment for child processes: the resolved Redis URL, so all share one server."""
+    from .connection import resolve_redis_url
+
+    return {**os.environ, "FULFILLMENT_REDIS_URL": resolve_redis_url(settings)}
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1),
+    default=None,
+    help="Pool processes (default: CPU count).",
+)
+@click.option("-n", "--name", default=None, help="Node name (default: fulfillment-<pid>@%h).")
+@click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@handle_errors
+def worker(
+    concurrency: int | None, name: str | None, loglevel: str, celery_args: tuple[str, ...]
+) -> None:
+    """Run a worker (celery -A fulfillment worker, prefork, events on); extra args go to Celery."""
+    from .processes import worker_command
+
+    settings = get_settings()
+    cmd = worker_command(
+        name or f"fulfillment-{os.getpid()}@%h",
+        queue=settings.queue,
+        concurrency=concurrency,
+        loglevel=loglevel,
+        extra=celery_args,
+    )
+    os.execve(cmd[0], cmd, _redis_env(settings))
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+@handle_errors
+def flower(flower_args: tuple[str, ...]) -> None:
+    """Run Flower on the same broker (persistent state in the data directory)."""
+    from .processes import flower_command
+
+    settings = get_settings()
+    Path(settings.data_dir).expanduser().mkdir(parents=True, exist_ok=True)
+    cmd = flower_command(settings, flower_args)
+    os.execve(cmd[0], cmd, _redis_env(settings))
+
+
+@main.command()
+@click.option("-w", "--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1),
+    default=None,
+    help="Pool processes per worker (default: CPU count).",
+)
+@click.option("--no-flower", is_flag=True, help="Do not start Flower.")
+@handle_errors
+def up(workers: int, concurrency: int | None, no_flower: bool) -> None:
+    """Run everything in the foreground: server, N workers, Flower. Ctrl-C stops them all."""
+    from .processes import ProcessGroup, flower_command, start_server, worker_command
+
+    settings = get_settings()
+    group = ProcessGroup()
+
+    def _term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    try:
+        url = settings.redis_url or embedded.running_url(Path(settings.data_dir).expanduser())
+        if not url:
+            url = start_server(group, settings)
+            click.echo(f"embedded server: {url} (data in {settings.data_dir})")
+        group.env = {**os.environ, "FULFILLMENT_REDIS_URL": url}
+        for i in range(1, workers + 1):
+            group.start(
+                f"worker {i}",
+                worker_command(f"w{i}@%h", queue=settings.queue, concurrency=concurrency),
+            )
+        if not no_flower:
+            Path(settings.data_dir).expanduser().mkdir(parents=True, exist_ok=True)
+            group.start("flower", flower_command(settings))
+            click.echo(f"Flower: http://{settings.flower_address}:{settings.flower_port}")
+        click.echo(f"{workers} worker(s) on {url}. Ctrl-C stops everything.")
+        while not group.exited():
+            time.sleep(0.5)
+        for label, code in group.exited():
+            click.echo(f"{label} exited with code {code}; stopping the rest", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("stopping ...", err=True)
+    finally:
+        group.stop()
+
+
+@main.command()
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="Workers to start if none is running.",
+)
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+@handle_errors
+def demo(workers: int, timeout: float) -> None:
+    """Run the demo scenarios against live workers and print the outcome table."""
+    from .demo import run
+
+    if not run(_client(), _out(), workers=workers, timeout=timeout):
+        sys.exit(1)
+
+
+@main.group()
+def server() -> None:
+    """The embedded server (used when FULFILLMENT_REDIS_URL is unset)."""
+
+
+@server.command("start")
+@handle_errors
+def server_start() -> None:
+    """Start it in the background (commands also start it on demand)."""
+    click.echo(embedded.ensure_server(get_settings().data_dir))
+
+
+@server.command("stop")
+@handle_errors
+def server_stop() -> None:
+    """Stop it (its append-only file keeps the data)."""
+    stopped = embedded.stop_server(get_settings().data_dir)
+    click.echo("stopped" if stopped else "not running")
+
+
+@server.command("status")
+@handle_errors
+def server_status() -> None:
+    """Print its URL if it runs."""
+    url = embedded.running_url(Path(get_settings().data_dir).expanduser().resolve())
+    if not url:
+        fail("embedded server not running")
+    click.echo(url)
+
+
+@server.command("run")
+@handle_errors
+def server_run() -> None:
+    """Run it in the foreground."""
+    sys.exit(embedded.serve(get_settings().data_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The local topology as child processes: embedded server, N workers, Flower.
+
+``fulfillment up`` is docker compose without Docker: the same services, as plain
+processes, stopped together on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from . import embedded
+from .errors import ConfigError
+from .keys import WORKERS
+from .settings import Settings
+from .store import US
+
+
+def worker_command(
+    name: str,
+    *,
+    queue: str,
+    concurrency: int | None = None,
+    loglevel: str = "INFO",
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """``celery worker`` as this project runs it (prefork: it enforces time limits)."""
+    cmd = [sys.executable, "-m", "celery", "-A", "fulfillment", "worker", "--pool", "prefork"]
+    if concurrency:
+        cmd += ["--concurrency", str(concurrency)]
+    cmd += ["--hostname", name, "--queues", queue, "--loglevel", loglevel]
+    cmd += ["--without-gossip", "--without-mingle", *extra]
+    return cmd
+
+
+def flower_command(settings: Settings, extra: Sequence[str] = ()) -> list[str]:
+    """Flower on the same broker, keeping its state across restarts."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "fulfillment",
+        "flower",
+        f"--port={settings.flower_port}",
+        f"--address={settings.flower_address}",
+        "--persistent=True",
+        f"--db={Path(settings.data_dir).expanduser() / 'flower.db'}",
+        "--state_save_interval=5000",
+        *extra,
+    ]
+
+
+class ProcessGroup:
+    """Child processes started together and stopped together (last started, first stopped)."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.env = env or dict(os.environ)
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._logs: list[IO[bytes]] = []
+
+    def start(self, label: str, cmd: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+        out: IO[bytes] | None = None
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            out = open(log, "ab")  # noqa: SIM115 - closed in stop()
+            self._logs.append(out)
+        proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=out)
+        self.procs.append((label, proc))
+        return proc
+
+    def exited(self) -> list[tuple[str, int]]:
+        """Children that exited, with their exit codes."""
+        return [(label, p.returncode) for label, p in self.procs if p.poll() is not None]
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (Celery's warm shutdown), then SIGKILL whatever is left after ``timeout``."""
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self._logs:
+            log.close()
+        self.procs.clear()
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_server(group: ProcessGroup, settings: Settings, timeout: float = 20.0) -> str:
+    """Run the embedded server as a child of ``group``; return its URL."""
+    data_dir = Path(settings.data_dir).expanduser().resolve()
+    cmd = [sys.executable, "-m", "fulfillment.embedded", "serve", "--data-dir", str(data_dir)]
+    proc = group.start("server", cmd, log=data_dir / embedded.LOG_FILE)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        url = embedded.running_url(data_dir)
+        if url:
+            return url
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise ConfigError(f"embedded server did not start; see {data_dir / embedded.LOG_FILE}")
+
+
+def live_workers(client, settings: Settings) -> list[str]:  # type: ignore[no-untyped-def]
+    """Workers whose heartbeat is recent (``worker_dead_after``), by id."""
+    now_s, now_us = client.time()
+    now = now_s * US + now_us
+    return list(client.zrangebyscore(WORKERS, now - int(settings.worker_dead_after * US), "+inf"))
+
+
+def wait_for_workers(client, settings: Settings, names: list[str], timeout: float) -> None:  # type: ignore[no-untyped-def]
+    """Block until every worker in ``names`` (node names) heartbeats."""
+    deadline = time.monotonic() + timeout
+    hostname = os.uname().nodename
+    expected = {name.replace("%h", hostname) for name in names}
+    while time.monotonic() < deadline:
+        alive = {worker.rsplit(":", 1)[0] for worker in live_workers(client, settings)}
+        if expected <= alive:
+            return
+        time.sleep(0.1)
+    raise ConfigError(f"workers {sorted(expected)} did not come up within {timeout:.0f}s")

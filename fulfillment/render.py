@@ -1,0 +1,232 @@
+"""Terminal output (rich): status lines, the order timeline, order lists."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .state import HistoryEvent, OrderStatus, OrderView
+from .timeline import AttemptView, Timeline
+
+STATUS_STYLE = {
+    OrderStatus.PENDING: "cyan",
+    OrderStatus.AWAITING_APPROVAL: "yellow",
+    OrderStatus.RUNNING: "blue",
+    OrderStatus.COMPLETED: "green",
+    OrderStatus.FAILED: "red",
+    OrderStatus.CANCELLED: "magenta",
+}
+
+
+def console(stderr: bool = False) -> Console:
+    """A console that keeps wide tables readable when output is piped."""
+    width = None if os.isatty(2 if stderr else 1) else 160
+    return Console(stderr=stderr, width=width, highlight=False)
+
+
+def clock(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def stamp(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def duration(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1:
+        return f"{ms * 1000:.0f} µs"
+    if ms < 1000:
+        return f"{ms:.1f} ms"
+    return f"{ms / 1000:.2f} s"
+
+
+def until(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    seconds = (moment - datetime.now(UTC)).total_seconds()
+    return f"in {seconds:.1f}s" if seconds >= 0 else f"{-seconds:.1f}s overdue"
+
+
+def status_text(view: OrderView) -> Text:
+    return Text(view.status.value, style=f"bold {STATUS_STYLE[view.status]}")
+
+
+def status_line(view: OrderView) -> Text:
+    """One line: where the order is, or how it ended."""
+    line = Text(f"{view.id}: ")
+    line.append_text(status_text(view))
+    if view.status is OrderStatus.COMPLETED:
+        line.append(f"  {view.result}")
+    elif view.failure:
+        line.append(f"  {view.failure.type}: {view.failure.message}")
+        if view.compensated:
+            line.append(f"  (compensated: {'; '.join(view.compensated)})")
+    elif view.status is OrderStatus.AWAITING_APPROVAL:
+        line.append(f"  total {view.total}, deadline {stamp(view.approval.deadline)}")
+    elif view.current_step:
+        step = next(s for s in view.steps if s.name == view.current_step)
+        line.append(f"  step {step.name} ({view.phase}, {step.attempts} attempt(s))")
+        if view.retrying:
+            line.append(f", next retry {until(view.next_retry_at)} after {step.last_error}")
+    return line
+
+
+def _outcome(attempt: AttemptView) -> Text:
+    if attempt.outcome == "succeeded":
+        text = Text("✓ ", style="green").append(attempt.result or "")
+    elif attempt.outcome == "running":
+        text = Text("… running", style="blue")
+    elif attempt.outcome == "lost":
+        text = Text("✗ lost: ", style="magenta").append(attempt.error or "")
+    else:
+        text = Text("✗ ", style="red").append(f"{attempt.error_type}: {attempt.error}")
+        if attempt.retry_in_ms is not None:
+            text.append(f" → retry in {duration(attempt.retry_in_ms)}", style="yellow")
+        elif attempt.retryable is False:
+            text.append(" (non-retryable)", style="red")
+    if attempt.note:
+        text.append(f"\n{attempt.note}", style="dim")
+    return text
+
+
+EVENT_TEXT = {
+    "order_placed": lambda d: (
+        f"placed: total {d.get('total')}, {d.get('items')} line(s), "
+        + ("approval required" if d.get("needs_approval") else "no approval needed")
+    ),
+    "approval_requested": lambda d: f"approval requested (total {d.get('total')})",
+    "approval_decided": lambda d: (
+        f"approval {d.get('decision')} by {d.get('by')}"
+        + (f": {d['reason']}" if d.get("reason") else "")
+        + (" (before the wait began)" if d.get("early") else "")
+    ),
+    "approval_timed_out": lambda d: (
+        f"approval timed out (by the {d.get('source')}, {int(d.get('late_by_us', 0)) / 1000:.0f}"
+        " ms after the deadline)"
+    ),
+    "cancel_requested": lambda d: f"cancel requested by {d.get('by')}: {d.get('reason')}",
+    "redriven": lambda d: (
+        f"watchdog re-drove step {d.get('step')} (epoch {d.get('epoch')}): {d.get('reason')}"
+    ),
+    "attempt_lost": lambda d: (
+        f"attempt {d.get('attempt')} of {d.get('step')} lost: {d.get('reason')}"
+    ),
+    "result_discarded": lambda d: (
+        f"late {d.get('outcome')} of {d.get('step')} attempt {d.get('attempt')} discarded: "
+        f"{d.get('reason')}"
+    ),
+    "compensated": lambda d: f"compensation {d.get('action')}: {d.get('summary')}",
+    "order_completed": lambda d: f"completed: {d.get('result')}",
+    "order_failed": lambda d: (
+        f"failed: {d.get('type')}: {d.get('message')}"
+        + (f" (compensating: {d['compensations']})" if d.get("compensations") else "")
+    ),
+    "order_cancelled": lambda d: (
+        f"cancelled: {d.get('reason')}"
+        + (f" (compensating: {d['compensations']})" if d.get("compensations") else "")
+    ),
+}
+
+
+def event_text(event: HistoryEvent) -> str:
+    describe = EVENT_TEXT.get(event.type)
+    return describe(event.data) if describe else f"{event.type} {event.data}"
+
+
+def timeline(tl: Timeline) -> Group:
+    """``fulfillment show``: header, every attempt of every step, then order events."""
+    view = tl.order
+    head = Text()
+    head.append(f"{view.id}  ")
+    head.append_text(status_text(view))
+    head.append(f"   total {view.total}  ({view.items} line(s), card {view.card})\n")
+    head.append(f"created {stamp(view.created_at)}")
+    if view.finished_at:
+        elapsed = (view.finished_at - view.created_at).total_seconds()
+        head.append(f"   finished {stamp(view.finished_at)}   elapsed {elapsed:.3f} s")
+    if view.result:
+        head.append("\nresult: ", style="bold").append(view.result, style="green")
+    if view.failure:
+        head.append("\nfailure: ", style="bold")
+        head.append(f"{view.failure.type}: {view.failure.message}", style="red")
+        if view.failure.step:
+            head.append(f" (step {view.failure.step})")
+    for comp in view.compensations:
+        head.append(f"\ncompensation {comp.action}: {comp.state}")
+        if comp.summary:
+            head.append(f" ({comp.summary})")
+
+    steps = Table(title="Steps and attempts", title_justify="left", expand=False)
+    for column in ("step", "#", "started (UTC)", "duration", "worker", "celery task id", "outcome"):
+        steps.add_column(column, overflow="fold")
+    for step in tl.steps:
+        if step.name == "approval":
+            continue
+        if not step.attempts:
+            steps.add_row(step.name, "", "", "", "", "", Text(step.state, style="dim"))
+        for attempt in step.attempts:
+            steps.add_row(
+                step.name,
+                str(attempt.number),
+                clock(attempt.started_at),
+                duration(attempt.duration_ms),
+                attempt.worker or "-",
+                attempt.task_id or "-",
+                _outcome(attempt),
+            )
+        if step.next_retry_at:
+            steps.add_row(
+                step.name,
+                str(len(step.attempts) + 1),
+                clock(step.next_retry_at),
+                "",
+                "",
+                "",
+                Text(f"⏳ next attempt {until(step.next_retry_at)}", style="yellow"),
+            )
+
+    events = Table(title="Order events", title_justify="left", expand=False)
+    events.add_column("time (UTC)")
+    events.add_column("event", overflow="fold")
+    for event in tl.events:
+        if event.type.startswith("attempt_") and event.type != "attempt_lost":
+            continue
+        events.add_row(clock(event.at), event_text(event))
+    return Group(Panel(head, title="order", title_align="left"), steps, events)
+
+
+def order_table(views: list[OrderView]) -> Table:
+    """``fulfillment list``."""
+    table = Table(expand=False)
+    for column in ("order", "status", "step", "attempts", "total", "created (UTC)", "detail"):
+        table.add_column(column, overflow="fold")
+    for view in views:
+        step = next((s for s in view.steps if s.name == view.current_step), None)
+        detail = ""
+        if view.result:
+            detail = view.result
+        elif view.failure:
+            detail = f"{view.failure.type}: {view.failure.message}"
+        elif view.retrying and step:
+            detail = f"retry {until(view.next_retry_at)} after {step.last_error}"
+        table.add_row(
+            view.id,
+            status_text(view),
+            f"{view.current_step} ({view.phase})" if view.current_step else "",
+            " ".join(f"{s.name[0]}{s.attempts}" for s in view.steps if s.name != "approval"),
+            str(view.total),
+            stamp(view.created_at),
+            detail,
+        )
+    return table
