@@ -155,12 +155,9 @@ def status(order_id: str, as_json: bool) -> None:
 @handle_errors
 def show(order_id: str, as_json: bool) -> None:
     """The order's timeline: every step, every attempt, every decision."""
-    from . import timeline
     from .render import timeline as render_timeline
 
-    client = _client()
-    view = client.get_order(order_id)
-    tl = timeline.build(view, client.history(order_id))
+    tl = _client().timeline(order_id)
     if as_json:
         _json(tl.model_dump(mode="json"))
     else:

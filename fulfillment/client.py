@@ -34,6 +34,8 @@ from .models import Order, parse_order
 from .settings import Settings, get_settings
 from .state import HistoryEvent, OrderStatus, OrderView
 from .store import OrderStore
+from .timeline import Timeline
+from .timeline import build as build_timeline
 from .worker import act_on
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,10 @@ class FulfillmentClient:
         if not events and not self.store.record(order_id):
             raise OrderNotFound(order_id)
         return events
+
+    def timeline(self, order_id: str) -> Timeline:
+        """Every step and every attempt of the order, rebuilt from its history."""
+        return build_timeline(self.get_order(order_id), self.history(order_id))
 
     def list_orders(
         self, status: str | None = None, *, retrying: bool = False, limit: int = 50

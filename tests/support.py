@@ -1,0 +1,240 @@
+"""Test deployments: a database on the test server, its environment, real worker processes.
+
+Every process a deployment starts (worker main processes and their pool children,
+CLI invocations) is tracked and killed when the deployment closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+from fulfillment.client import FulfillmentClient
+from fulfillment.processes import live_workers, worker_command
+from fulfillment.settings import Settings, load_settings
+from fulfillment.state import OrderStatus, OrderView
+
+# Time-scaled settings: the demo's numbers, shrunk so the suite is fast.
+SCALED: dict[str, str] = {
+    "FULFILLMENT_SERVICE_LATENCY": "0",
+    "FULFILLMENT_STEP_TIME_LIMIT": "1",
+    "FULFILLMENT_RETRY_INITIAL_INTERVAL": "0.1",
+    "FULFILLMENT_RETRY_MAXIMUM_INTERVAL": "2",
+    "FULFILLMENT_APPROVAL_TIMEOUT": "30",
+    "FULFILLMENT_WATCHDOG_INTERVAL": "0.2",
+    "FULFILLMENT_WORKER_DEAD_AFTER": "1",
+    "FULFILLMENT_LEASE_GRACE": "0.5",
+    "FULFILLMENT_REDRIVE_GRACE": "0.5",
+    "FULFILLMENT_QUEUE_GRACE": "1",
+    "FULFILLMENT_APPROVAL_GRACE": "0.2",
+    "FULFILLMENT_COMPENSATION_GRACE": "1",
+}
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def base_env() -> dict[str, str]:
+    """This process's environment without any FULFILLMENT_* setting of the developer's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FULFILLMENT_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal a process and every descendant (pool children outlive a SIGKILLed parent)."""
+    try:
+        proc = psutil.Process(pid)
+        family = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(sig)
+
+
+class Worker:
+    """One ``celery worker`` main process, started by a deployment."""
+
+    def __init__(self, name: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.name = name
+        self.proc = proc
+        self.log = log
+        self.family: set[int] = {proc.pid}
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def remember_children(self) -> None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.family |= {c.pid for c in psutil.Process(self.pid).children(recursive=True)}
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the main process only, as a crash would (its pool children are orphaned)."""
+        self.remember_children()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def destroy(self) -> None:
+        self.remember_children()
+        for pid in self.family:
+            kill_tree(pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+
+
+class Deployment:
+    """One isolated deployment: its own database, settings, workers and client."""
+
+    _names = itertools.count(1)
+
+    def __init__(self, url: str, workdir: Path, **overrides: str) -> None:
+        self.url = url
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.env = base_env()
+        self.env.update(SCALED)
+        self.env["FULFILLMENT_REDIS_URL"] = url
+        self.env["FULFILLMENT_DATA_DIR"] = str(workdir / "data")
+        self.env.update({k: str(v) for k, v in overrides.items()})
+        self.settings: Settings = load_settings(
+            **{
+                k.removeprefix("FULFILLMENT_").lower(): json.loads(v) if k.endswith("POLICIES") else v
+                for k, v in self.env.items()
+                if k.startswith("FULFILLMENT_")
+            }
+        )
+        self.client = FulfillmentClient(self.settings)
+        self.redis: redis.Redis = redis.Redis.from_url(url, decode_responses=True)
+        self.workers: list[Worker] = []
+
+    # --- workers ------------------------------------------------------------------------
+
+    def start_worker(
+        self, concurrency: int = 1, name: str | None = None, wait: bool = True, **env: str
+    ) -> Worker:
+        name = name or f"w{next(self._names)}-{os.getpid()}@%h"
+        log = self.workdir / f"{name.split('@')[0]}.log"
+        cmd = worker_command(
+            name, queue=self.settings.queue, concurrency=concurrency, loglevel="INFO"
+        )
+        proc_env = {**self.env, **env}
+        with log.open("ab") as out:
+            proc = subprocess.Popen(cmd, env=proc_env, stdout=out, stderr=out, cwd=self.workdir)
+        worker = Worker(name, proc, log)
+        self.workers.append(worker)
+        if wait:
+            self.wait_for_worker(worker)
+        return worker
+
+    def worker_ids(self) -> list[str]:
+        return live_workers(self.redis, self.settings)
+
+    def wait_for_worker(self, worker: Worker, timeout: float = 60) -> None:
+        node = worker.name.replace("%h", os.uname().nodename)
+
+        def up() -> bool:
+            if not worker.alive():
+                raise AssertionError(f"worker {worker.name} exited:\n{worker.log.read_text()[-3000:]}")
+            return any(w.rsplit(":", 1)[0] == node for w in self.worker_ids())
+
+        wait_until(up, timeout, f"worker {worker.name} to heartbeat")
+        worker.remember_children()
+
+    # --- orders ---------------------------------------------------------------------------
+
+    def wait(self, order_id: str, timeout: float = 30) -> OrderView:
+        """The order once it is finished and settled (compensations done)."""
+        return wait_until(
+            lambda: (v := self.client.get_order(order_id)).settled and v,
+            timeout,
+            f"order {order_id} to finish",
+        )
+
+    def wait_status(self, order_id: str, status: OrderStatus, timeout: float = 30) -> OrderView:
+        return wait_until(
+            lambda: (v := self.client.get_order(order_id)).status is status and v,
+            timeout,
+            f"order {order_id} to reach {status.value}",
+        )
+
+    def ledger(self, order_id: str) -> dict[str, str]:
+        return self.client.store.ledger(order_id)
+
+    # --- CLI ------------------------------------------------------------------------------
+
+    def cli(
+        self, *args: str, input: str | bytes | None = None, timeout: float = 60, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real ``fulfillment`` console script against this deployment."""
+        data = input.encode() if isinstance(input, str) else input
+        proc = subprocess.run(
+            [str(Path(sys.executable).with_name("fulfillment")), *args],
+            input=data,
+            capture_output=True,
+            timeout=timeout,
+            env={**self.env, "COLUMNS": "200", **env},
+            cwd=self.workdir,
+        )
+        return subprocess.CompletedProcess(
+            proc.args,
+            proc.returncode,
+            proc.stdout.decode("utf-8", "replace"),
+            proc.stderr.decode("utf-8", "replace"),
+        )
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.destroy()
+        self.workers.clear()
+        with contextlib.suppress(redis.RedisError):
+            self.redis.close()
+
+
+def order_doc(
+    *lines: tuple[str, str, int],
+    card: str = "4111 1111 1111 1111",
+    expiration: str = "12/39",
+    order_id: str | None = None,
+) -> dict[str, Any]:
+    """An order in the demo's camelCase JSON shape."""
+    lines = lines or (("Noise-Cancelling Headset", "319.99", 1), ("USB-C Charging Dock", "89.00", 2))
+    doc: dict[str, Any] = {
+        "items": [{"itemName": n, "itemPrice": p, "quantity": q} for n, p, q in lines],
+        "payment": {"creditCard": {"number": card, "expiration": expiration}},
+    }
+    if order_id:
+        doc["id"] = order_id
+    return doc
+
+
+EXPENSIVE = ("Electric Cargo Bike", "4890.00", 3)
