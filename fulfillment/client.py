@@ -221,7 +221,9 @@ class FulfillmentClient:
 
         Between steps (pending, queued, waiting for approval or for a retry) it is
         cancelled at once; while a step runs, that step finishes first. Effects
-        already made (a charge, a reservation) are compensated.
+        already made (a charge, a reservation) are compensated. For an order that
+        needs approval, cancel is one of the decisions on its wait: once it was
+        approved or rejected, cancel raises :class:`DecisionError`.
         """
         actor = by or _default_actor()
         return self._decide(order_id, "cancel", actor, reason or f"Cancelled by {actor}")

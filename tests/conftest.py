@@ -50,9 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture
-def deploy(
-    server: Server, tmp_path: Path
-) -> Iterator[Callable[..., Deployment]]:
+def deploy(server: Server, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
     """Factory: ``deploy(**FULFILLMENT_env_overrides)`` -> a fresh deployment (own database)."""
     made: list[tuple[Deployment, int]] = []
 

@@ -77,6 +77,17 @@ def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
             p.send_signal(sig)
 
 
+def processes_using(url: str) -> list[psutil.Process]:
+    """Live processes whose environment points at ``url`` (leftovers of a test)."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error):
+            mine = proc.environ().get("FULFILLMENT_REDIS_URL") == url
+            if mine and proc.pid != os.getpid() and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
 class Worker:
     """One ``celery worker`` main process, started by a deployment."""
 
@@ -128,7 +139,9 @@ class Deployment:
         self.env.update({k: str(v) for k, v in overrides.items()})
         self.settings: Settings = load_settings(
             **{
-                k.removeprefix("FULFILLMENT_").lower(): json.loads(v) if k.endswith("POLICIES") else v
+                k.removeprefix("FULFILLMENT_").lower(): json.loads(v)
+                if k.endswith("POLICIES")
+                else v
                 for k, v in self.env.items()
                 if k.startswith("FULFILLMENT_")
             }
@@ -164,7 +177,9 @@ class Deployment:
 
         def up() -> bool:
             if not worker.alive():
-                raise AssertionError(f"worker {worker.name} exited:\n{worker.log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"worker {worker.name} exited:\n{worker.log.read_text()[-3000:]}"
+                )
             return any(w.rsplit(":", 1)[0] == node for w in self.worker_ids())
 
         wait_until(up, timeout, f"worker {worker.name} to heartbeat")
@@ -227,7 +242,10 @@ def order_doc(
     order_id: str | None = None,
 ) -> dict[str, Any]:
     """An order in the demo's camelCase JSON shape."""
-    lines = lines or (("Noise-Cancelling Headset", "319.99", 1), ("USB-C Charging Dock", "89.00", 2))
+    lines = lines or (
+        ("Noise-Cancelling Headset", "319.99", 1),
+        ("USB-C Charging Dock", "89.00", 2),
+    )
     doc: dict[str, Any] = {
         "items": [{"itemName": n, "itemPrice": p, "quantity": q} for n, p, q in lines],
         "payment": {"creditCard": {"number": card, "expiration": expiration}},

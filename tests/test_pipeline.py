@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -70,7 +71,7 @@ def test_inventory_downtime_retries_with_backoff(shared: Deployment, oid: str, m
     assert [a.retry_in_ms for a in tries[:-1]] == [100 * 2**i for i in range(down)]
     if mode == "hang":  # each hanging attempt was cut at the 1 s limit
         assert all(900 <= a.duration_ms <= 2500 for a in tries[:-1])
-    for earlier, later in zip(tries, tries[1:], strict=False):
+    for earlier, later in itertools.pairwise(tries):
         gap = (later.started_at - earlier.started_at).total_seconds() * 1000
         assert gap >= earlier.retry_in_ms + (earlier.duration_ms or 0) - 50
     assert attempts(shared, oid, "payment")[0].outcome == "succeeded"
@@ -126,7 +127,10 @@ def test_cancel_after_reservation_refunds_and_releases(shared: Deployment, oid: 
     view = shared.wait(oid)
     assert view.status is OrderStatus.CANCELLED
     assert view.failure is not None and view.failure.message == "customer changed their mind"
-    assert sorted(view.compensated) == ["Inventory reservation released", "Payment of 497.99 refunded"]
+    assert sorted(view.compensated) == [
+        "Inventory reservation released",
+        "Payment of 497.99 refunded",
+    ]
     ledger = shared.ledger(oid)
     assert "refund" in ledger and "release" in ledger and "shipment" not in ledger
 

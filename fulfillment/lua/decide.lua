@@ -29,6 +29,11 @@ local now = now_us()
 
 if A.decision == 'cancel' then
   if o[12] == '1' then return reply({v = 'cancel_requested'}) end
+  -- For an order that needs approval, cancel is one of the four decisions on the
+  -- wait: once approve or reject has won, the order goes ahead as decided.
+  if o[6] == '1' and o[11] ~= 'pending' and o[11] ~= 'waiting' then
+    return reply({v = 'decided', decision = o[8] or o[11], by = o[9] or ''})
+  end
   if phase == 'running' then
     redis.call('HSET', K.record, 'cancel_requested', '1', 'cancel_reason', A.reason,
       'updated', int(now))
