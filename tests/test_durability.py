@@ -17,7 +17,7 @@ from fulfillment.services import catalogue
 from fulfillment.settings import load_settings
 from fulfillment.state import OrderStatus
 
-from .support import EXPENSIVE, Deployment, Worker, kill_tree, order_doc, wait_until
+from .support import EXPENSIVE, Deployment, Worker, order_doc, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,1 @@
+"""Benchmarks: ``./dev bench`` (``python -m bench``). Not part of CI's pass/fail."""
