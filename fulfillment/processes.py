@@ -54,6 +54,8 @@ def flower_command(settings: Settings, extra: Sequence[str] = ()) -> list[str]:
         "--persistent=True",
         f"--db={Path(settings.data_dir).expanduser() / 'flower.db'}",
         "--state_save_interval=5000",
+        # The order id and the masked summary are in args/kwargs: show them first.
+        "--tasks_columns=name,uuid,state,args,kwargs,result,started,runtime,retries,worker",
         *extra,
     ]
 
