@@ -419,11 +419,19 @@ def up(workers: int, concurrency: int | None, no_flower: bool) -> None:
             group.start("flower", flower_command(settings))
             click.echo(f"Flower: http://{settings.flower_address}:{settings.flower_port}")
         click.echo(f"{workers} worker(s) on {url}. Ctrl-C stops everything.")
-        while not group.exited():
+        restarts: Counter[str] = Counter()
+        while True:
             time.sleep(0.5)
-        for label, code in group.exited():
-            click.echo(f"{label} exited with code {code}; stopping the rest", err=True)
-        sys.exit(1)
+            for label, code in group.exited():
+                # Like compose's `restart: unless-stopped` for workers: another worker
+                # carries on the orders of the dead one, and a new one takes its place.
+                if label.startswith("worker") and restarts[label] < 5:
+                    restarts[label] += 1
+                    click.echo(f"{label} exited with code {code}; restarting it", err=True)
+                    group.restart(label)
+                    continue
+                click.echo(f"{label} exited with code {code}; stopping the rest", err=True)
+                sys.exit(1)
     except KeyboardInterrupt:
         click.echo("stopping ...", err=True)
     finally:

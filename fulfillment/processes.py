@@ -67,8 +67,10 @@ class ProcessGroup:
         self.env = env or dict(os.environ)
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self._logs: list[IO[bytes]] = []
+        self._specs: dict[str, tuple[list[str], Path | None]] = {}
 
     def start(self, label: str, cmd: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+        self._specs[label] = (cmd, log)
         out: IO[bytes] | None = None
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +79,12 @@ class ProcessGroup:
         proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=out)
         self.procs.append((label, proc))
         return proc
+
+    def restart(self, label: str) -> subprocess.Popen[bytes]:
+        """Start ``label`` again with the same command (it exited)."""
+        self.procs = [(name, p) for name, p in self.procs if name != label]
+        cmd, log = self._specs[label]
+        return self.start(label, cmd, log)
 
     def exited(self) -> list[tuple[str, int]]:
         """Children that exited, with their exit codes."""

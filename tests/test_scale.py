@@ -1,0 +1,54 @@
+"""``fulfillment up --workers N``: the compose topology as local processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+from fulfillment.state import OrderStatus
+
+from .support import Deployment, kill_tree, order_doc, processes_using, wait_until
+
+
+def test_up_with_three_workers_spreads_a_batch_and_survives_a_kill(deploy) -> None:  # type: ignore[no-untyped-def]
+    d: Deployment = deploy(FULFILLMENT_SERVICE_LATENCY="0.05")
+    exe = str(Path(sys.executable).with_name("fulfillment"))
+    log = (d.workdir / "up.log").open("wb")
+    up = subprocess.Popen(
+        [exe, "up", "--workers", "3", "--concurrency", "1", "--no-flower"],
+        env=d.env, stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: len(d.worker_ids()) == 3, 60, "three workers to heartbeat")
+        ids = [d.client.place_order(order_doc()).id for _ in range(30)]
+        wait_until(
+            lambda: sum(d.client.get_order(i).status.finished for i in ids) >= 5,
+            30, "the batch to be under way",
+        )  # fmt: skip
+        victim = int(d.worker_ids()[0].rsplit(":", 1)[1])
+        assert psutil.Process(victim).ppid() == up.pid
+        psutil.Process(victim).kill()  # SIGKILL one worker mid-batch
+        for order_id in ids:
+            assert d.wait(order_id, timeout=60).status is OrderStatus.COMPLETED
+        workers = Counter(
+            a.worker.rsplit(":", 1)[0]
+            for i in ids
+            for s in d.client.timeline(i).steps
+            for a in s.attempts
+        )
+        assert len(workers) >= 2, workers
+        for order_id in ids:
+            assert d.ledger(order_id)["charge_calls"] == "1"
+    finally:
+        up.send_signal(signal.SIGINT)  # Ctrl-C stops everything
+        try:
+            up.wait(40)
+        finally:
+            kill_tree(up.pid)
+            log.close()
+    wait_until(lambda: processes_using(d.url) == [], 20, "every child of `up` to exit")
