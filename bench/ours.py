@@ -1,0 +1,108 @@
+"""The same measurements on the fulfillment pipeline."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from fulfillment.keys import OrderKeys, status_index
+from fulfillment.state import OrderStatus
+
+from .harness import Deployment, Server
+
+
+def order(expensive: bool = False) -> dict:
+    line = (
+        {"itemName": "Electric Cargo Bike", "itemPrice": "4890.00", "quantity": 3}
+        if expensive
+        else {"itemName": "Yoga Mat", "itemPrice": "29.90", "quantity": 1}
+    )
+    return {
+        "id": f"b-{uuid.uuid4().hex}",
+        "items": [line],
+        "payment": {"creditCard": {"number": "4111111111111111", "expiration": "12/39"}},
+    }
+
+
+def _warm(d: Deployment) -> None:
+    d.client.place_order(order()).result(timeout=60)
+
+
+def throughput(server: Server, n: int, workers: int = 1, concurrency: int = 2) -> float:
+    with Deployment.create(server) as d:
+        d.start_workers(workers, concurrency=concurrency)
+        _warm(d)
+        done_key = status_index("completed")
+        base = d.redis.zcard(done_key)
+        docs = [order() for _ in range(n)]
+        started = time.perf_counter()
+        for doc in docs:
+            d.client.place_order(doc)
+        while d.redis.zcard(done_key) - base < n:
+            time.sleep(0.002)
+        return n / (time.perf_counter() - started)
+
+
+def latency(server: Server, n: int, concurrency: int = 2) -> list[float]:
+    with Deployment.create(server) as d:
+        d.start_workers(1, concurrency=concurrency)
+        _warm(d)
+        times = []
+        for _ in range(n):
+            doc = order()
+            started = time.perf_counter()
+            d.client.place_order(doc).result(timeout=30)
+            times.append((time.perf_counter() - started) * 1000)
+        return times
+
+
+def approval(server: Server, n: int, concurrency: int = 2) -> list[float]:
+    with Deployment.create(server) as d:
+        d.start_workers(1, concurrency=concurrency)
+        _warm(d)
+        times = []
+        for _ in range(n):
+            handle = d.client.place_order(order(expensive=True), approval_timeout=60)
+            d.client.wait_for(handle.id, lambda v: v.status is OrderStatus.AWAITING_APPROVAL, 30)
+            started = time.perf_counter()
+            d.client.approve_order(handle.id, by="bench")
+            handle.result(timeout=30)
+            times.append((time.perf_counter() - started) * 1000)
+        return times
+
+
+def memory(server: Server, n: int, retention: float = 3.0) -> dict[str, float]:
+    """Redis bytes per finished order (record + history + ledger), and after retention."""
+    with Deployment.create(server, FULFILLMENT_RETENTION=str(retention)) as d:
+        d.start_workers(1, concurrency=2)
+        ids = [d.client.place_order(order()).id for _ in range(n)]
+        for order_id in ids:
+            d.client.wait(order_id, timeout=60)
+        total = 0
+        keys = 0
+        for order_id in ids:
+            k = OrderKeys(order_id)
+            for key in (k.record, k.history, k.ledger):
+                usage = d.redis.memory_usage(key)
+                if usage:
+                    total += usage
+                    keys += 1
+        index_bytes = sum(d.redis.memory_usage(status_index(s)) or 0 for s in ("completed",))
+        deadline = time.monotonic() + retention + 30
+        while time.monotonic() < deadline:
+            left = sum(d.redis.exists(OrderKeys(i).record) for i in ids)
+            if left == 0:
+                break
+            time.sleep(0.2)
+        after = sum(
+            d.redis.memory_usage(key) or 0
+            for i in ids
+            for key in (OrderKeys(i).record, OrderKeys(i).history, OrderKeys(i).ledger)
+        )
+        return {
+            "bytes_per_order": total / n,
+            "keys_per_order": keys / n,
+            "index_bytes_per_order": index_bytes / n,
+            "bytes_per_order_after_retention": after / n,
+            "retention_s": retention,
+        }

@@ -1,0 +1,83 @@
+"""Run the raw-chain baseline: workers of ``bench.raw_app`` and the same measurements."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import psutil
+import redis
+from celery import chain
+
+from .harness import OUT
+
+
+@contextlib.contextmanager
+def raw_workers(url: str, workers: int, concurrency: int) -> Iterator[redis.Redis]:
+    env = {**os.environ, "BENCH_RAW_URL": url}
+    OUT.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i in range(workers):
+        name = f"raw{i}-{os.getpid()}@%h"
+        cmd = [sys.executable, "-m", "celery", "-A", "bench.raw_app", "worker", "--pool",
+               "prefork", "--concurrency", str(concurrency), "--hostname", name,
+               "--queues", "raw", "--loglevel", "WARNING", "--without-gossip",
+               "--without-mingle"]  # fmt: skip
+        log = (OUT / "raw-workers.log").open("ab")
+        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=log))
+    client = redis.Redis.from_url(url, socket_timeout=120)
+    try:
+        # ready once a probe chain completes on every worker's queue
+        os.environ["BENCH_RAW_URL"] = url
+        _send(_app(url), "probe")
+        client.blpop(["raw:done"], timeout=60)
+        client.delete("raw:done")
+        yield client
+    finally:
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    child.kill()
+            proc.kill()
+            proc.wait()
+
+
+def _app(url: str):  # type: ignore[no-untyped-def]
+    from . import raw_app
+
+    if raw_app.app.conf.broker_url != url:
+        raw_app.app.conf.broker_url = url
+        raw_app.URL = url
+    return raw_app
+
+
+def _send(mod, chain_id: str) -> None:  # type: ignore[no-untyped-def]
+    chain(mod.step.si(chain_id), mod.step.si(chain_id), mod.last.si(chain_id)).apply_async()
+
+
+def throughput(url: str, n: int, workers: int = 1, concurrency: int = 2) -> float:
+    mod = _app(url)
+    with raw_workers(url, workers, concurrency) as client:
+        started = time.perf_counter()
+        for _ in range(n):
+            _send(mod, uuid.uuid4().hex)
+        while client.llen("raw:done") < n:
+            time.sleep(0.002)
+        return n / (time.perf_counter() - started)
+
+
+def latency(url: str, n: int, concurrency: int = 2) -> list[float]:
+    mod = _app(url)
+    times = []
+    with raw_workers(url, 1, concurrency) as client:
+        for _ in range(n):
+            started = time.perf_counter()
+            _send(mod, "x")
+            client.blpop(["raw:done"], timeout=30)
+            times.append((time.perf_counter() - started) * 1000)
+    return times

@@ -1,0 +1,49 @@
+"""The baseline: a raw Celery chain of three no-op tasks, with our delivery settings.
+
+Same broker, same worker flags (prefork, acks_late, prefetch 1, JSON only, no
+result backend). The last task pushes the chain's id to a list, which is how the
+benchmark learns that a chain finished (one Redis command: the least any
+completion signal can cost).
+"""
+
+from __future__ import annotations
+
+import os
+
+import redis
+from celery import Celery
+
+URL = os.environ.get("BENCH_RAW_URL", "redis://127.0.0.1:6379/15")
+QUEUE = "raw"
+DONE = "raw:done"
+
+app = Celery("bench.raw_app", broker=URL)
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    task_default_queue=QUEUE,
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+)
+_client: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(URL)
+    return _client
+
+
+@app.task(name="raw.step")
+def step(chain_id: str) -> str:
+    return chain_id
+
+
+@app.task(name="raw.last")
+def last(chain_id: str) -> None:
+    _redis().rpush(DONE, chain_id)
