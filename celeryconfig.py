@@ -22,8 +22,12 @@ Why each delivery setting (facts from CELERY-NOTES.md, checked in the sources):
   It is *not* what fails over a dead worker (kombu only scans every ~100 s):
   leases and the watchdog do that within a step time limit.
 * JSON only: ``accept_content`` refuses pickle (or anything else) at the door.
-* Task events on (``worker_send_task_events``, ``task_send_sent_event``): Flower
-  is the dashboard. Step tasks ignore results: the order record in Redis is the
+* Worker task events on (``worker_send_task_events``): Flower is the dashboard
+  and needs received / started / retried / succeeded / failed. The producer's
+  ``task-sent`` event is off by default (``FULFILLMENT_TASK_SENT_EVENTS=1`` turns
+  it on): it repeats what task-received carries a moment later, and it is one
+  more publish on every step's hot path (profiled: about a fifth of the cost of
+  sending the next step). Step tasks ignore results: the order record in Redis is the
   source of truth, Flower gets results from the task-succeeded event, and nobody
   reads the result backend, so writing to it would be wasted round trips.
 * Reconnect forever (``broker_connection_max_retries = None``) and retry
@@ -81,7 +85,7 @@ def build(settings: Settings) -> dict[str, Any]:
         "result_expires": 3600,
         # --- monitoring (Flower) ------------------------------------------------------
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "task_send_sent_event": settings.task_sent_events,
         "worker_enable_remote_control": True,
         # --- misc --------------------------------------------------------------------------
         "enable_utc": True,

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
 
     # --- Flower -----------------------------------------------------------------------
     flower_port: int = Field(default=5555, ge=1, le=65535)
+    task_sent_events: bool = Field(
+        default=False, description="Also send task-sent events (Flower's 'sent' time)."
+    )
     flower_address: str = "127.0.0.1"
 
     @field_validator("step_policies")
