@@ -18,8 +18,11 @@ from .harness import OUT
 
 
 @contextlib.contextmanager
-def raw_workers(url: str, workers: int, concurrency: int) -> Iterator[redis.Redis]:
-    env = {**os.environ, "BENCH_RAW_URL": url}
+def raw_workers(
+    url: str, workers: int, concurrency: int, events: bool = True
+) -> Iterator[redis.Redis]:
+    """Workers of the raw app; ``events``: task events on, as our workers have them."""
+    env = {**os.environ, "BENCH_RAW_URL": url, "BENCH_RAW_EVENTS": "1" if events else "0"}
     OUT.mkdir(parents=True, exist_ok=True)
     procs = []
     for i in range(workers):
@@ -60,9 +63,11 @@ def _send(mod, chain_id: str) -> None:  # type: ignore[no-untyped-def]
     chain(mod.step.si(chain_id), mod.step.si(chain_id), mod.last.si(chain_id)).apply_async()
 
 
-def throughput(url: str, n: int, workers: int = 1, concurrency: int = 2) -> float:
+def throughput(
+    url: str, n: int, workers: int = 1, concurrency: int = 2, events: bool = True
+) -> float:
     mod = _app(url)
-    with raw_workers(url, workers, concurrency) as client:
+    with raw_workers(url, workers, concurrency, events) as client:
         started = time.perf_counter()
         for _ in range(n):
             _send(mod, uuid.uuid4().hex)

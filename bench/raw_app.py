@@ -1,7 +1,8 @@
 """The baseline: a raw Celery chain of three no-op tasks, with our delivery settings.
 
 Same broker, same worker flags (prefork, acks_late, prefetch 1, JSON only, no
-result backend). The last task pushes the chain's id to a list, which is how the
+result backend, task events on as Flower needs them; ``BENCH_RAW_EVENTS=0``
+gives Celery's default of no events, reported as a second baseline). The last task pushes the chain's id to a list, which is how the
 benchmark learns that a chain finished (one Redis command: the least any
 completion signal can cost).
 """
@@ -28,6 +29,7 @@ app.conf.update(
     task_default_queue=QUEUE,
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
+    worker_send_task_events=os.environ.get("BENCH_RAW_EVENTS") == "1",
 )
 _client: redis.Redis | None = None
 

@@ -183,6 +183,27 @@ class OrderStore:
             },
         )
 
+    def prune_expired(self, now_us: int, limit: int = 500) -> int:
+        """Drop index entries of finished orders whose record expired (retention).
+
+        Only entries created more than ``retention`` ago can have expired, so the
+        scan is bounded; an entry whose record still exists is kept.
+        """
+        cutoff = now_us - us(self.settings.retention)
+        removed = 0
+        for status in keys.TERMINAL:
+            index = keys.status_index(status)
+            ids = self.client.zrangebyscore(index, "-inf", cutoff, start=0, num=limit)
+            if not ids:
+                continue
+            pipe = self.client.pipeline(transaction=False)
+            for order_id in ids:
+                pipe.exists(OrderKeys(order_id).record)
+            gone = [i for i, alive in zip(ids, pipe.execute(), strict=True) if not alive]
+            if gone:
+                removed += int(self.client.zrem(index, *gone))
+        return removed
+
     def forget_dead_workers(self, older_than_us: int) -> None:
         """Drop heartbeats older than ``older_than_us`` (a worker that came back is kept)."""
         self.client.zremrangebyscore(keys.WORKERS, "-inf", older_than_us)

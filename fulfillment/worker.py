@@ -38,6 +38,7 @@ from .store import US, OrderStore
 log = logging.getLogger(__name__)
 
 _worker_id: str | None = None
+PRUNE_EVERY = 20  # ticks between two scans for expired orders in the status indexes
 
 
 def worker_id() -> str:
@@ -58,6 +59,7 @@ class Watchdog(threading.Thread):
         self._stopping = threading.Event()
         self._connected_since: float | None = None
         self._last_error_log = 0.0
+        self._ticks = 0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -85,6 +87,9 @@ class Watchdog(threading.Thread):
         due = self.store.tick(self.worker, self.queues)
         if not due["leader"]:
             return
+        self._ticks += 1
+        if self._ticks % PRUNE_EVERY == 1:
+            self.store.prune_expired(int(due["now"]))
         for order_id in as_list(due["leases"]):
             self.redrive(order_id, "due")
         for order_id in as_list(due["timers"]):
