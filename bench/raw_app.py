@@ -2,9 +2,9 @@
 
 Same broker, same worker flags (prefork, acks_late, prefetch 1, JSON only, no
 result backend, task events on as Flower needs them; ``BENCH_RAW_EVENTS=0``
-gives Celery's default of no events, reported as a second baseline). The last task pushes the chain's id to a list, which is how the
-benchmark learns that a chain finished (one Redis command: the least any
-completion signal can cost).
+gives Celery's default of no events, reported as a second baseline). The last
+task pushes the chain's id to a list, which is how the benchmark learns that a
+chain finished (one Redis command: the least any completion signal can cost).
 """
 
 from __future__ import annotations

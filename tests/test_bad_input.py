@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -87,7 +88,8 @@ MUTATIONS = st.one_of(
     .map(lambda t: ("unknown field", _set((*t[0], t[1]), 1), t[1])),
     # negative and huge numbers
     st.one_of(
-        st.integers(max_value=-1), st.decimals(max_value=-0.01, places=2, allow_nan=False)
+        st.integers(max_value=-1),
+        st.decimals(max_value=Decimal("-0.01"), places=2, allow_nan=False),
     ).map(lambda v: ("negative price", _set(("items", 0, "itemPrice"), str(v)), "itemPrice")),
     st.integers(max_value=0).map(
         lambda v: ("quantity < 1", _set(("items", 0, "quantity"), v), "quantity")
