@@ -7,6 +7,7 @@ import threading
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, AuthorizationError
 from redis.retry import Retry
 
 from .settings import Settings
@@ -34,6 +35,18 @@ def resolve_broker_url(settings: Settings) -> str:
     return settings.broker_url or resolve_redis_url(settings)
 
 
+class _Retry(Retry):
+    """Retry lost connections, but never a refused password: that will not heal."""
+
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):  # type: ignore[no-untyped-def]
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, AuthenticationError | AuthorizationError):
+                return False
+            return is_retryable(error) if is_retryable else True
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
 def redis_client(url: str) -> redis.Redis:
     """A client for ``url``, shared within this process (never across a fork).
 
@@ -53,7 +66,7 @@ def redis_client(url: str) -> redis.Redis:
                     socket_timeout=10,
                     socket_connect_timeout=2,
                     health_check_interval=30,
-                    retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20),
+                    retry=_Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20),
                     retry_on_error=[redis.ConnectionError, redis.TimeoutError],
                 )
                 _clients[key] = client

@@ -153,12 +153,17 @@ class Deployment:
     # --- workers ------------------------------------------------------------------------
 
     def start_worker(
-        self, concurrency: int = 1, name: str | None = None, wait: bool = True, **env: str
+        self,
+        concurrency: int = 1,
+        name: str | None = None,
+        wait: bool = True,
+        loglevel: str = "INFO",
+        **env: str,
     ) -> Worker:
         name = name or f"w{next(self._names)}-{os.getpid()}@%h"
         log = self.workdir / f"{name.split('@')[0]}.log"
         cmd = worker_command(
-            name, queue=self.settings.queue, concurrency=concurrency, loglevel="INFO"
+            name, queue=self.settings.queue, concurrency=concurrency, loglevel=loglevel
         )
         proc_env = {**self.env, **env}
         with log.open("ab") as out:
