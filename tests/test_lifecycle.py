@@ -1,0 +1,92 @@
+"""Retention of finished orders, and graceful shutdown of a worker mid-step."""
+
+from __future__ import annotations
+
+import signal
+
+from fulfillment.keys import OrderKeys, status_index
+from fulfillment.services import set_fault
+from fulfillment.state import OrderStatus
+
+from .support import EXPENSIVE, Deployment, order_doc, wait_until
+
+
+def keys_of(d: Deployment, order_id: str) -> list[str]:
+    k = OrderKeys(order_id)
+    return [key for key in (k.record, k.history, k.ledger) if d.redis.exists(key)]
+
+
+def test_finished_orders_expire_running_and_waiting_never(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
+    d: Deployment = deploy(FULFILLMENT_RETENTION="2")
+    d.start_worker()
+    done = d.client.place_order(order_doc(order_id=oid + "-done"))
+    refunded = d.client.place_order(order_doc(("Moon Rock", "9.00", 1), order_id=oid + "-ref"))
+    waiting = d.client.place_order(
+        order_doc(EXPENSIVE, order_id=oid + "-wait"), approval_timeout=600
+    )
+    set_fault(d.redis, "inventory", attempts=None, order_id=oid + "-stuck")
+    stuck = d.client.place_order(order_doc(order_id=oid + "-stuck"))
+    done.result(timeout=30)
+    d.wait(refunded.id)
+    d.wait_status(waiting.id, OrderStatus.AWAITING_APPROVAL)
+    d.client.wait_for(stuck.id, lambda v: v.steps[1].attempts >= 2, 30)
+
+    for finished in (done.id, refunded.id):
+        assert set(keys_of(d, finished)) == {
+            OrderKeys(finished).record,
+            OrderKeys(finished).history,
+            OrderKeys(finished).ledger,
+        }
+        assert all(0 < d.redis.ttl(k) <= 2 for k in keys_of(d, finished))
+    for live in (waiting.id, stuck.id):
+        assert all(d.redis.ttl(k) == -1 for k in keys_of(d, live)), "never expire while live"
+
+    wait_until(lambda: not keys_of(d, done.id) and not keys_of(d, refunded.id), 10,
+               "finished orders, their history and ledgers to expire")  # fmt: skip
+    # the watchdog prunes them from the status indexes too
+    wait_until(
+        lambda: d.redis.zscore(status_index("completed"), done.id) is None
+        and d.redis.zscore(status_index("failed"), refunded.id) is None,
+        20, "the index entries to be pruned",
+    )  # fmt: skip
+    assert d.client.get_order(waiting.id).status is OrderStatus.AWAITING_APPROVAL
+    assert d.client.get_order(stuck.id).status is OrderStatus.RUNNING
+    assert all(d.redis.ttl(k) == -1 for k in keys_of(d, stuck.id))
+    ids = {v.id for v in d.client.list_orders(limit=100)}
+    assert ids == {waiting.id, stuck.id}
+    out = d.cli("show", done.id)
+    assert out.returncode == 1 and "not found" in out.stderr
+
+
+def test_sigterm_mid_step_finishes_or_hands_back(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
+    d: Deployment = deploy(
+        FULFILLMENT_SERVICE_LATENCY="0.8",
+        FULFILLMENT_SERVICE_LATENCY_JITTER="0",
+        FULFILLMENT_STEP_TIME_LIMIT="3",
+    )
+    first = d.start_worker()
+    handle = d.client.place_order(order_doc(order_id=oid))
+
+    def running_on_first() -> bool:
+        record = d.client.store.record(oid)
+        return record.get("phase") == "running" and record.get("worker", "").endswith(
+            f":{first.pid}"
+        )
+
+    wait_until(running_on_first, 30, "a step running on the first worker")
+    step = d.client.store.record(oid)["step"]
+    second = d.start_worker()
+    first.proc.send_signal(signal.SIGTERM)  # warm shutdown
+    assert first.proc.wait(30) == 0
+    assert handle.result(timeout=60).startswith("Order fulfilled")
+    tl = d.client.timeline(oid)
+    interrupted = next(s for s in tl.steps if s.name == step)
+    # the step the worker was running finished there, or was handed back and run elsewhere
+    assert interrupted.attempts[-1].outcome == "succeeded"
+    assert all(a.outcome in ("succeeded", "lost") for a in interrupted.attempts)
+    later = [s for s in tl.steps if tl.steps.index(s) > tl.steps.index(interrupted)]
+    assert all(a.worker.endswith(f":{second.pid}") for s in later for a in s.attempts)
+    ledger = d.ledger(oid)
+    assert ledger["charge_calls"] == "1"
+    assert {"charge", "reservation", "shipment"} <= ledger.keys()
+    assert second.alive()
