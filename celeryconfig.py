@@ -64,7 +64,10 @@ def build(settings: Settings) -> dict[str, Any]:
             "socket_connect_timeout": 5,
             "health_check_interval": 10,
             "retry_on_timeout": True,
+            # only read for sentinel:// URLs: which master the sentinels watch
+            "master_name": settings.sentinel_master,
         },
+        "result_backend_transport_options": {"master_name": settings.sentinel_master},
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "task_publish_retry": True,

@@ -394,6 +394,7 @@ def flower(flower_args: tuple[str, ...]) -> None:
 @handle_errors
 def up(workers: int, concurrency: int | None, no_flower: bool) -> None:
     """Run everything in the foreground: server, N workers, Flower. Ctrl-C stops them all."""
+    from .connection import redact
     from .processes import ProcessGroup, flower_command, start_server, worker_command
 
     settings = get_settings()
@@ -418,7 +419,7 @@ def up(workers: int, concurrency: int | None, no_flower: bool) -> None:
             Path(settings.data_dir).expanduser().mkdir(parents=True, exist_ok=True)
             group.start("flower", flower_command(settings))
             click.echo(f"Flower: http://{settings.flower_address}:{settings.flower_port}")
-        click.echo(f"{workers} worker(s) on {url}. Ctrl-C stops everything.")
+        click.echo(f"{workers} worker(s) on {redact(url)}. Ctrl-C stops everything.")
         restarts: Counter[str] = Counter()
         while True:
             time.sleep(0.5)

@@ -57,7 +57,10 @@ class FulfillmentClient:
 
     @cached_property
     def store(self) -> OrderStore:
-        return OrderStore(redis_client(resolve_redis_url(self.settings)), self.settings)
+        return OrderStore(
+            redis_client(resolve_redis_url(self.settings), self.settings.sentinel_master),
+            self.settings,
+        )
 
     @cached_property
     def app(self) -> Celery:

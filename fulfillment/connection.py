@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
+from .errors import ConfigError
 from .settings import Settings
 
 _clients: dict[tuple[int, str], redis.Redis] = {}
@@ -47,8 +52,50 @@ class _Retry(Retry):
         return super().call_with_retry(do, fail, retryable, with_failure_count)
 
 
-def redis_client(url: str) -> redis.Redis:
+def _options() -> dict[str, Any]:
+    return {
+        "decode_responses": True,
+        "socket_timeout": 10,
+        "socket_connect_timeout": 2,
+        "health_check_interval": 30,
+        "retry": _Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str | None, int]:
+    """``sentinel://[:pw@]host:port[;sentinel://host:port...][/db]`` (Celery's form).
+
+    Returns the sentinels, the master's password and the database number.
+    """
+    sentinels: list[tuple[str, int]] = []
+    password: str | None = None
+    db = 0
+    for part in url.split(";"):
+        parsed = urlsplit(part.strip())
+        if parsed.scheme != "sentinel" or not parsed.hostname:
+            raise ConfigError(f"not a sentinel URL: {redact(part)}")
+        sentinels.append((parsed.hostname, parsed.port or 26379))
+        password = unquote(parsed.password) if parsed.password else password
+        if parsed.path.strip("/"):
+            try:
+                db = int(parsed.path.strip("/"))
+            except ValueError:
+                raise ConfigError(f"bad database number in {redact(part)}") from None
+    return sentinels, password, db
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``**``."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1**@", url)
+
+
+def redis_client(url: str, sentinel_master: str = "mymaster") -> redis.Redis:
     """A client for ``url``, shared within this process (never across a fork).
+
+    ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs connect directly; a
+    ``sentinel://`` URL asks the sentinels for the current master of
+    ``sentinel_master`` and follows it when it fails over.
 
     Commands are retried for about 15 s on connection errors, so a Redis restart
     pauses callers instead of failing them. Every transition script is a
@@ -60,14 +107,12 @@ def redis_client(url: str) -> redis.Redis:
         with _lock:
             client = _clients.get(key)
             if client is None:
-                client = redis.Redis.from_url(
-                    url,
-                    decode_responses=True,
-                    socket_timeout=10,
-                    socket_connect_timeout=2,
-                    health_check_interval=30,
-                    retry=_Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20),
-                    retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-                )
+                if url.startswith("sentinel://"):
+                    sentinels, password, db = parse_sentinel_url(url)
+                    client = Sentinel(sentinels, socket_timeout=2).master_for(
+                        sentinel_master, db=db, password=password, **_options()
+                    )
+                else:
+                    client = redis.Redis.from_url(url, **_options())
                 _clients[key] = client
     return client

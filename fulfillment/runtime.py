@@ -27,7 +27,7 @@ class Runtime:
 
     @cached_property
     def client(self):  # type: ignore[no-untyped-def]
-        return redis_client(self.url)
+        return redis_client(self.url, self.settings.sentinel_master)
 
     @cached_property
     def store(self) -> OrderStore:

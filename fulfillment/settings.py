@@ -70,6 +70,9 @@ class Settings(BaseSettings):
         default_factory=_default_data_dir,
         description="Where the embedded server keeps its append-only file and Flower its state.",
     )
+    sentinel_master: str = Field(
+        default="mymaster", description="Master name, for sentinel:// URLs."
+    )
     queue: str = Field(default="fulfillment", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     # --- the order contract --------------------------------------------------

@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from .scripts import csv
 
@@ -100,6 +100,7 @@ class OrderView(BaseModel):
         """What was actually undone (e.g. ``Payment of 59.75 refunded``)."""
         return [c.summary or c.action for c in self.compensations if c.state == "done"]
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def retrying(self) -> bool:
         """A step failed and is waiting for its next attempt."""

@@ -54,7 +54,9 @@ class Watchdog(threading.Thread):
         self.app = app
         self.worker = worker
         self.settings = settings
-        self.store = OrderStore(redis_client(resolve_redis_url(settings)), settings)
+        self.store = OrderStore(
+            redis_client(resolve_redis_url(settings), settings.sentinel_master), settings
+        )
         self.queues = [settings.queue]
         self._stopping = threading.Event()
         self._connected_since: float | None = None
@@ -161,7 +163,7 @@ class WatchdogStep(bootsteps.StartStopStep):
 
     def start(self, worker: Any) -> None:
         settings = get_settings()
-        seed_stock(redis_client(resolve_redis_url(settings)))
+        seed_stock(redis_client(resolve_redis_url(settings), settings.sentinel_master))
         self.watchdog = Watchdog(worker.app, worker_id(), settings)
         self.watchdog.start()
 

@@ -147,7 +147,11 @@ class Deployment:
             }
         )
         self.client = FulfillmentClient(self.settings)
-        self.redis: redis.Redis = redis.Redis.from_url(url, decode_responses=True)
+        self.redis: redis.Redis = (
+            self.client.store.client  # follows the sentinels to the master
+            if url.startswith("sentinel://")
+            else redis.Redis.from_url(url, decode_responses=True)
+        )
         self.workers: list[Worker] = []
 
     # --- workers ------------------------------------------------------------------------

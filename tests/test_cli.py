@@ -115,3 +115,38 @@ def test_cancel_command(deploy, oid: str) -> None:  # type: ignore[no-untyped-de
     out = d.cli("cancel", oid)
     assert out.returncode == 0, out.stderr
     assert d.client.get_order(oid).status is OrderStatus.CANCELLED
+
+
+# The documented --json shapes (README, "JSON output"): changing them is a breaking change.
+ORDER_KEYS = {
+    "id", "status", "total", "items", "card", "created_at", "updated_at", "finished_at",
+    "current_step", "phase", "epoch", "next_retry_at", "retrying", "result", "failure",
+    "approval", "steps", "compensations",
+}  # fmt: skip
+ATTEMPT_KEYS = {
+    "number", "started_at", "worker", "task_id", "outcome", "duration_ms", "result",
+    "error_type", "error", "retryable", "retry_in_ms", "next_retry_at", "note",
+}  # fmt: skip
+
+
+def test_json_shapes_are_stable(shared: Deployment, oid: str) -> None:
+    from fulfillment.services import set_fault
+
+    set_fault(shared.redis, "inventory", attempts=1, order_id=oid)
+    shared.client.place_order(order_doc(order_id=oid)).result(timeout=30)
+    shown = json.loads(shared.cli("show", oid, "--json").stdout)
+    assert set(shown) == {"order", "steps", "events"}
+    assert set(shown["order"]) == ORDER_KEYS
+    assert set(shown["order"]["approval"]) == {
+        "required", "state", "deadline", "decision", "by", "reason", "decided_at"
+    }  # fmt: skip
+    assert {s["name"] for s in shown["steps"]} == {"payment", "inventory", "delivery"}
+    for step in shown["steps"]:
+        assert set(step) == {"name", "state", "attempts", "result", "next_retry_at"}
+        for attempt in step["attempts"]:
+            assert set(attempt) == ATTEMPT_KEYS
+    inventory = next(s for s in shown["steps"] if s["name"] == "inventory")
+    assert [a["outcome"] for a in inventory["attempts"]] == ["failed", "succeeded"]
+    assert all(set(e) == {"id", "at", "type", "data"} for e in shown["events"])
+    listed = json.loads(shared.cli("list", "--json", "--limit", "5").stdout)
+    assert all(set(o) == ORDER_KEYS for o in listed)
