@@ -24,8 +24,11 @@ def order(expensive: bool = False) -> dict:
     }
 
 
-def _warm(d: Deployment) -> None:
-    d.client.place_order(order()).result(timeout=60)
+def _warm(d: Deployment, n: int = 50) -> None:
+    """Run a few orders first: every pool process loads its scripts and connections."""
+    handles = [d.client.place_order(order()) for _ in range(n)]
+    for handle in handles:
+        handle.result(timeout=60)
 
 
 def throughput(server: Server, n: int, workers: int = 1, concurrency: int = 2) -> float:

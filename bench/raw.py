@@ -35,10 +35,13 @@ def raw_workers(
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=log))
     client = redis.Redis.from_url(url, socket_timeout=120)
     try:
-        # ready once a probe chain completes on every worker's queue
-        os.environ["BENCH_RAW_URL"] = url
-        _send(_app(url), "probe")
-        client.blpop(["raw:done"], timeout=60)
+        # ready once warm-up chains completed (every pool process has run some)
+        mod = _app(url)
+        for _ in range(50):
+            _send(mod, "warm-up")
+        deadline = time.monotonic() + 60
+        while client.llen("raw:done") < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
         client.delete("raw:done")
         yield client
     finally:
