@@ -41,6 +41,10 @@ from .worker import act_on
 log = logging.getLogger(__name__)
 
 
+# History events after which an order may be settled (finished, compensations done).
+SETTLING_EVENTS = frozenset({"order_completed", "order_failed", "order_cancelled", "compensated"})
+
+
 def _default_actor() -> str:
     try:
         return getpass.getuser()
@@ -148,7 +152,9 @@ class FulfillmentClient:
 
     def wait(self, order_id: str, timeout: float | None = None) -> OrderView:
         """Block until the order is finished and its compensations ran; return it."""
-        return self.wait_for(order_id, lambda view: view.settled, timeout, "finished")
+        return self.wait_for(
+            order_id, lambda view: view.settled, timeout, "finished", wake_on=SETTLING_EVENTS
+        )
 
     def wait_for(
         self,
@@ -156,30 +162,40 @@ class FulfillmentClient:
         condition: Callable[[OrderView], bool],
         timeout: float | None = None,
         what: str = "in the expected state",
+        *,
+        wake_on: frozenset[str] | None = None,
     ) -> OrderView:
         """Block until ``condition(view)`` holds; return that view.
 
         Wakes on the order's own history stream (XREAD BLOCK): every state change
         appends an event, so this returns as soon as it can, without polling.
-        Raises :class:`ResultTimeout` after ``timeout`` seconds (None: no limit).
+        ``wake_on``: only these event types can make the condition true, so other
+        events do not re-read the order. Raises :class:`ResultTimeout` after
+        ``timeout`` seconds (None: no limit).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         last = self.store.last_event_id(order_id)
+        check = True
+        view: OrderView | None = None
         while True:
-            record = self.store.record(order_id)
-            if not record:
-                raise OrderNotFound(order_id)
-            view = OrderView.from_record(record)
-            if condition(view):
-                return view
+            if check or view is None:
+                record = self.store.record(order_id)
+                if not record:
+                    raise OrderNotFound(order_id)
+                view = OrderView.from_record(record)
+                if condition(view):
+                    return view
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise ResultTimeout(
                     f"order {order_id} not {what} after {timeout}s (status {view.status.value})"
                 )
-            newest = self.store.wait_for_event(order_id, last, int(min(remaining, 5.0) * 1000) or 1)
-            if newest:
-                last = newest
+            news = self.store.wait_for_event(order_id, last, int(min(remaining, 5.0) * 1000) or 1)
+            if news:
+                last, types = news
+                check = wake_on is None or bool(types & wake_on)
+            else:
+                check = True  # a quiet period: look again (e.g. the order expired)
 
     # --- decisions ------------------------------------------------------------------------
 

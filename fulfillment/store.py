@@ -236,12 +236,18 @@ class OrderStore:
         last = self.client.xrevrange(OrderKeys(order_id).history, count=1)
         return last[0][0] if last else "0-0"
 
-    def wait_for_event(self, order_id: str, after: str, block_ms: int) -> str | None:
-        """Block until the order's history grows past ``after``; return the newest id."""
+    def wait_for_event(
+        self, order_id: str, after: str, block_ms: int
+    ) -> tuple[str, set[str]] | None:
+        """Block until the order's history grows past ``after``.
+
+        Returns the newest event id and the types of the new events, or None.
+        """
         reply = self.client.xread({OrderKeys(order_id).history: after}, block=block_ms)
         if not reply:
             return None
-        return reply[0][1][-1][0]
+        entries = reply[0][1]
+        return entries[-1][0], {fields.get("type", "") for _, fields in entries}
 
     def order_ids(
         self, status: str | None = None, retrying: bool = False, limit: int = 50
