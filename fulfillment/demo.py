@@ -234,4 +234,4 @@ def _decide_when_waiting(
         client.approve_order(order_id, by="demo-manager")
     else:
         client.reject_order(order_id, reason="Demo: manager says no", by="demo-manager")
-    console.print(f"{scenario.decision}d {order_id}")
+    console.print(f"{'approved' if scenario.decision == 'approve' else 'rejected'} {order_id}")

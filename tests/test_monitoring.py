@@ -139,3 +139,15 @@ def test_browser_search_order_and_open_a_task(live, oid: str) -> None:  # type: 
         browser.save_screenshot(str(ARTIFACTS / "flower-payment-task.png"))
     finally:
         browser.quit()
+
+
+def test_task_sent_events_can_be_turned_on(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
+    d = deploy(FULFILLMENT_TASK_SENT_EVENTS="1")
+    flower = Flower(d, d.workdir / "flower.db").start()
+    try:
+        d.start_worker()
+        d.client.place_order(order_doc(order_id=oid)).result(timeout=30)
+        tasks = settled_in_flower(flower, oid, STEP_TASKS)
+        assert all(t["sent"] for t in tasks), [t["sent"] for t in tasks]
+    finally:
+        flower.stop()

@@ -52,3 +52,54 @@ def test_up_with_three_workers_spreads_a_batch_and_survives_a_kill(deploy) -> No
             kill_tree(up.pid)
             log.close()
     wait_until(lambda: processes_using(d.url) == [], 20, "every child of `up` to exit")
+
+
+def test_up_runs_server_worker_and_flower_and_ctrl_c_stops_all(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With no Redis URL: `up` starts the embedded server, a worker and Flower."""
+    import urllib.request
+
+    from fulfillment.embedded import free_port, running_url
+
+    from .support import base_env, order_doc
+
+    data = tmp_path / "data"
+    port = free_port()
+    env = {
+        **base_env(),
+        "FULFILLMENT_DATA_DIR": str(data),
+        "FULFILLMENT_SERVICE_LATENCY": "0",
+        "FULFILLMENT_FLOWER_PORT": str(port),
+    }
+    exe = str(Path(sys.executable).with_name("fulfillment"))
+    log = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen([exe, "up", "--concurrency", "1"], env=env, stdout=log, stderr=log)
+    try:
+        url = wait_until(lambda: running_url(data), 30, "the embedded server")
+
+        def flower_ok() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthcheck", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_until(flower_ok, 60, "Flower to answer")
+        d = Deployment(url, tmp_path / "client")
+        try:
+            wait_until(lambda: len(d.worker_ids()) == 1, 60, "the worker to heartbeat")
+            assert d.client.place_order(order_doc()).result(timeout=30)
+        finally:
+            d.close()
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            assert up.wait(40) == 0
+        finally:
+            kill_tree(up.pid)
+            log.close()
+    wait_until(lambda: running_url(data) is None, 20, "the embedded server to stop")
+    leftovers = [
+        p for p in psutil.process_iter(["cmdline"])
+        if str(data) in " ".join(p.info["cmdline"] or [])
+    ]  # fmt: skip
+    assert leftovers == [], leftovers
