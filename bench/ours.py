@@ -94,8 +94,11 @@ def memory(server: Server, n: int, retention: float = 3.0) -> dict[str, float]:
                     keys += 1
         index_bytes = sum(d.redis.memory_usage(status_index(s)) or 0 for s in ("completed",))
         deadline = time.monotonic() + retention + 30
-        while time.monotonic() < deadline:
-            left = sum(d.redis.exists(OrderKeys(i).record) for i in ids)
+        while time.monotonic() < deadline:  # until the server reclaimed every key
+            left = sum(
+                d.redis.exists(OrderKeys(i).record, OrderKeys(i).history, OrderKeys(i).ledger)
+                for i in ids
+            )
             if left == 0:
                 break
             time.sleep(0.2)
