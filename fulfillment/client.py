@@ -174,12 +174,13 @@ class FulfillmentClient:
         ``timeout`` seconds (None: no limit).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        last = self.store.last_event_id(order_id)
+        record, last = self.store.snapshot(order_id)
         check = True
         view: OrderView | None = None
         while True:
             if check or view is None:
-                record = self.store.record(order_id)
+                if view is not None:  # the first pass uses the snapshot
+                    record = self.store.record(order_id)
                 if not record:
                     raise OrderNotFound(order_id)
                 view = OrderView.from_record(record)

@@ -232,9 +232,14 @@ class OrderStore:
         entries = self.client.xrange(OrderKeys(order_id).history)
         return [(eid, f["type"], json.loads(f["data"])) for eid, f in entries]
 
-    def last_event_id(self, order_id: str) -> str:
-        last = self.client.xrevrange(OrderKeys(order_id).history, count=1)
-        return last[0][0] if last else "0-0"
+    def snapshot(self, order_id: str) -> tuple[dict[str, str], str]:
+        """The order hash and the id of its newest event, in one round trip."""
+        k = OrderKeys(order_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hgetall(k.record)
+        pipe.xrevrange(k.history, count=1)
+        record, last = pipe.execute()
+        return record, last[0][0] if last else "0-0"
 
     def wait_for_event(
         self, order_id: str, after: str, block_ms: int
