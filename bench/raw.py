@@ -54,11 +54,11 @@ def raw_workers(
 
 
 def _app(url: str):  # type: ignore[no-untyped-def]
+    os.environ.setdefault("BENCH_RAW_URL", url)  # read once, when raw_app is imported
     from . import raw_app
 
-    if raw_app.app.conf.broker_url != url:
-        raw_app.app.conf.broker_url = url
-        raw_app.URL = url
+    if url != raw_app.URL:
+        raise RuntimeError(f"the raw app is bound to {raw_app.URL}; use one URL per run")
     return raw_app
 
 

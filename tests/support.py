@@ -65,6 +65,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: f
         time.sleep(every)
 
 
+def answers(client: redis.Redis) -> bool:
+    """Does the server behind ``client`` answer PING yet?"""
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
 def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
     """Signal a process and every descendant (pool children outlive a SIGKILLed parent)."""
     try:

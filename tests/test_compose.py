@@ -28,7 +28,7 @@ import yaml
 
 from fulfillment.embedded import free_port
 
-from .support import REPO, Deployment, kill_tree, order_doc, wait_until
+from .support import REPO, Deployment, answers, kill_tree, order_doc, wait_until
 
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
@@ -151,7 +151,7 @@ def test_redis_service_command_runs_with_persistence_and_password(compose, tmp_p
     proc = subprocess.Popen(["sh", "-c", script], env=env, stdout=subprocess.DEVNULL)
     try:
         client = redis.Redis(port=port, password=SECRET_ENV["REDIS_PASSWORD"])
-        wait_until(lambda: _pings(client), 20, "redis service to answer")
+        wait_until(lambda: answers(client), 20, "redis service to answer")
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port).set("x", 1)
         assert client.config_get("appendonly")["appendonly"] == "yes"
@@ -159,13 +159,6 @@ def test_redis_service_command_runs_with_persistence_and_password(compose, tmp_p
     finally:
         kill_tree(proc.pid)
         proc.wait(10)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
 
 
 def test_worker_and_flower_service_commands_run(compose, deploy, tmp_path, oid) -> None:  # type: ignore[no-untyped-def]

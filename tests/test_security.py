@@ -14,7 +14,7 @@ from fulfillment.client import FulfillmentClient
 from fulfillment.embedded import free_port
 from fulfillment.settings import load_settings
 
-from .support import EXPENSIVE, Deployment, kill_tree, order_doc, wait_until
+from .support import EXPENSIVE, Deployment, answers, kill_tree, order_doc, wait_until
 
 CARD = "5555-4444-3333-1111"
 CLEAR = re.compile(r"5555[ -]?4444[ -]?3333[ -]?1111")
@@ -107,7 +107,7 @@ def test_pipeline_on_a_server_that_requires_a_password(tmp_path, oid) -> None:  
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     probe = redis.Redis(port=port, password=password)
-    wait_until(lambda: _answers(probe), 20, "the password-protected server")
+    wait_until(lambda: answers(probe), 20, "the password-protected server")
     try:
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port).ping()
@@ -132,10 +132,3 @@ def test_pipeline_on_a_server_that_requires_a_password(tmp_path, oid) -> None:  
     finally:
         kill_tree(server.pid)
         server.wait(10)
-
-
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
