@@ -1,4 +1,9 @@
-"""Run the raw-chain baseline: workers of ``bench.raw_app`` and the same measurements."""
+"""Run the raw-chain baseline: workers of ``bench.raw_app`` and the same measurements.
+
+Each run counts completions on a list of its own (``raw:done:<uuid>``): the
+warm-up chains of a run, or the tail of an earlier one, land on other lists and
+can never make a measured chain look finished before it is.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ import redis
 from celery import chain
 
 from .harness import OUT
+
+WARM_UP = 50
 
 
 @contextlib.contextmanager
@@ -35,14 +42,12 @@ def raw_workers(
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=log))
     client = redis.Redis.from_url(url, socket_timeout=120)
     try:
-        # ready once warm-up chains completed (every pool process has run some)
+        # ready once every warm-up chain completed (every pool process has run some)
         mod = _app(url)
-        for _ in range(50):
-            _send(mod, "warm-up")
-        deadline = time.monotonic() + 60
-        while client.llen("raw:done") < 50 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        client.delete("raw:done")
+        warm = _done_key()
+        for _ in range(WARM_UP):
+            _send(mod, "warm-up", warm)
+        _wait_for(client, warm, WARM_UP, timeout=60)
         yield client
     finally:
         for proc in procs:
@@ -62,8 +67,23 @@ def _app(url: str):  # type: ignore[no-untyped-def]
     return raw_app
 
 
-def _send(mod, chain_id: str) -> None:  # type: ignore[no-untyped-def]
-    chain(mod.step.si(chain_id), mod.step.si(chain_id), mod.last.si(chain_id)).apply_async()
+def _done_key() -> str:
+    return f"raw:done:{uuid.uuid4().hex}"
+
+
+def _send(mod, chain_id: str, done_key: str) -> None:  # type: ignore[no-untyped-def]
+    chain(
+        mod.step.si(chain_id), mod.step.si(chain_id), mod.last.si(chain_id, done_key)
+    ).apply_async()
+
+
+def _wait_for(client: redis.Redis, key: str, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while client.llen(key) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"raw chains: {client.llen(key)} of {n} done after {timeout}s")
+        time.sleep(0.002)
+    client.delete(key)
 
 
 def throughput(
@@ -71,11 +91,11 @@ def throughput(
 ) -> float:
     mod = _app(url)
     with raw_workers(url, workers, concurrency, events) as client:
+        done = _done_key()
         started = time.perf_counter()
         for _ in range(n):
-            _send(mod, uuid.uuid4().hex)
-        while client.llen("raw:done") < n:
-            time.sleep(0.002)
+            _send(mod, uuid.uuid4().hex, done)
+        _wait_for(client, done, n, timeout=600)
         return n / (time.perf_counter() - started)
 
 
@@ -83,9 +103,13 @@ def latency(url: str, n: int, concurrency: int = 2) -> list[float]:
     mod = _app(url)
     times = []
     with raw_workers(url, 1, concurrency) as client:
-        for _ in range(n):
+        done = _done_key()
+        for i in range(n):
+            chain_id = f"latency-{i}"
             started = time.perf_counter()
-            _send(mod, "x")
-            client.blpop(["raw:done"], timeout=30)
+            _send(mod, chain_id, done)
+            popped = client.blpop([done], timeout=30)
             times.append((time.perf_counter() - started) * 1000)
+            if popped is None or popped[1].decode() != chain_id:
+                raise RuntimeError(f"raw chain {chain_id} did not complete in order: {popped}")
     return times

@@ -3,8 +3,10 @@
 Same broker, same worker flags (prefork, acks_late, prefetch 1, JSON only, no
 result backend, task events on as Flower needs them; ``BENCH_RAW_EVENTS=0``
 gives Celery's default of no events, reported as a second baseline). The last
-task pushes the chain's id to a list, which is how the benchmark learns that a
-chain finished (one Redis command: the least any completion signal can cost).
+task pushes the chain's id to the list named in its arguments, which is how the
+benchmark learns that a chain finished (one Redis command: the least any
+completion signal can cost). Every run and every warm-up names its own list, so
+a completion left over from an earlier run can never be counted again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from celery import Celery
 
 URL = os.environ.get("BENCH_RAW_URL", "redis://127.0.0.1:6379/15")
 QUEUE = "raw"
-DONE = "raw:done"
 
 app = Celery("bench.raw_app", broker=URL)
 app.conf.update(
@@ -47,5 +48,5 @@ def step(chain_id: str) -> str:
 
 
 @app.task(name="raw.last")
-def last(chain_id: str) -> None:
-    _redis().rpush(DONE, chain_id)
+def last(chain_id: str, done_key: str) -> None:
+    _redis().rpush(done_key, chain_id)
