@@ -30,6 +30,8 @@ Why each delivery setting (facts from CELERY-NOTES.md, checked in the sources):
   sending the next step). Step tasks ignore results: the order record in Redis is the
   source of truth, Flower gets results from the task-succeeded event, and nobody
   reads the result backend, so writing to it would be wasted round trips.
+* ``broker_transport``: kombu's Redis transport, except that a channel reuses
+  one redis-py client instead of building one per command (``fulfillment/transport.py``).
 * Reconnect forever (``broker_connection_max_retries = None``) and retry
   publishing, so a Redis restart pauses the workers instead of killing them.
 """
@@ -41,14 +43,18 @@ from typing import Any
 
 from fulfillment.connection import resolve_broker_url, resolve_redis_url
 from fulfillment.settings import Settings, get_settings
+from fulfillment.transport import transport_for
 
 
 def build(settings: Settings) -> dict[str, Any]:
     """The Celery configuration for ``settings``."""
     longest_countdown = settings.longest_countdown
+    broker_url = resolve_broker_url(settings)
     return {
         # --- where --------------------------------------------------------------
-        "broker_url": resolve_broker_url(settings),
+        "broker_url": broker_url,
+        # kombu's Redis transport minus a client object per command (transport.py)
+        "broker_transport": transport_for(broker_url),
         "result_backend": resolve_redis_url(settings),
         "task_default_queue": settings.queue,
         "task_create_missing_queues": True,

@@ -56,13 +56,21 @@ def _display(order_id: str, epoch: int, summary: str | dict[str, Any] | None) ->
 def signature(
     app: Celery, step: str, order_id: str, epoch: int, summary: str | dict | None, queue: str
 ) -> Signature:
-    """The immutable signature of one step's task."""
+    """The immutable signature of one step's task.
+
+    ``ignore_result``: a client sends tasks by name, without their task classes,
+    and Celery would then subscribe to each task's result channel on the result
+    backend (and unsubscribe again when the ``AsyncResult`` is dropped): two
+    wasted commands per order. Nobody waits on Celery results here; the order
+    record is the result.
+    """
     return app.signature(
         TASK_NAMES[step],
         args=(order_id,),
         kwargs={"epoch": epoch},
         immutable=True,
         queue=queue,
+        ignore_result=True,
         **_display(order_id, epoch, summary),
     )
 
@@ -92,5 +100,9 @@ def dispatch_compensations(app: Celery, order_id: str, actions: list[str], *, qu
     """Send one task per compensation (refund, release, cancel shipment)."""
     for action in actions:
         app.signature(
-            COMPENSATION_TASKS[action], args=(order_id,), queue=queue, immutable=True
+            COMPENSATION_TASKS[action],
+            args=(order_id,),
+            queue=queue,
+            immutable=True,
+            ignore_result=True,
         ).apply_async()
