@@ -95,27 +95,33 @@ class FulfillmentClient:
         if approval_timeout is not None and not approval_timeout > 0:
             raise ValueError("approval_timeout must be a positive number of seconds")
         needs_approval = parsed.total > s.approval_threshold
+        steps = workflow.steps_for(needs_approval)
+
+        def send_first_step() -> None:
+            workflow.dispatch(self.app, parsed.id, steps[0], 1, parsed.summary(), queue=s.queue)
+
+        # The first message goes out with the order (create.lua pushes it) where it can.
+        held = workflow.held(send_first_step) if self._holds_messages else None
         out = self.store.create(
-            parsed,
-            workflow.steps_for(needs_approval),
-            needs_approval,
-            approval_timeout or s.approval_timeout,
+            parsed, steps, needs_approval, approval_timeout or s.approval_timeout, held
         )
         if out["v"] == "conflict":
             raise OrderConflict(
                 f"order id {parsed.id!r} is already used by a different order "
                 f"(status {out['status']})"
             )
-        if out["v"] == "created":
+        if out["v"] == "created" and held is None:
             try:
-                workflow.dispatch(
-                    self.app, parsed.id, out["step"], 1, parsed.summary(), queue=s.queue
-                )
+                send_first_step()
             except Exception:  # stored durably: the watchdog sends it once the broker is back
                 log.warning(
                     "order %s stored but not yet sent; the watchdog will send it", parsed.id
                 )
         return OrderHandle(self, parsed.id)
+
+    @cached_property
+    def _holds_messages(self) -> bool:
+        return workflow.holds_messages(self.app, resolve_redis_url(self.settings))
 
     def handle(self, order_id: str) -> OrderHandle:
         """A handle to an existing order."""

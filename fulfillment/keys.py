@@ -52,8 +52,12 @@ class OrderKeys:
     def ledger(self) -> str:
         return f"{PREFIX}:{{{self.order_id}}}:ledger"
 
-    def transition(self) -> list[str]:
-        """KEYS for every order transition script (see ``lua/lib.lua``)."""
+    def transition(self, outbox: list[str] | None = None) -> list[str]:
+        """KEYS for every order transition script (see ``lua/lib.lua``).
+
+        ``outbox``: the queue keys of held-back messages the script may push,
+        after the order's own keys (``lib.lua``'s ``send_outbox``).
+        """
         return [
             self.record,
             self.history,
@@ -63,4 +67,5 @@ class OrderKeys:
             QUEUED,
             RETRYING,
             *STATUS_INDEXES,
+            *(outbox or ()),
         ]

@@ -34,6 +34,14 @@ class Runtime:
         return OrderStore(self.client, self.settings)
 
     @cached_property
+    def holds_messages(self) -> bool:
+        """Do step tasks hand the next step's message to ``complete.lua`` (the outbox)?"""
+        from . import workflow
+        from .celery_app import app
+
+        return workflow.holds_messages(app, self.url)
+
+    @cached_property
     def services(self) -> Services:
         return Services(self.client, Scripts(self.client), self.settings)
 

@@ -40,10 +40,16 @@ class Scripts:
             for name in ORDER_SCRIPTS + SERVICE_SCRIPTS + OTHER_SCRIPTS
         }
 
-    def call(self, name: str, keys: list[str], args: dict[str, Any]) -> dict[str, Any]:
-        """Run script ``name`` with one JSON argument; return its decoded JSON reply."""
+    def call(
+        self, name: str, keys: list[str], args: dict[str, Any], extra: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Run script ``name``; return its decoded JSON reply.
+
+        ``args`` is the script's one JSON argument (``ARGV[1]``); ``extra`` are
+        further arguments passed as they are (``ARGV[2]``, ...).
+        """
         payload = json.dumps({k: v for k, v in args.items() if v is not None})
-        return json.loads(self._scripts[name](keys=keys, args=[payload]))
+        return json.loads(self._scripts[name](keys=keys, args=[payload, *(extra or ())]))
 
 
 def as_list(value: Any) -> list[Any]:

@@ -16,6 +16,7 @@ from .keys import OrderKeys
 from .models import Order
 from .scripts import Scripts
 from .settings import STEP_NAMES, Settings
+from .transport import Outbox
 
 US = 1_000_000
 
@@ -47,19 +48,32 @@ class OrderStore:
             }
         self._policies["approval"] = {**self._policies["payment"], "maximum_attempts": 0}
 
-    def _transition(self, script: str, order_id: str, **args: Any) -> dict[str, Any]:
+    def _transition(
+        self, script: str, order_id: str, outbox: Outbox | None = None, **args: Any
+    ) -> dict[str, Any]:
+        held = outbox or []
         return self.scripts.call(
-            script, OrderKeys(order_id).transition(), {"id": order_id, **self._common, **args}
+            script,
+            OrderKeys(order_id).transition([key for key, _ in held]),
+            {"id": order_id, **self._common, **args},
+            [message for _, message in held],
         )
 
     # --- transitions ----------------------------------------------------------------
 
     def create(
-        self, order: Order, steps: list[str], needs_approval: bool, approval_timeout: float
+        self,
+        order: Order,
+        steps: list[str],
+        needs_approval: bool,
+        approval_timeout: float,
+        outbox: Outbox | None = None,
     ) -> dict[str, Any]:
+        """Store a new order; ``outbox``: its first step's message, sent if it is new."""
         return self._transition(
             "create",
             order.id,
+            outbox,
             order=order.canonical_json(),
             digest=order.digest(),
             summary=json.dumps(order.summary()),
@@ -85,10 +99,23 @@ class OrderStore:
         )
 
     def complete(
-        self, order_id: str, step: str, epoch: int, attempt: int, result: str
+        self,
+        order_id: str,
+        step: str,
+        epoch: int,
+        attempt: int,
+        result: str,
+        outbox: Outbox | None = None,
     ) -> dict[str, Any]:
+        """Record a successful attempt; ``outbox``: the next step's message, sent if it is next."""
         return self._transition(
-            "complete", order_id, step=step, epoch=epoch, attempt=attempt, result=result
+            "complete",
+            order_id,
+            outbox,
+            step=step,
+            epoch=epoch,
+            attempt=attempt,
+            result=result,
         )
 
     def retry(

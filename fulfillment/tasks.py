@@ -1,10 +1,13 @@
 """Celery tasks: each runs one step of an order durably against its record in Redis.
 
 A step task runs ``begin.lua`` (claim the attempt), the activity, then
-``complete.lua`` (record the result and move the order on), and lets Celery's
-chain send the next step. Every reply that says "this message is not the live
-one" (stale, busy, done, finished) clears ``request.chain``, so a duplicate or
-superseded message never continues a chain.
+``complete.lua`` (record the result and move the order on). The next step of
+the chain is built by Celery as usual and pushed by ``complete.lua`` in the same
+atomic step (the outbox, see :mod:`fulfillment.workflow`); where the broker is
+not the order store's database, Celery's chain sends it after the task returns.
+Every reply that says "this message is not the live one" (stale, busy, done,
+finished) clears ``request.chain``, so a duplicate or superseded message never
+continues a chain.
 
 Retries: Celery's autoretry decides *what* is retried (any exception except a
 :class:`~fulfillment.errors.BusinessError`); :meth:`StepTask.retry` decides *when*,
@@ -112,7 +115,12 @@ def run_step(task: StepTask, order_id: str, epoch: int) -> str:
         act_on(task.app, rt.settings, order_id, out)
         raise
 
-    out = rt.store.complete(order_id, step, epoch, number, result)
+    held = None
+    if request.chain and rt.holds_messages:
+        held = workflow.held(lambda: workflow.continue_chain(task.app, request))
+    out = rt.store.complete(order_id, step, epoch, number, result, held)
+    if held is not None:
+        request.chain = None  # complete.lua sent it, or the order did not move on
     if out["v"] != "next":
         request.chain = None
         act_on(task.app, rt.settings, order_id, out)

@@ -10,15 +10,31 @@ holds nothing but its pool, so these transports build it once per channel and
 pool, and otherwise change nothing. The blocking ``BRPOP`` client and the
 pub/sub client stay as kombu makes them.
 
+They also let a caller hold back the messages it publishes (:func:`outbox`):
+inside the block, the final ``LPUSH`` of each message is collected instead of
+sent, so that a Lua transition script can push it in the same atomic step that
+moves the order on (the transactional outbox, see ``lua/lib.lua``). Celery and
+kombu still build every message, run the publish signals and route it; only the
+last command changes hands.
+
 ``celeryconfig.build`` selects them by the broker URL's scheme
 (:func:`transport_for`); any other scheme keeps kombu's own transport.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
+
+#: (list key, serialized message) of each message held back, in publish order
+Outbox = list[tuple[str, str]]
+
+_holding: ContextVar[Outbox | None] = ContextVar("fulfillment_outbox", default=None)
 
 _TRANSPORTS = {
     "redis": "fulfillment.transport:Transport",
@@ -42,6 +58,15 @@ class _OneClientPerPool:
             client = self._reused_client = super()._create_client()  # type: ignore[misc]
         return client
 
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        held = _holding.get()
+        expires = self._expires  # type: ignore[attr-defined]
+        if held is None or kwargs.get("_publish_batch") is not None or queue in expires:
+            return super()._put(queue, message, **kwargs)  # type: ignore[misc]
+        priority = self._get_message_priority(message, reverse=False)  # type: ignore[attr-defined]
+        held.append((self._q_for_pri(queue, priority), dumps(message)))  # type: ignore[attr-defined]
+        return None
+
 
 class Channel(_OneClientPerPool, kombu_redis.Channel):
     """kombu's Redis channel with its synchronous client reused."""
@@ -61,6 +86,22 @@ class SentinelTransport(kombu_redis.SentinelTransport):
     """kombu's Sentinel transport (``sentinel://``) using :class:`SentinelChannel`."""
 
     Channel = SentinelChannel
+
+
+@contextmanager
+def outbox() -> Iterator[Outbox]:
+    """Collect, instead of sending, the queue pushes of messages published in the block.
+
+    Only messages going through these transports are held; the caller must hand
+    the collected pushes to a script running on the broker's own Redis database,
+    or they are never sent.
+    """
+    held: Outbox = []
+    token = _holding.set(held)
+    try:
+        yield held
+    finally:
+        _holding.reset(token)
 
 
 def transport_for(url: str) -> str | None:

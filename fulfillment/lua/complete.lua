@@ -1,5 +1,6 @@
 -- complete.lua: record a successful attempt and move the order on.
--- A: id, step, epoch, attempt, result + common settings.
+-- A: id, step, epoch, attempt, result + common settings; ARGV[2..]: the next
+-- step's message (outbox), pushed only with reply `next`.
 -- Replies v = next (step), completed (result), cancelled (compensations), stale (reason).
 local K = order_keys()
 local A = cjson.decode(ARGV[1])
@@ -48,4 +49,5 @@ if o[4] == '1' then
   return reply({v = 'cancelled', compensations = comps})
 end
 queue_step(K, id, nxt, tonumber(o[3]), now, A)
-return reply({v = 'next', step = nxt})
+send_outbox()
+return reply({v = 'next', step = nxt, sent = #ARGV - 1})

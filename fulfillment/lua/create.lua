@@ -1,6 +1,7 @@
 -- create.lua: store a new order and queue its first step (idempotent on the id).
 -- A: id, order (canonical JSON), digest, summary (JSON), total, items, steps (csv),
---    needs_approval (0/1), approval_timeout_us, threshold + common settings.
+--    needs_approval (0/1), approval_timeout_us, threshold + common settings;
+-- ARGV[2..]: the first step's message (outbox), pushed only with reply `created`.
 local K = order_keys()
 local A = cjson.decode(ARGV[1])
 local id = A.id
@@ -28,4 +29,5 @@ redis.call('ZADD', K.status.pending, now, id)
 emit(K, 'order_placed', {total = A.total, items = A.items, steps = A.steps,
   needs_approval = A.needs_approval == 1, threshold = A.threshold})
 queue_step(K, id, first, 1, now, A)
-return reply({v = 'created', step = first, epoch = 1})
+send_outbox()
+return reply({v = 'created', step = first, epoch = 1, sent = #ARGV - 1})

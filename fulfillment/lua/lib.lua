@@ -44,6 +44,19 @@ local function order_keys()
   }
 end
 
+-- The transactional outbox: Celery messages the caller built for the step this
+-- transition queues (held back by fulfillment/transport.py:outbox). Their queue
+-- keys follow the 13 order keys in KEYS, their payloads follow A in ARGV. They
+-- are pushed only by the call that makes the transition, so "step recorded" and
+-- "next step sent" happen together or not at all, and a replayed call (its
+-- reply was lost) does not send them twice.
+local OUTBOX_KEYS = 13
+local function send_outbox()
+  for i = 2, #ARGV do
+    redis.call('LPUSH', KEYS[OUTBOX_KEYS + i - 1], ARGV[i])
+  end
+end
+
 -- Append one event to the order's history stream.
 local function emit(K, kind, data)
   redis.call('XADD', K.history, '*', 'type', kind, 'data', cjson.encode(data))

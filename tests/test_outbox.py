@@ -1,0 +1,128 @@
+"""The outbox: a step's successor is sent by the same script that records the step.
+
+Against the real embedded server and real Celery message building; the scripts'
+contract (push only with the transition, never on a replay or a stale result)
+is checked on the order store directly, the whole path with live workers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from fulfillment import workflow
+from fulfillment.errors import OrderConflict
+from fulfillment.state import OrderStatus
+
+from .support import Deployment, order_doc
+
+TEST_QUEUE = "outbox-test"
+
+
+def queued_messages(d: Deployment, key: str | None = None) -> list[dict[str, Any]]:
+    """The messages waiting in a queue list, oldest first, decoded."""
+    raw = d.redis.lrange(key or d.settings.queue, 0, -1)
+    return [json.loads(m) for m in reversed(raw)]
+
+
+def task_name(message: dict[str, Any]) -> str:
+    return message["headers"]["task"]
+
+
+def test_placing_an_order_stores_it_and_queues_its_first_step_in_one_step(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
+    d: Deployment = deploy()  # no worker: the message stays in the queue
+    assert d.client._holds_messages
+    doc = order_doc(order_id=oid)
+    d.client.place_order(doc)
+    (message,) = queued_messages(d)
+    assert task_name(message) == "fulfillment.process_payment"
+    assert message["headers"]["argsrepr"] == repr((oid,))
+    assert "4111" not in json.dumps(message), "the card never travels through the broker"
+    body = json.loads(base64.b64decode(message["body"]))
+    chained = [sig["task"] for sig in body[2]["chain"]]
+    assert chained == ["fulfillment.deliver_order", "fulfillment.reserve_inventory"]
+    assert d.client.get_order(oid).status is OrderStatus.PENDING
+
+    d.client.place_order(doc)  # idempotent: no second message
+    try:
+        d.client.place_order(order_doc(("Yoga Mat", "29.90", 1), order_id=oid))
+    except OrderConflict:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("a different order under the same id must be refused")
+    assert len(queued_messages(d)) == 1
+
+
+def test_complete_pushes_the_next_message_only_when_it_moves_the_order_on(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
+    d: Deployment = deploy()
+    store = d.client.store
+    d.client.place_order(order_doc(order_id=oid))
+    outbox = [(TEST_QUEUE, "next-after-payment")]
+
+    assert store.begin(oid, "payment", 1, "task-p", "w:1")["v"] == "run"
+    out = store.complete(oid, "payment", 1, 1, "Payment processed", outbox)
+    assert (out["v"], out["step"], out["sent"]) == ("next", "inventory", 1)
+    assert d.redis.lrange(TEST_QUEUE, 0, -1) == ["next-after-payment"]
+
+    # the same call again (its reply was lost): answered as before, nothing sent twice
+    replay = store.complete(oid, "payment", 1, 1, "Payment processed", outbox)
+    assert replay["v"] == "next" and replay["replay"] is True
+    assert d.redis.llen(TEST_QUEUE) == 1
+
+    # a result from an attempt that is no longer the live one sends nothing
+    assert store.begin(oid, "inventory", 1, "task-i", "w:1")["v"] == "run"
+    stale = store.complete(oid, "inventory", 1, 7, "late", [(TEST_QUEUE, "stale")])
+    assert stale["v"] == "stale"
+    assert d.redis.llen(TEST_QUEUE) == 1
+
+    # cancelled while the step ran: the step is recorded, the order does not move on
+    assert d.client.cancel_order(oid).status is OrderStatus.RUNNING
+    out = store.complete(oid, "inventory", 1, 1, "Inventory reserved", [(TEST_QUEUE, "x")])
+    assert out["v"] == "cancelled"
+    assert d.redis.llen(TEST_QUEUE) == 1
+
+
+def test_next_step_message_is_built_as_celery_chains_build_it(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
+    d: Deployment = deploy()
+    app = d.client.app
+    sigs = [
+        dict(workflow.signature(app, step, oid, 3, None, d.settings.queue))
+        for step in ("delivery", "inventory")
+    ]  # the running task's request.chain: the next task last
+    request = SimpleNamespace(chain=sigs, id="task-of-payment", root_id="root", delivery_info={})
+    held = workflow.held(lambda: workflow.continue_chain(app, request))
+    assert d.redis.llen(d.settings.queue) == 0, "held back, not sent"
+    ((key, payload),) = held
+    assert key == d.settings.queue
+    message = json.loads(payload)
+    headers = message["headers"]
+    assert headers["task"] == "fulfillment.reserve_inventory"
+    assert (headers["parent_id"], headers["root_id"]) == ("task-of-payment", "root")
+    args, kwargs, embed = json.loads(base64.b64decode(message["body"]))
+    assert (args, kwargs) == ([oid], {"epoch": 3})
+    assert [sig["task"] for sig in embed["chain"]] == ["fulfillment.deliver_order"]
+
+
+def test_separate_broker_sends_messages_itself(deploy, server, oid: str) -> None:  # type: ignore[no-untyped-def]
+    """With FULFILLMENT_BROKER_URL on another database, nothing is held back."""
+    broker_db = server.acquire()
+    d: Deployment = deploy(FULFILLMENT_BROKER_URL=f"{server.url}/{broker_db}")
+    try:
+        assert not d.client._holds_messages
+        d.start_worker(concurrency=2)
+        handles = [d.client.place_order(order_doc(order_id=f"{oid}-{i}")) for i in range(3)]
+        for handle in handles:
+            assert handle.result(timeout=30).startswith("Order fulfilled: ")
+        assert d.redis.llen(d.settings.queue) == 0
+        assert not d.redis.exists(d.settings.queue), "no queue on the order store's database"
+        ledger = d.ledger(handles[0].id)
+        assert (ledger["charge_calls"], ledger["reserve_calls"], ledger["ship_calls"]) == (
+            "1",
+            "1",
+            "1",
+        )
+    finally:
+        d.close()  # stop the workers before the broker database is handed back
+        server.release(broker_db)
