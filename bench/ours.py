@@ -76,8 +76,13 @@ def approval(server: Server, n: int, concurrency: int = 2) -> list[float]:
         return times
 
 
+def _keys(order_id: str) -> tuple[str, ...]:
+    k = OrderKeys(order_id)
+    return (k.record, k.history, k.ledger, k.settled)
+
+
 def memory(server: Server, n: int, retention: float = 3.0) -> dict[str, float]:
-    """Redis bytes per finished order (record + history + ledger), and after retention."""
+    """Redis bytes per finished order (record, history, ledger, doorbell), and after retention."""
     with Deployment.create(server, FULFILLMENT_RETENTION=str(retention)) as d:
         d.start_workers(1, concurrency=2)
         ids = [d.client.place_order(order()).id for _ in range(n)]
@@ -86,8 +91,7 @@ def memory(server: Server, n: int, retention: float = 3.0) -> dict[str, float]:
         total = 0
         keys = 0
         for order_id in ids:
-            k = OrderKeys(order_id)
-            for key in (k.record, k.history, k.ledger):
+            for key in _keys(order_id):
                 usage = d.redis.memory_usage(key)
                 if usage:
                     total += usage
@@ -95,18 +99,11 @@ def memory(server: Server, n: int, retention: float = 3.0) -> dict[str, float]:
         index_bytes = sum(d.redis.memory_usage(status_index(s)) or 0 for s in ("completed",))
         deadline = time.monotonic() + retention + 30
         while time.monotonic() < deadline:  # until the server reclaimed every key
-            left = sum(
-                d.redis.exists(OrderKeys(i).record, OrderKeys(i).history, OrderKeys(i).ledger)
-                for i in ids
-            )
+            left = sum(d.redis.exists(*_keys(i)) for i in ids)
             if left == 0:
                 break
             time.sleep(0.2)
-        after = sum(
-            d.redis.memory_usage(key) or 0
-            for i in ids
-            for key in (OrderKeys(i).record, OrderKeys(i).history, OrderKeys(i).ledger)
-        )
+        after = sum(d.redis.memory_usage(key) or 0 for i in ids for key in _keys(i))
         return {
             "bytes_per_order": total / n,
             "keys_per_order": keys / n,

@@ -41,10 +41,6 @@ from .worker import act_on
 log = logging.getLogger(__name__)
 
 
-# History events after which an order may be settled (finished, compensations done).
-SETTLING_EVENTS = frozenset({"order_completed", "order_failed", "order_cancelled", "compensated"})
-
-
 def _default_actor() -> str:
     try:
         return getpass.getuser()
@@ -157,10 +153,25 @@ class FulfillmentClient:
         return [OrderView.from_record(r) for r in self.store.records(ids) if r]
 
     def wait(self, order_id: str, timeout: float | None = None) -> OrderView:
-        """Block until the order is finished and its compensations ran; return it."""
-        return self.wait_for(
-            order_id, lambda view: view.settled, timeout, "finished", wake_on=SETTLING_EVENTS
-        )
+        """Block until the order is finished and its compensations ran; return it.
+
+        Blocks on the order's doorbell (``settle`` in ``lua/lib.lua``), so it
+        wakes once, when the order is settled, not on each of its events.
+        Raises :class:`OrderNotFound` and :class:`ResultTimeout` (after
+        ``timeout`` seconds; None: no limit).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        view = self.get_order(order_id)
+        while not view.settled:
+            remaining = 5.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise ResultTimeout(
+                    f"order {order_id} not finished after {timeout}s (status {view.status.value})"
+                )
+            # at most 5 s at a time: then look again (e.g. the order expired meanwhile)
+            self.store.wait_settled(order_id, min(remaining, 5.0))
+            view = self.get_order(order_id)
+        return view
 
     def wait_for(
         self,
@@ -168,41 +179,33 @@ class FulfillmentClient:
         condition: Callable[[OrderView], bool],
         timeout: float | None = None,
         what: str = "in the expected state",
-        *,
-        wake_on: frozenset[str] | None = None,
     ) -> OrderView:
         """Block until ``condition(view)`` holds; return that view.
 
         Wakes on the order's own history stream (XREAD BLOCK): every state change
         appends an event, so this returns as soon as it can, without polling.
-        ``wake_on``: only these event types can make the condition true, so other
-        events do not re-read the order. Raises :class:`ResultTimeout` after
-        ``timeout`` seconds (None: no limit).
+        Raises :class:`ResultTimeout` after ``timeout`` seconds (None: no limit).
+        To wait for the order to finish, :meth:`wait` is cheaper: it wakes once.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         record, last = self.store.snapshot(order_id)
-        check = True
-        view: OrderView | None = None
         while True:
-            if check or view is None:
-                if view is not None:  # the first pass uses the snapshot
-                    record = self.store.record(order_id)
-                if not record:
-                    raise OrderNotFound(order_id)
-                view = OrderView.from_record(record)
-                if condition(view):
-                    return view
+            if not record:
+                raise OrderNotFound(order_id)
+            view = OrderView.from_record(record)
+            if condition(view):
+                return view
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise ResultTimeout(
                     f"order {order_id} not {what} after {timeout}s (status {view.status.value})"
                 )
-            news = self.store.wait_for_event(order_id, last, int(min(remaining, 5.0) * 1000) or 1)
-            if news:
-                last, types = news
-                check = wake_on is None or bool(types & wake_on)
-            else:
-                check = True  # a quiet period: look again (e.g. the order expired)
+            # news or a quiet period (e.g. the order expired meanwhile): look again
+            last = (
+                self.store.wait_for_event(order_id, last, int(min(remaining, 5.0) * 1000) or 1)
+                or last
+            )
+            record = self.store.record(order_id)
 
     # --- decisions ------------------------------------------------------------------------
 

@@ -52,6 +52,11 @@ class OrderKeys:
     def ledger(self) -> str:
         return f"{PREFIX}:{{{self.order_id}}}:ledger"
 
+    @property
+    def settled(self) -> str:
+        """The doorbell: a list that gets one element once the order is settled."""
+        return f"{PREFIX}:{{{self.order_id}}}:settled"
+
     def transition(self, outbox: list[str] | None = None) -> list[str]:
         """KEYS for every order transition script (see ``lua/lib.lua``).
 
@@ -67,5 +72,6 @@ class OrderKeys:
             QUEUED,
             RETRYING,
             *STATUS_INDEXES,
+            self.settled,
             *(outbox or ()),
         ]

@@ -268,18 +268,15 @@ class OrderStore:
         record, last = pipe.execute()
         return record, last[0][0] if last else "0-0"
 
-    def wait_for_event(
-        self, order_id: str, after: str, block_ms: int
-    ) -> tuple[str, set[str]] | None:
-        """Block until the order's history grows past ``after``.
+    def wait_settled(self, order_id: str, timeout: float) -> bool:
+        """Block until the order is settled (its doorbell rang), at most ``timeout`` seconds."""
+        bell = OrderKeys(order_id).settled
+        return self.client.blmove(bell, bell, timeout, "RIGHT", "LEFT") is not None
 
-        Returns the newest event id and the types of the new events, or None.
-        """
+    def wait_for_event(self, order_id: str, after: str, block_ms: int) -> str | None:
+        """Block until the order's history grows past ``after``; the newest event id, or None."""
         reply = self.client.xread({OrderKeys(order_id).history: after}, block=block_ms)
-        if not reply:
-            return None
-        entries = reply[0][1]
-        return entries[-1][0], {fields.get("type", "") for _, fields in entries}
+        return reply[0][1][-1][0] if reply else None
 
     def order_ids(
         self, status: str | None = None, retrying: bool = False, limit: int = 50

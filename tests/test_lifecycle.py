@@ -13,7 +13,7 @@ from .support import EXPENSIVE, Deployment, order_doc, wait_until
 
 def keys_of(d: Deployment, order_id: str) -> list[str]:
     k = OrderKeys(order_id)
-    return [key for key in (k.record, k.history, k.ledger) if d.redis.exists(key)]
+    return [key for key in (k.record, k.history, k.ledger, k.settled) if d.redis.exists(key)]
 
 
 def test_finished_orders_expire_running_and_waiting_never(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
@@ -36,6 +36,7 @@ def test_finished_orders_expire_running_and_waiting_never(deploy, oid: str) -> N
             OrderKeys(finished).record,
             OrderKeys(finished).history,
             OrderKeys(finished).ledger,
+            OrderKeys(finished).settled,
         }
         assert all(0 < d.redis.ttl(k) <= 2 for k in keys_of(d, finished))
     for live in (waiting.id, stuck.id):

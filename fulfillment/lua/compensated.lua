@@ -18,6 +18,6 @@ for _, action in ipairs(split(redis.call('HGET', K.record, 'compensations'))) do
 end
 if #remaining == 0 then
   redis.call('ZREM', K.timers, id)
-  expire_finished(K, A.retention_s)
+  settle(K, redis.call('HGET', K.record, 'status'), A.retention_s)
 end
 return reply({v = 'ok', remaining = table.concat(remaining, ',')})

@@ -41,16 +41,17 @@ local function order_keys()
       pending = KEYS[8], awaiting_approval = KEYS[9], running = KEYS[10],
       completed = KEYS[11], failed = KEYS[12], cancelled = KEYS[13],
     },
+    settled = KEYS[14],
   }
 end
 
 -- The transactional outbox: Celery messages the caller built for the step this
 -- transition queues (held back by fulfillment/transport.py:outbox). Their queue
--- keys follow the 13 order keys in KEYS, their payloads follow A in ARGV. They
+-- keys follow the 14 order keys in KEYS, their payloads follow A in ARGV. They
 -- are pushed only by the call that makes the transition, so "step recorded" and
 -- "next step sent" happen together or not at all, and a replayed call (its
 -- reply was lost) does not send them twice.
-local OUTBOX_KEYS = 13
+local OUTBOX_KEYS = 14
 local function send_outbox()
   for i = 2, #ARGV do
     redis.call('LPUSH', KEYS[OUTBOX_KEYS + i - 1], ARGV[i])
@@ -95,8 +96,14 @@ local function queue_step(K, id, step, epoch, now, A)
   redis.call('ZADD', K.queued, now + A.queue_grace_us, id)
 end
 
-local function expire_finished(K, retention_s)
+-- The order is finished and nothing more will happen to it (no compensation
+-- pending): ring its doorbell, a one-element list that waiters block on with
+-- BLMOVE from the list to itself (every waiter wakes, the element stays, and a
+-- late waiter returns at once), and start its retention.
+local function settle(K, status, retention_s)
   local ttl = math.max(1, math.floor(retention_s))
+  redis.call('RPUSH', K.settled, status)
+  redis.call('EXPIRE', K.settled, ttl)
   redis.call('EXPIRE', K.record, ttl)
   redis.call('EXPIRE', K.history, ttl)
   redis.call('EXPIRE', K.ledger, ttl)
@@ -139,7 +146,7 @@ local function finish(K, id, status, now, failure, A)
     end
     redis.call('ZADD', K.timers, now + A.comp_grace_us, id)
   else
-    expire_finished(K, A.retention_s)
+    settle(K, status, A.retention_s)
   end
   return table.concat(actions, ',')
 end
