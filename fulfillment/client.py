@@ -155,23 +155,38 @@ class FulfillmentClient:
     def wait(self, order_id: str, timeout: float | None = None) -> OrderView:
         """Block until the order is finished and its compensations ran; return it.
 
+        Raises :class:`OrderNotFound`, or :class:`ResultTimeout` after ``timeout``
+        seconds (None: no limit).
+        """
+        self.wait_settled(order_id, timeout)
+        return self.get_order(order_id)
+
+    def wait_settled(
+        self, order_id: str, timeout: float | None = None, *, known: bool = False
+    ) -> dict[str, Any]:
+        """Block until the order is settled; return how it ended (``status``, ``result``).
+
         Blocks on the order's doorbell (``settle`` in ``lua/lib.lua``), so it
         wakes once, when the order is settled, not on each of its events.
-        Raises :class:`OrderNotFound` and :class:`ResultTimeout` (after
-        ``timeout`` seconds; None: no limit).
+        ``known``: the order was seen to exist (a handle), so a missing order is
+        only noticed after the first block of at most 5 s.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        view = self.get_order(order_id)
-        while not view.settled:
+        if not known and self.store.status(order_id) is None:
+            raise OrderNotFound(order_id)
+        while True:
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                raise ResultTimeout(
-                    f"order {order_id} not finished after {timeout}s (status {view.status.value})"
-                )
             # at most 5 s at a time: then look again (e.g. the order expired meanwhile)
-            self.store.wait_settled(order_id, min(remaining, 5.0))
-            view = self.get_order(order_id)
-        return view
+            outcome = self.store.wait_settled(order_id, max(min(remaining, 5.0), 0.001))
+            if outcome is not None:
+                return outcome
+            status = self.store.status(order_id)
+            if status is None:
+                raise OrderNotFound(order_id)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(
+                    f"order {order_id} not finished after {timeout}s (status {status})"
+                )
 
     def wait_for(
         self,
@@ -283,9 +298,10 @@ class OrderHandle:
         Raises :class:`OrderFailed` (with ``type``, ``message``, ``compensations``),
         :class:`OrderCancelled`, or :class:`ResultTimeout`.
         """
-        view = self.client.wait(self.id, timeout)
-        if view.status is OrderStatus.COMPLETED:
-            return view.result or ""
+        outcome = self.client.wait_settled(self.id, timeout, known=True)
+        if outcome["status"] == OrderStatus.COMPLETED:
+            return str(outcome["result"])
+        view = self.client.get_order(self.id)
         failure = view.failure
         ftype = failure.type if failure else view.status.value
         message = failure.message if failure else ""

@@ -268,10 +268,18 @@ class OrderStore:
         record, last = pipe.execute()
         return record, last[0][0] if last else "0-0"
 
-    def wait_settled(self, order_id: str, timeout: float) -> bool:
-        """Block until the order is settled (its doorbell rang), at most ``timeout`` seconds."""
+    def wait_settled(self, order_id: str, timeout: float) -> dict[str, Any] | None:
+        """Block until the order is settled (its doorbell rang), at most ``timeout`` seconds.
+
+        Returns how it ended (``status``, and ``result`` if completed), or None.
+        """
         bell = OrderKeys(order_id).settled
-        return self.client.blmove(bell, bell, timeout, "RIGHT", "LEFT") is not None
+        outcome = self.client.blmove(bell, bell, timeout, "RIGHT", "LEFT")
+        return None if outcome is None else json.loads(outcome)
+
+    def status(self, order_id: str) -> str | None:
+        """The order's status, or None if there is no such order."""
+        return self.client.hget(OrderKeys(order_id).record, "status")
 
     def wait_for_event(self, order_id: str, after: str, block_ms: int) -> str | None:
         """Block until the order's history grows past ``after``; the newest event id, or None."""

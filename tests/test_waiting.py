@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -34,10 +35,11 @@ def test_every_waiter_wakes_and_a_late_one_returns_at_once(deploy, oid: str) -> 
     assert all(r.startswith("Order fulfilled: ") for r in results)
 
     bell = OrderKeys(oid).settled
-    assert d.redis.lrange(bell, 0, -1) == ["completed"], "rung once, and it stays rung"
-    assert d.client.store.wait_settled(oid, 0.01), "a late waiter finds it rung"
+    (rung,) = d.redis.lrange(bell, 0, -1)  # rung once, and it stays rung
+    assert json.loads(rung) == {"status": "completed", "result": results[0]}
+    assert d.client.store.wait_settled(oid, 0.01) == json.loads(rung), "a late waiter finds it"
     assert handle.result(timeout=5) == results[0]
-    assert d.redis.lrange(bell, 0, -1) == ["completed"]
+    assert d.redis.lrange(bell, 0, -1) == [rung]
     assert 0 < d.redis.ttl(bell) <= d.settings.retention
 
 
@@ -45,6 +47,8 @@ def test_waiting_on_an_unknown_or_stuck_order_fails_clearly(deploy) -> None:  # 
     d: Deployment = deploy()  # no worker: nothing moves
     with pytest.raises(OrderNotFound, match="no-such-order"):
         d.client.wait("no-such-order", timeout=30)
+    with pytest.raises(OrderNotFound, match="no-such-order"):
+        d.client.wait_settled("no-such-order")  # no timeout: still refused at once
     handle = d.client.place_order(order_doc())
     with pytest.raises(ResultTimeout, match=r"not finished after 0.3s \(status pending\)"):
         handle.result(timeout=0.3)

@@ -99,10 +99,14 @@ end
 -- The order is finished and nothing more will happen to it (no compensation
 -- pending): ring its doorbell, a one-element list that waiters block on with
 -- BLMOVE from the list to itself (every waiter wakes, the element stays, and a
--- late waiter returns at once), and start its retention.
+-- late waiter returns at once), and start its retention. The element says how
+-- it ended, with the result of a completed order, so that a waiter for the
+-- result needs no further read.
 local function settle(K, status, retention_s)
   local ttl = math.max(1, math.floor(retention_s))
-  redis.call('RPUSH', K.settled, status)
+  local outcome = {status = status}
+  if status == 'completed' then outcome.result = redis.call('HGET', K.record, 'result') end
+  redis.call('RPUSH', K.settled, cjson.encode(outcome))
   redis.call('EXPIRE', K.settled, ttl)
   redis.call('EXPIRE', K.record, ttl)
   redis.call('EXPIRE', K.history, ttl)
