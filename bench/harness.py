@@ -45,6 +45,11 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def median_low(values: Sequence[float]) -> float:
+    """The median that is one of the values (the lower middle one)."""
+    return statistics.median_low(values)
+
+
 def interleaved(
     runs: dict[str, Callable[[], float]], n: int, block: int = 20
 ) -> dict[str, list[float]]:
@@ -59,6 +64,43 @@ def interleaved(
         for name in names if i % 2 == 0 else reversed(names):
             times[name] += [runs[name]() for _ in range(block)]
     return times
+
+
+@dataclass
+class Throughput:
+    """Orders (or chains) per second, and CPU milliseconds per order by process role."""
+
+    rate: float
+    cpu_ms: dict[str, float]
+
+
+class CpuMeter:
+    """CPU time (user + system) of the processes of each role over a measured stretch."""
+
+    def __init__(self, client: redis.Redis, worker_pids: Sequence[int]) -> None:
+        mains = [psutil.Process(pid) for pid in worker_pids]
+        self.roles = {
+            "producer (bench process)": [psutil.Process()],
+            "Redis server": [psutil.Process(int(client.info("server")["process_id"]))],
+            "worker main processes": mains,
+            "pool processes": [c for m in mains for c in m.children(recursive=True)],
+        }
+        self._start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        def used(proc: psutil.Process) -> float:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                return 0.0
+            return times.user + times.system
+
+        return {role: sum(used(p) for p in procs) for role, procs in self.roles.items()}
+
+    def per_order(self, n: int) -> dict[str, float]:
+        """Milliseconds of CPU per order since this meter was made."""
+        end = self._now()
+        return {role: (end[role] - self._start[role]) * 1000 / n for role in self.roles}
 
 
 @dataclass

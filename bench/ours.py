@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from fulfillment.keys import OrderKeys, status_index
 from fulfillment.state import OrderStatus
 
-from .harness import Deployment, Server
+from .harness import CpuMeter, Deployment, Server, Throughput
 
 
 def order(expensive: bool = False) -> dict:
@@ -33,19 +33,20 @@ def _warm(d: Deployment, n: int = 50) -> None:
         handle.result(timeout=60)
 
 
-def throughput(server: Server, n: int, workers: int = 1, concurrency: int = 2) -> float:
+def throughput(server: Server, n: int, workers: int = 1, concurrency: int = 2) -> Throughput:
     with Deployment.create(server) as d:
         d.start_workers(workers, concurrency=concurrency)
         _warm(d)
         done_key = status_index("completed")
         base = d.redis.zcard(done_key)
         docs = [order() for _ in range(n)]
+        cpu = CpuMeter(d.redis, [p.pid for p in d.workers])
         started = time.perf_counter()
         for doc in docs:
             d.client.place_order(doc)
         while d.redis.zcard(done_key) - base < n:
             time.sleep(0.002)
-        return n / (time.perf_counter() - started)
+        return Throughput(n / (time.perf_counter() - started), cpu.per_order(n))
 
 
 @contextlib.contextmanager
@@ -97,18 +98,20 @@ def memory(server: Server, n: int, retention: float = 3.0) -> dict[str, float]:
         keys = 0
         for order_id in ids:
             for key in _keys(order_id):
-                usage = d.redis.memory_usage(key)
+                usage = d.redis.memory_usage(key, samples=0)
                 if usage:
                     total += usage
                     keys += 1
-        index_bytes = sum(d.redis.memory_usage(status_index(s)) or 0 for s in ("completed",))
+        index_bytes = sum(
+            d.redis.memory_usage(status_index(s), samples=0) or 0 for s in ("completed",)
+        )
         deadline = time.monotonic() + retention + 30
         while time.monotonic() < deadline:  # until the server reclaimed every key
             left = sum(d.redis.exists(*_keys(i)) for i in ids)
             if left == 0:
                 break
             time.sleep(0.2)
-        after = sum(d.redis.memory_usage(key) or 0 for i in ids for key in _keys(i))
+        after = sum(d.redis.memory_usage(key, samples=0) or 0 for i in ids for key in _keys(i))
         return {
             "bytes_per_order": total / n,
             "keys_per_order": keys / n,

@@ -19,7 +19,7 @@ import psutil
 import redis
 from celery import chain
 
-from .harness import OUT
+from .harness import OUT, CpuMeter, Throughput
 
 WARM_UP = 50
 
@@ -27,8 +27,8 @@ WARM_UP = 50
 @contextlib.contextmanager
 def raw_workers(
     url: str, workers: int, concurrency: int, events: bool = True
-) -> Iterator[redis.Redis]:
-    """Workers of the raw app; ``events``: task events on, as our workers have them."""
+) -> Iterator[tuple[redis.Redis, list[int]]]:
+    """Workers of the raw app, with their pids; ``events``: task events on, as ours have them."""
     env = {**os.environ, "BENCH_RAW_URL": url, "BENCH_RAW_EVENTS": "1" if events else "0"}
     OUT.mkdir(parents=True, exist_ok=True)
     procs = []
@@ -48,7 +48,7 @@ def raw_workers(
         for _ in range(WARM_UP):
             _send(mod, "warm-up", warm)
         _wait_for(client, warm, WARM_UP, timeout=60)
-        yield client
+        yield client, [proc.pid for proc in procs]
     finally:
         for proc in procs:
             with contextlib.suppress(psutil.NoSuchProcess):
@@ -88,22 +88,23 @@ def _wait_for(client: redis.Redis, key: str, n: int, timeout: float) -> None:
 
 def throughput(
     url: str, n: int, workers: int = 1, concurrency: int = 2, events: bool = True
-) -> float:
+) -> Throughput:
     mod = _app(url)
-    with raw_workers(url, workers, concurrency, events) as client:
+    with raw_workers(url, workers, concurrency, events) as (client, pids):
         done = _done_key()
+        cpu = CpuMeter(client, pids)
         started = time.perf_counter()
         for _ in range(n):
             _send(mod, uuid.uuid4().hex, done)
         _wait_for(client, done, n, timeout=600)
-        return n / (time.perf_counter() - started)
+        return Throughput(n / (time.perf_counter() - started), cpu.per_order(n))
 
 
 @contextlib.contextmanager
 def sequential(url: str, concurrency: int = 2) -> Iterator[Callable[[], float]]:
     """A warmed-up raw worker; yields ``one()``: send one chain and wait for it, in ms."""
     mod = _app(url)
-    with raw_workers(url, 1, concurrency) as client:
+    with raw_workers(url, 1, concurrency) as (client, _):
         done = _done_key()
         sent = iter(range(10**9))
 

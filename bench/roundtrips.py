@@ -60,7 +60,7 @@ def measure_ours(server: Server, n: int) -> dict[str, float]:
 
 def measure_raw(url: str, n: int) -> dict[str, float]:
     mod = raw._app(url)
-    with raw.raw_workers(url, 1, 2) as client:
+    with raw.raw_workers(url, 1, 2) as (client, _):
         done = raw._done_key()
 
         def one() -> None:
