@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import ours, raw
-from .harness import Deployment, Server, embedded_server
+from .harness import Server, embedded_server
 
 
 def _stats(client: redis.Redis) -> Counter[str]:
@@ -34,7 +34,7 @@ def _stats(client: redis.Redis) -> Counter[str]:
     return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()})
 
 
-def _per_order(client: redis.Redis, n: int, run_one: Callable[[], None]) -> dict[str, float]:
+def _per_order(client: redis.Redis, n: int, run_one: Callable[[], object]) -> dict[str, float]:
     client.config_resetstat()
     started = time.monotonic()
     for _ in range(n):
@@ -51,23 +51,13 @@ def _per_order(client: redis.Redis, n: int, run_one: Callable[[], None]) -> dict
 
 
 def measure_ours(server: Server, n: int) -> dict[str, float]:
-    with Deployment.create(server) as d:
-        d.start_workers(1, concurrency=2)
-        ours._warm(d)
-        admin = redis.Redis.from_url(d.url)
-        return _per_order(admin, n, lambda: d.client.place_order(ours.order()).result(30))
+    with ours.sequential(server) as one_order:
+        return _per_order(redis.Redis.from_url(server.url), n, one_order)
 
 
 def measure_raw(url: str, n: int) -> dict[str, float]:
-    mod = raw._app(url)
-    with raw.raw_workers(url, 1, 2) as (client, _):
-        done = raw._done_key()
-
-        def one() -> None:
-            raw._send(mod, "x", done)
-            client.blpop([done], timeout=30)
-
-        return _per_order(client, n, one)
+    with raw.sequential(url) as one_chain:
+        return _per_order(redis.Redis.from_url(url), n, one_chain)
 
 
 # what one round trip sends, by the command the server counts for it

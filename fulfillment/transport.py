@@ -43,8 +43,8 @@ _TRANSPORTS = {
 }
 
 
-class _OneClientPerPool:
-    """Mixin for kombu's Redis channels: reuse the synchronous client."""
+class _ReusedClientAndOutbox:
+    """Mixin for kombu's Redis channels: reuse the synchronous client; honour :func:`outbox`."""
 
     _reused_client: Any = None
 
@@ -68,11 +68,11 @@ class _OneClientPerPool:
         return None
 
 
-class Channel(_OneClientPerPool, kombu_redis.Channel):
+class Channel(_ReusedClientAndOutbox, kombu_redis.Channel):
     """kombu's Redis channel with its synchronous client reused."""
 
 
-class SentinelChannel(_OneClientPerPool, kombu_redis.SentinelChannel):
+class SentinelChannel(_ReusedClientAndOutbox, kombu_redis.SentinelChannel):
     """kombu's Sentinel channel with its synchronous client reused."""
 
 
