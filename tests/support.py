@@ -123,6 +123,19 @@ class Worker:
             os.kill(self.pid, signal.SIGKILL)
         self.proc.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP the whole process group: main process and pool children freeze at once."""
+        self.remember_children()
+        for pid in self.family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT every process :meth:`pause` stopped."""
+        for pid in self.family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def destroy(self) -> None:
         self.remember_children()
         for pid in self.family:

@@ -8,7 +8,7 @@ from fulfillment.keys import OrderKeys, status_index
 from fulfillment.services import set_fault
 from fulfillment.state import OrderStatus
 
-from .support import EXPENSIVE, Deployment, order_doc, wait_until
+from .support import EXPENSIVE, Deployment, Worker, order_doc, wait_until
 
 
 def keys_of(d: Deployment, order_id: str) -> list[str]:
@@ -60,25 +60,39 @@ def test_finished_orders_expire_running_and_waiting_never(deploy, oid: str) -> N
 
 
 def test_sigterm_mid_step_finishes_or_hands_back(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
+    # A worker is presumed dead only after 10 s here: the freeze below must not fail it over.
     d: Deployment = deploy(
         FULFILLMENT_SERVICE_LATENCY="0.8",
         FULFILLMENT_SERVICE_LATENCY_JITTER="0",
         FULFILLMENT_STEP_TIME_LIMIT="3",
+        FULFILLMENT_WORKER_DEAD_AFTER="10",
     )
-    first = d.start_worker()
+    d.start_worker(wait=False)
+    d.start_worker(wait=False)
+    for w in d.workers:
+        d.wait_for_worker(w)
     handle = d.client.place_order(order_doc(order_id=oid))
 
-    def running_on_first() -> bool:
+    def frozen_mid_step() -> tuple[Worker, str] | None:
+        """Freeze the worker running a step; keep it frozen only if the step still runs there."""
         record = d.client.store.record(oid)
-        return record.get("phase") == "running" and record.get("worker", "").endswith(
-            f":{first.pid}"
-        )
+        if record.get("phase") != "running" or record.get("step") == "delivery":
+            return None  # only a step with steps after it tells "finishes or hands back"
+        pid = int(record["worker"].rsplit(":", 1)[1])
+        worker = next(w for w in d.workers if w.pid == pid)
+        worker.pause()
+        again = d.client.store.record(oid)
+        same = ("phase", "step", "worker", "task_id")
+        if all(again.get(k) == record.get(k) for k in same):
+            return worker, record["step"]
+        worker.resume()
+        return None
 
-    wait_until(running_on_first, 30, "a step running on the first worker")
-    step = d.client.store.record(oid)["step"]
-    second = d.start_worker()
-    first.proc.send_signal(signal.SIGTERM)  # warm shutdown
-    assert first.proc.wait(30) == 0
+    leaving, step = wait_until(frozen_mid_step, 30, "a step running, frozen on its worker")
+    (staying,) = [w for w in d.workers if w is not leaving]
+    leaving.proc.send_signal(signal.SIGTERM)  # warm shutdown, handled as soon as it resumes
+    leaving.resume()
+    assert leaving.proc.wait(30) == 0
     assert handle.result(timeout=60).startswith("Order fulfilled")
     tl = d.client.timeline(oid)
     interrupted = next(s for s in tl.steps if s.name == step)
@@ -86,8 +100,8 @@ def test_sigterm_mid_step_finishes_or_hands_back(deploy, oid: str) -> None:  # t
     assert interrupted.attempts[-1].outcome == "succeeded"
     assert all(a.outcome in ("succeeded", "lost") for a in interrupted.attempts)
     later = [s for s in tl.steps if tl.steps.index(s) > tl.steps.index(interrupted)]
-    assert all(a.worker.endswith(f":{second.pid}") for s in later for a in s.attempts)
+    assert all(a.worker.endswith(f":{staying.pid}") for s in later for a in s.attempts)
     ledger = d.ledger(oid)
     assert ledger["charge_calls"] == "1"
     assert {"charge", "reservation", "shipment"} <= ledger.keys()
-    assert second.alive()
+    assert staying.alive()
