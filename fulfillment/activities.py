@@ -1,14 +1,16 @@
 """Activities: the business logic of each step, as in Temporal's ``activities.ts``.
 
-Each activity calls one simulated service with the order id as idempotency key
-and returns the step's summary. They know nothing about Celery, retries or
-Redis state; :mod:`fulfillment.tasks` runs them durably.
+Each activity calls one simulated service with the attempt's fencing token (its
+idempotency key is the order and step) and returns the step's summary. They know
+nothing about Celery, retries or Redis state; :mod:`fulfillment.tasks` runs them
+durably.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .fencing import AttemptToken, UndoToken
 from .models import Order
 from .services import Services
 
@@ -18,9 +20,16 @@ class StepContext:
     """What an attempt knows about itself (Temporal's ``Context.current().info``)."""
 
     order: Order
-    step: str
-    attempt: int
+    token: AttemptToken
     services: Services
+
+    @property
+    def step(self) -> str:
+        return self.token.step
+
+    @property
+    def attempt(self) -> int:
+        return self.token.attempt
 
 
 def _items(order: Order) -> str:
@@ -31,21 +40,21 @@ def _items(order: Order) -> str:
 def process_payment(ctx: StepContext) -> str:
     """Charge the card for the order's total. Raises ``CreditCardExpired``."""
     order = ctx.order
-    ctx.services.payment.charge(order.id, ctx.attempt, order.payment.credit_card, order.total)
+    ctx.services.payment.charge(ctx.token, order.payment.credit_card, order.total)
     return f"Payment processed for {_items(order)}"
 
 
 def reserve_inventory(ctx: StepContext) -> str:
     """Reserve stock for every line. Raises ``UnknownItem`` / ``OutOfStock``."""
     order = ctx.order
-    ctx.services.inventory.reserve(order.id, ctx.attempt, order.items)
+    ctx.services.inventory.reserve(ctx.token, order.items)
     return f"Inventory reserved for {_items(order)}"
 
 
 def deliver_order(ctx: StepContext) -> str:
     """Hand the order to shipping."""
     order = ctx.order
-    shipment = ctx.services.shipping.ship(order.id, ctx.attempt)
+    shipment = ctx.services.shipping.ship(ctx.token)
     return f"Order delivered for {_items(order)} (tracking {shipment['tracking']})"
 
 
@@ -55,21 +64,21 @@ def deliver_order(ctx: StepContext) -> str:
 # Each returns (undone, summary): undone is False when there was nothing to undo.
 
 
-def refund_payment(services: Services, order_id: str) -> tuple[bool, str]:
-    refund = services.payment.refund(order_id)
+def refund_payment(services: Services, token: UndoToken) -> tuple[bool, str]:
+    refund = services.payment.refund(token)
     if refund is None:
         return False, "No charge to refund"
     return True, f"Payment of {refund['amount']} refunded"
 
 
-def release_inventory(services: Services, order_id: str) -> tuple[bool, str]:
-    if services.inventory.release(order_id):
+def release_inventory(services: Services, token: UndoToken) -> tuple[bool, str]:
+    if services.inventory.release(token):
         return True, "Inventory reservation released"
     return False, "No reservation to release"
 
 
-def cancel_shipment(services: Services, order_id: str) -> tuple[bool, str]:
-    if services.shipping.cancel(order_id):
+def cancel_shipment(services: Services, token: UndoToken) -> tuple[bool, str]:
+    if services.shipping.cancel(token):
         return True, "Shipment cancelled"
     return False, "No shipment to cancel"
 

@@ -88,8 +88,9 @@ class FulfillmentClient:
         """
         s = self.settings
         parsed = parse_order(order, max_bytes=s.max_order_bytes, max_items=s.max_items)
-        if approval_timeout is not None and not approval_timeout > 0:
-            raise ValueError("approval_timeout must be a positive number of seconds")
+        timeout = s.approval_timeout
+        if approval_timeout is not None:
+            timeout = s.check_approval_timeout(approval_timeout)
         needs_approval = parsed.total > s.approval_threshold
         steps = workflow.steps_for(needs_approval)
 
@@ -98,9 +99,7 @@ class FulfillmentClient:
 
         # The first message goes out with the order (create.lua pushes it) where it can.
         held = workflow.held(send_first_step) if self._holds_messages else None
-        out = self.store.create(
-            parsed, steps, needs_approval, approval_timeout or s.approval_timeout, held
-        )
+        out = self.store.create(parsed, steps, needs_approval, timeout, held)
         if out["v"] == "conflict":
             raise OrderConflict(
                 f"order id {parsed.id!r} is already used by a different order "

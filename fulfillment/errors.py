@@ -99,5 +99,13 @@ class ServiceUnavailable(Exception):
     """A simulated service is down (fault injection). Retryable."""
 
 
+class StaleAttempt(Exception):
+    """A service refused a call whose fencing token is no longer the live one.
+
+    The attempt (or compensation claim) was presumed lost and superseded, or the
+    order finished meanwhile: whatever it wanted to do must not happen.
+    """
+
+
 class StepTimeout(Exception):
     """An attempt overran its time limit (Temporal's start-to-close timeout). Retryable."""

@@ -26,6 +26,20 @@ STOCK = f"{PREFIX}:inventory:stock"  # hash: item name -> units in stock
 FAULTS = f"{PREFIX}:faults"  # hash: service -> JSON fault spec
 
 
+def held_set(worker: str) -> str:
+    """Set of the message ids ``worker`` holds (its heartbeat writes it; it expires with it)."""
+    return f"{PREFIX}:held:{worker}"
+
+
+def message_id(order_id: str, name: str, number: int) -> str:
+    """The Celery task id of a step's (``number``: epoch) or compensation's message.
+
+    Deterministic, so the watchdog can tell whether the message an order waits for
+    is held by a live worker; and readable in Flower. ``lib.lua`` builds the same.
+    """
+    return f"{order_id}:{name}:{number}"
+
+
 def status_index(status: str) -> str:
     """Zset of the orders in ``status`` (score: creation time)."""
     return f"{PREFIX}:status:{status}"

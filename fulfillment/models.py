@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 import uuid
 from datetime import date
 from decimal import Decimal
@@ -31,7 +32,12 @@ from .errors import InvalidOrder
 
 ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Unicode categories refused in shown text: controls (Cc), format characters such as
+#: the bidi override U+202E (Cf), surrogates (Cs), private use (Co), and the line and
+#: paragraph separators U+2028/U+2029 (Zl, Zp). U+0085 (NEL) is a Cc.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+#: format characters that are ordinary in text (emoji sequences, some scripts)
+_ALLOWED_FORMAT = frozenset({"\u200c", "\u200d"})
 _EXPIRY = re.compile(r"(0[1-9]|1[0-2])/[0-9]{2}")
 
 
@@ -60,8 +66,13 @@ class OrderItem(_Model):
     @field_validator("item_name")
     @classmethod
     def _printable(cls, value: str) -> str:
-        if _CONTROL.search(value):
-            raise ValueError("must not contain control characters")
+        return printable(value)
+
+    @field_validator("item_price")
+    @classmethod
+    def _not_negative_zero(cls, value: Decimal) -> Decimal:
+        if value.is_signed():  # -0 compares equal to 0 and passes ge=0
+            raise ValueError("must not be negative")
         return value
 
     @property
@@ -89,10 +100,6 @@ class CreditCard(_Model):
         if not digits.isascii() or not digits.isdigit() or not 12 <= len(digits) <= 19:
             raise ValueError("must be 12 to 19 digits (spaces and dashes allowed)")
         return digits
-
-    @property
-    def last4(self) -> str:
-        return self.number[-4:]
 
     @property
     def masked(self) -> str:
@@ -149,6 +156,18 @@ class Order(_Model):
         }
 
 
+def printable(value: str) -> str:
+    """``value`` if it is safe to show in a terminal, a log line or a web page; else ValueError.
+
+    Refuses control characters, line/paragraph separators and invisible format
+    characters (bidi overrides can make a shown name read differently from what it is).
+    """
+    for char in value:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES and char not in _ALLOWED_FORMAT:
+            raise ValueError(f"must not contain control or format characters (U+{ord(char):04X})")
+    return value
+
+
 def mask_card(number: str) -> str:
     """``4111111111111111`` -> ``************1111``."""
     digits = re.sub(r"\D", "", number)
@@ -185,6 +204,27 @@ def explain(exc: ValidationError) -> str:
     return "invalid order: " + "; ".join(shown) + more
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _integer(text: str) -> int | Decimal:
+    """``json.loads`` integer hook: keeps the sign of ``-0``, which ``int`` would drop."""
+    return Decimal(text) if text == "-0" else int(text)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` object hook: a key given twice is an error, not "last one wins"."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
 def parse_order(
     data: Order | dict[str, Any] | str | bytes, *, max_bytes: int, max_items: int
 ) -> Order:
@@ -201,7 +241,11 @@ def parse_order(
         except UnicodeDecodeError as exc:
             raise InvalidOrder(f"invalid order: not valid UTF-8 (byte {exc.start})") from None
         try:
-            data = json.loads(text, parse_float=Decimal)
+            data = json.loads(
+                text, parse_float=Decimal, parse_int=_integer, object_pairs_hook=_unique_keys
+            )
+        except _DuplicateKey as exc:
+            raise InvalidOrder(f"invalid order: duplicate key {exc.key!r}") from None
         except (ValueError, RecursionError) as exc:
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "unparseable number"
             raise InvalidOrder(f"invalid order: not valid JSON ({reason})") from None

@@ -18,7 +18,9 @@ ORDER_SCRIPTS = (
     "enter_approval",
     "decide",
     "redrive",
+    "begin_compensation",
     "compensated",
+    "compensation_failed",
 )
 SERVICE_SCRIPTS = ("charge", "refund", "reserve", "release", "ship", "cancel_shipment")
 OTHER_SCRIPTS = ("tick",)

@@ -6,12 +6,20 @@ can shrink time. Durations are seconds and accept fractions.
 
 from __future__ import annotations
 
+import math
 import os
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
@@ -56,7 +64,9 @@ class RetryPolicy(BaseModel):
 class Settings(BaseSettings):
     """All settings; each field is read from ``FULFILLMENT_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="FULFILLMENT_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="FULFILLMENT_", extra="ignore", allow_inf_nan=False
+    )
 
     # --- connections -------------------------------------------------------
     redis_url: str | None = Field(
@@ -78,6 +88,9 @@ class Settings(BaseSettings):
     # --- the order contract --------------------------------------------------
     approval_threshold: Decimal = Field(default=Decimal(10000), ge=0)
     approval_timeout: float = Field(default=30.0, gt=0)
+    approval_timeout_max: float = Field(
+        default=86400.0, gt=0, description="Longest approval timeout an order may ask for."
+    )
     step_time_limit: float = Field(default=5.0, gt=0)
     service_latency: float = Field(default=1.0, ge=0)
     service_latency_jitter: float = Field(default=0.2, ge=0, le=1)
@@ -112,6 +125,26 @@ class Settings(BaseSettings):
         default=False, description="Also send task-sent events (Flower's 'sent' time)."
     )
     flower_address: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _timeout_within_max(self) -> Settings:
+        if self.approval_timeout > self.approval_timeout_max:
+            raise ValueError(
+                f"FULFILLMENT_APPROVAL_TIMEOUT ({self.approval_timeout:g}) exceeds "
+                f"FULFILLMENT_APPROVAL_TIMEOUT_MAX ({self.approval_timeout_max:g})"
+            )
+        return self
+
+    def check_approval_timeout(self, seconds: object) -> float:
+        """``seconds`` as an order's approval timeout, or ValueError saying what is wrong."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ValueError(f"approval timeout must be a number of seconds, not {seconds!r}")
+        if not math.isfinite(seconds) or not 0 < seconds <= self.approval_timeout_max:
+            raise ValueError(
+                f"approval timeout must be more than 0 and at most "
+                f"{self.approval_timeout_max:g} seconds (got {seconds!r})"
+            )
+        return float(seconds)
 
     @field_validator("step_policies")
     @classmethod
@@ -148,7 +181,7 @@ class Settings(BaseSettings):
     @property
     def longest_countdown(self) -> float:
         """The longest countdown/ETA this deployment publishes (approval timeout or retry)."""
-        longest = max(self.approval_timeout, self.retry_maximum_interval)
+        longest = max(self.approval_timeout_max, self.retry_maximum_interval)
         for override in self.step_policies.values():
             longest = max(longest, override.maximum_interval or 0)
         return longest
@@ -157,8 +190,11 @@ class Settings(BaseSettings):
 def _explain(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        name = "FULFILLMENT_" + "_".join(str(p) for p in err["loc"][:1]).upper()
-        parts.append(f"{name}: {err['msg']}")
+        message = err["msg"].removeprefix("Value error, ")
+        if err["loc"]:
+            parts.append(f"FULFILLMENT_{str(err['loc'][0]).upper()}: {message}")
+        else:  # a rule across fields: its message names them
+            parts.append(message)
     return "invalid configuration: " + "; ".join(parts)
 
 

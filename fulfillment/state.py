@@ -63,6 +63,9 @@ class FailureView(BaseModel):
     step: str | None = None
 
 
+_COMPENSATION_STATE = {"done": "done", "not_needed": "not_needed"}
+
+
 class CompensationView(BaseModel):
     action: str
     state: str  # pending | done | not_needed
@@ -155,7 +158,8 @@ class OrderView(BaseModel):
             compensations=[
                 CompensationView(
                     action=a,
-                    state=record.get(f"c:{a}", "pending"),
+                    # claimed and running is still pending: it has not settled
+                    state=_COMPENSATION_STATE.get(record.get(f"c:{a}", ""), "pending"),
                     summary=record.get(f"c:{a}:summary"),
                 )
                 for a in csv(record.get("compensations"))

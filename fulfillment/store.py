@@ -17,6 +17,7 @@ from .models import Order
 from .scripts import Scripts
 from .settings import STEP_NAMES, Settings
 from .transport import Outbox
+from .workflow import COMPENSATES
 
 US = 1_000_000
 
@@ -180,33 +181,97 @@ class OrderStore:
             "decide", order_id, decision=decision, by=by, reason=reason, source=source, epoch=epoch
         )
 
-    def redrive(self, order_id: str, reason: str, worker: str | None = None) -> dict[str, Any]:
-        return self._transition(
+    def redrive(
+        self,
+        order_id: str,
+        reason: str,
+        worker: str | None = None,
+        *,
+        backlog: int = 0,
+        alive: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """The watchdog's look at an order that is due; ``alive``: the live workers."""
+        held = [keys.held_set(w) for w in alive or ()]
+        k = OrderKeys(order_id).transition()
+        s = self.settings
+        return self.scripts.call(
             "redrive",
-            order_id,
-            reason=reason,
-            worker=worker,
-            policies=self._policies,
-            grace_us=us(self.settings.redrive_grace),
+            k + held,
+            {
+                "id": order_id,
+                **self._common,
+                "reason": reason,
+                "worker": worker,
+                "policies": self._policies,
+                "grace_us": us(s.redrive_grace),
+                "backlog": backlog,
+                "stall_us": us(s.queue_stall_limit),
+                "interval_us": us(s.watchdog_interval),
+                "held_from": len(k) + 1,
+            },
         )
 
-    def compensated(self, order_id: str, action: str, undone: bool, summary: str) -> dict[str, Any]:
+    def begin_compensation(
+        self, order_id: str, action: str, task_id: str, worker: str
+    ) -> dict[str, Any]:
+        """Claim a pending compensation before calling the service (a no-op otherwise)."""
         return self._transition(
-            "compensated", order_id, action=action, undone=undone, summary=summary
+            "begin_compensation",
+            order_id,
+            action=action,
+            task_id=task_id,
+            worker=worker,
+            lease_us=us(self.settings.lease_seconds(COMPENSATES[action])),
         )
 
-    def tick(self, worker: str, queues: list[str], limit: int = 200) -> dict[str, Any]:
-        """Heartbeat of ``worker``; for the watchdog lock holder, what is due."""
+    def compensated(
+        self, order_id: str, action: str, claim: int, undone: bool, summary: str
+    ) -> dict[str, Any]:
+        return self._transition(
+            "compensated", order_id, action=action, claim=claim, undone=undone, summary=summary
+        )
+
+    def compensation_failed(
+        self,
+        order_id: str,
+        action: str,
+        claim: int,
+        error_type: str,
+        error: str,
+        delay: float,
+    ) -> dict[str, Any]:
+        return self._transition(
+            "compensation_failed",
+            order_id,
+            action=action,
+            claim=claim,
+            error_type=error_type,
+            error=error,
+            delay_us=us(delay),
+        )
+
+    def tick(
+        self, worker: str, queues: list[str], held: list[str], limit: int = 200
+    ) -> dict[str, Any]:
+        """Heartbeat of ``worker`` and the messages it holds; for the lock holder: what is due."""
         s = self.settings
         return self.scripts.call(
             "tick",
-            [keys.WORKERS, keys.WATCHDOG_LOCK, keys.LEASES, keys.TIMERS, keys.QUEUED, *queues],
+            [
+                keys.WORKERS,
+                keys.WATCHDOG_LOCK,
+                keys.LEASES,
+                keys.TIMERS,
+                keys.QUEUED,
+                keys.held_set(worker),
+                *queues,
+            ],
             {
                 "worker": worker,
                 "lock_ttl_ms": int(max(3 * s.watchdog_interval, 1.0) * 1000),
                 "dead_after_us": us(s.worker_dead_after),
                 "limit": limit,
-                "stall_us": us(s.queue_stall_limit),
+                "held": held,
             },
         )
 
@@ -238,6 +303,7 @@ class OrderStore:
     def leave(self, worker: str) -> None:
         """A worker shutting down cleanly stops counting as alive at once."""
         self.client.zrem(keys.WORKERS, worker)
+        self.client.delete(keys.held_set(worker))
         lock = self.client.get(keys.WATCHDOG_LOCK)
         if lock == worker:
             self.client.delete(keys.WATCHDOG_LOCK)

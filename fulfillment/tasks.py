@@ -26,7 +26,9 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from . import activities, workflow
 from .celery_app import app
-from .errors import BusinessError, StepTimeout
+from .errors import BusinessError, StaleAttempt, StepTimeout
+from .fencing import AttemptToken, UndoToken
+from .keys import message_id
 from .models import Order
 from .runtime import runtime
 from .settings import get_settings
@@ -103,7 +105,8 @@ def run_step(task: StepTask, order_id: str, epoch: int) -> str:
     number = int(begun["attempt"])
     request.fulfillment_attempt = (order_id, epoch, number)
     order = Order.model_validate_json(begun["order"])
-    context = activities.StepContext(order=order, step=step, attempt=number, services=rt.services)
+    token = AttemptToken(order_id, step, epoch, number)
+    context = activities.StepContext(order=order, token=token, services=rt.services)
     try:
         result = activities.ACTIVITIES[step](context)
     except SoftTimeLimitExceeded:
@@ -184,7 +187,11 @@ def require_approval(self: Task, order_id: str, epoch: int = 1) -> str:
     if out["v"] == "waiting":
         remaining = max(int(out["remaining_us"]), 0) / US
         approval_timeout.apply_async(
-            (order_id,), {"epoch": epoch}, countdown=remaining, queue=rt.settings.queue
+            (order_id,),
+            {"epoch": epoch},
+            countdown=remaining,
+            queue=rt.settings.queue,
+            task_id=message_id(order_id, "approval_timeout", epoch),
         )
         return f"Approval required: waiting until {_iso(out['deadline'])}"
     if out["v"] == "done":
@@ -199,7 +206,9 @@ def approval_timeout(self: Task, order_id: str, epoch: int = 1) -> str:
     out = rt.store.decide(order_id, "timeout", source="countdown task", epoch=epoch)
     if out["v"] == "early":  # fired before the deadline on Redis's clock: wait the rest
         remaining = int(out["remaining_us"]) / US
-        self.apply_async((order_id,), {"epoch": epoch}, countdown=remaining)
+        self.apply_async(
+            (order_id,), {"epoch": epoch}, countdown=remaining, task_id=self.request.id
+        )
         return f"not due yet: {remaining:.3f}s left"
     if out["v"] == "timed_out":
         return "Approval timed out"
@@ -210,41 +219,59 @@ def approval_timeout(self: Task, order_id: str, epoch: int = 1) -> str:
 
 
 class CompensationTask(Task):
-    """Base of the compensation tasks: idempotent, retried until they succeed."""
+    """Base of the compensation tasks: claim, undo, record; retried until they succeed.
+
+    Only a claimed compensation calls the service (a forged or duplicated message
+    finds nothing to claim and does nothing), and the service checks the claim as
+    its fencing token.
+    """
 
     action = ""
-    autoretry_for = (Exception,)
+    autoretry_for = (redis.RedisError, OSError)  # before the claim: Redis unreachable
     max_retries = None
+    default_retry_delay = 1
     acks_late = True
     ignore_result = True
-
-    def retry(
-        self, *args: Any, exc: BaseException | None = None, throw: bool = True, **kw: Any
-    ) -> Any:  # type: ignore[override]
-        delay = runtime().settings.policy("payment").delay_after(self.request.retries + 1)
-        return super().retry(exc=exc, countdown=delay, max_retries=None, throw=throw)
+    typing = False
 
 
-def _compensate(action: str, order_id: str) -> str:
+def _compensate(task: Task, action: str, order_id: str) -> str:
     rt = runtime()
-    undone, summary = activities.COMPENSATIONS[action](rt.services, order_id)
-    rt.store.compensated(order_id, action, undone, summary)
-    return summary
+    claimed = rt.store.begin_compensation(order_id, action, task.request.id, worker_id())
+    if claimed["v"] != "run":
+        return _skip(claimed)
+    token = UndoToken(order_id, action, int(claimed["claim"]))
+    try:
+        undone, summary = activities.COMPENSATIONS[action](rt.services, token)
+    except StaleAttempt as exc:
+        return f"skipped (stale: {exc})"
+    except Exception as exc:
+        delay = rt.settings.policy(workflow.COMPENSATES[action]).delay_after(token.claim)
+        error_type, message = describe(exc)
+        out = rt.store.compensation_failed(
+            order_id, action, token.claim, error_type, message, delay
+        )
+        if out["v"] != "retry":
+            return _skip(out)
+        raise task.retry(exc=exc, countdown=delay, max_retries=None) from None
+    out = rt.store.compensated(order_id, action, token.claim, undone, summary)
+    act_on(task.app, rt.settings, order_id, out)
+    return summary if out["v"] == "ok" else _skip(out)
 
 
 @app.task(bind=True, base=CompensationTask, name=workflow.COMPENSATION_TASKS["refund_payment"])
 def refund_payment(self: Task, order_id: str) -> str:
     """Refund the order's charge, if any."""
-    return _compensate("refund_payment", order_id)
+    return _compensate(self, "refund_payment", order_id)
 
 
 @app.task(bind=True, base=CompensationTask, name=workflow.COMPENSATION_TASKS["release_inventory"])
 def release_inventory(self: Task, order_id: str) -> str:
     """Give back the order's reserved stock, if any."""
-    return _compensate("release_inventory", order_id)
+    return _compensate(self, "release_inventory", order_id)
 
 
 @app.task(bind=True, base=CompensationTask, name=workflow.COMPENSATION_TASKS["cancel_shipment"])
 def cancel_shipment(self: Task, order_id: str) -> str:
     """Cancel the order's shipment, if any."""
-    return _compensate("cancel_shipment", order_id)
+    return _compensate(self, "cancel_shipment", order_id)

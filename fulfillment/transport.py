@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
@@ -51,9 +52,20 @@ class _ReusedClientAndOutbox:
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
             return super()._create_client(asynchronous=True)  # type: ignore[misc]
-        pool = self.pool  # type: ignore[attr-defined]
         client = self._reused_client
-        if client is None or client.connection_pool is not pool:
+        if self.connection.client is None:  # type: ignore[attr-defined]
+            # kombu detached this channel's transport from its Connection (the
+            # connection was lost and is being collected) before closing the
+            # channel, whose close restores unacknowledged messages. kombu would
+            # build a new pool from the Connection's parameters here and fail
+            # with AttributeError, which kills the worker ("Unrecoverable error").
+            # Use the client this channel already has; without one, fail as a
+            # lost connection does, which kombu and Celery recover from.
+            if client is None:
+                raise redis.ConnectionError("channel closed: its connection was lost")
+            return client
+        pool = self.pool  # type: ignore[attr-defined]
+        if client is None or getattr(client, "connection_pool", None) is not pool:
             # first use, or kombu replaced the pool (e.g. after a reconnect)
             client = self._reused_client = super()._create_client()  # type: ignore[misc]
         return client

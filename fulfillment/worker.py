@@ -6,10 +6,15 @@ watchdog lock. The lock holder re-drives what is overdue:
 
 * running attempts whose lease expired, or whose worker stopped heartbeating
   (then it does not wait for the lease: failover takes ``worker_dead_after``);
-* retries whose countdown message never started (its holder died);
-* queued steps whose message never started (lost between two steps);
+* retries and queued steps whose message is really lost: not started in time,
+  not held by any live worker (each heartbeat says which messages its worker
+  holds: prefetched, waiting for a countdown, running) and not waiting in a
+  queue with a backlog;
 * approval waits past their deadline (the countdown task was lost);
-* compensations still pending.
+* compensations whose claim's lease ran out, or whose message is really lost.
+
+Every re-send waits twice as long as the one before, so a slow queue never
+multiplies messages.
 
 Any live worker takes over the lock when its holder dies; there is no separate
 singleton process.
@@ -62,6 +67,8 @@ class Watchdog(threading.Thread):
         self._connected_since: float | None = None
         self._last_error_log = 0.0
         self._ticks = 0
+        self._backlog = 0
+        self._alive: list[str] = []
 
     def stop(self) -> None:
         self._stopping.set()
@@ -86,18 +93,17 @@ class Watchdog(threading.Thread):
 
     def tick(self) -> None:
         """One heartbeat; if this worker holds the lock, re-drive what is due."""
-        due = self.store.tick(self.worker, self.queues)
+        due = self.store.tick(self.worker, self.queues, held_messages())
         if not due["leader"]:
             return
         self._ticks += 1
         if self._ticks % PRUNE_EVERY == 1:
             self.store.prune_expired(int(due["now"]))
-        for order_id in as_list(due["leases"]):
-            self.redrive(order_id, "due")
-        for order_id in as_list(due["timers"]):
-            self.redrive(order_id, "due")
-        for order_id in as_list(due["queued"]):
-            self.redrive(order_id, "due")
+        self._backlog = int(due["backlog"])
+        self._alive = as_list(due["alive"])
+        for zset in ("leases", "timers", "queued"):
+            for order_id in as_list(due[zset]):
+                self.redrive(order_id, "due")
         dead = set(as_list(due["dead"]))
         if dead and self._trusts_heartbeats():
             self.redrive_dead_workers(dead, as_list(due["running"]))
@@ -122,16 +128,30 @@ class Watchdog(threading.Thread):
                 self.redrive(order_id, "worker_lost", holder)
 
     def redrive(self, order_id: str, reason: str, worker: str | None = None) -> None:
-        out = self.store.redrive(order_id, reason, worker)
+        out = self.store.redrive(order_id, reason, worker, backlog=self._backlog, alive=self._alive)
         act_on(self.app, self.settings, order_id, out)
         if out["v"] != "noop":
             log.info("watchdog: order %s: %s", order_id, out)
 
 
+def held_messages() -> list[str]:
+    """Ids of the messages this worker process holds: prefetched, scheduled, running.
+
+    Celery keeps them in ``celery.worker.state.requests`` (main process) until the
+    task is done; the heartbeat reports them so that the watchdog never takes a
+    message that is only waiting for a free pool process for a lost one.
+    """
+    from celery.worker import state
+
+    try:
+        return list(state.requests)
+    except RuntimeError:  # changed while copied: report the next heartbeat
+        return []
+
+
 def act_on(app: Celery, settings: Settings, order_id: str, out: dict[str, Any]) -> None:
     """Send what a transition's reply asks for: the chain, or compensations."""
-    verdict = out["v"]
-    if verdict == "dispatch":
+    if out["v"] == "dispatch":
         workflow.dispatch(
             app,
             order_id,
@@ -141,12 +161,9 @@ def act_on(app: Celery, settings: Settings, order_id: str, out: dict[str, Any]) 
             queue=settings.queue,
             countdown=int(out.get("countdown_us", 0)) / US,
         )
-    elif verdict == "compensate":
-        workflow.dispatch_compensations(app, order_id, csv(out["actions"]), queue=settings.queue)
-    elif verdict in ("failed", "cancelled"):
-        workflow.dispatch_compensations(
-            app, order_id, csv(out.get("compensations")), queue=settings.queue
-        )
+    send = csv(out.get("send"))
+    if send:
+        workflow.dispatch_compensations(app, order_id, send, queue=settings.queue)
 
 
 class WatchdogStep(bootsteps.StartStopStep):

@@ -24,6 +24,7 @@ from celery import Celery, chain
 from celery.canvas import Signature
 from celery.canvas import signature as as_signature
 
+from .keys import message_id
 from .transport import Outbox, outbox, transport_for
 
 STEPS = ("approval", "payment", "inventory", "delivery")
@@ -39,6 +40,12 @@ COMPENSATION_TASKS = {
     "refund_payment": "fulfillment.refund_payment",
     "release_inventory": "fulfillment.release_inventory",
     "cancel_shipment": "fulfillment.cancel_shipment",
+}
+#: which step's effect each compensation undoes
+COMPENSATES = {
+    "refund_payment": "payment",
+    "release_inventory": "inventory",
+    "cancel_shipment": "delivery",
 }
 APPROVAL_TIMEOUT_TASK = "fulfillment.approval_timeout"
 
@@ -73,6 +80,9 @@ def signature(
     backend (and unsubscribe again when the ``AsyncResult`` is dropped): two
     wasted commands per order. Nobody waits on Celery results here; the order
     record is the result.
+
+    ``task_id`` is :func:`~fulfillment.keys.message_id` of the step and epoch: the
+    watchdog asks whether a live worker holds exactly that message.
     """
     return app.signature(
         TASK_NAMES[step],
@@ -81,6 +91,7 @@ def signature(
         immutable=True,
         queue=queue,
         ignore_result=True,
+        task_id=message_id(order_id, step, epoch),
         **_display(order_id, epoch, summary),
     )
 
@@ -139,13 +150,15 @@ def continue_chain(app: Celery, request: Any) -> None:
     )
 
 
-def dispatch_compensations(app: Celery, order_id: str, actions: list[str], *, queue: str) -> None:
-    """Send one task per compensation (refund, release, cancel shipment)."""
-    for action in actions:
+def dispatch_compensations(app: Celery, order_id: str, send: list[str], *, queue: str) -> None:
+    """Send one task per compensation; ``send`` holds ``action:number`` (its message id)."""
+    for entry in send:
+        action, number = entry.rsplit(":", 1)
         app.signature(
             COMPENSATION_TASKS[action],
             args=(order_id,),
             queue=queue,
             immutable=True,
             ignore_result=True,
+            task_id=message_id(order_id, action, int(number)),
         ).apply_async()

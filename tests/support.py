@@ -232,6 +232,40 @@ class Deployment:
             f"order {order_id} to reach {status.value}",
         )
 
+    def explain(self, order_id: str) -> str:
+        """The order's record and history, for a failure message."""
+        record = {k: v for k, v in self.client.store.record(order_id).items() if k != "order"}
+        events = [(e[1], e[2]) for e in self.client.store.history(order_id)]
+        lines = [f"{order_id}: {record}"] + [f"    {t} {d}" for t, d in events]
+        for key in self.redis.scan_iter("fulfillment:held:*"):
+            mine = [m for m in self.redis.smembers(key) if m.startswith(order_id + ":")]
+            if mine:
+                lines.append(f"    held by {key} (ttl {self.redis.pttl(key)} ms): {mine}")
+        lines.append(
+            f"    workers: {self.redis.zrange('fulfillment:workers', 0, -1, withscores=True)}"
+        )
+        lines.append(f"    queue length: {self.redis.llen(self.settings.queue)}")
+        return "\n".join(lines)
+
+    def wait_all_settled(self, order_ids: list[str], timeout: float) -> None:
+        """Every order settled (finished, compensations done), or fail naming those that are not."""
+        deadline = time.monotonic() + timeout
+        pending = list(order_ids)
+        while pending:
+            views = self.client.store.records(pending)
+            pending = [
+                i for i, r in zip(pending, views, strict=True)
+                if not r or not OrderView.from_record(r).settled
+            ]  # fmt: skip
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                shown = "\n".join(self.explain(i) for i in pending[:3])
+                raise AssertionError(
+                    f"{len(pending)} order(s) not settled after {timeout:g}s:\n{shown}"
+                )
+            time.sleep(0.2)
+
     def ledger(self, order_id: str) -> dict[str, str]:
         return self.client.store.ledger(order_id)
 

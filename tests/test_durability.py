@@ -132,11 +132,7 @@ def test_chaos_random_worker_kills(deploy) -> None:  # type: ignore[no-untyped-d
             if kinds[oid] == "approve":
                 d.client.approve_order(oid, by="chaos")
             time.sleep(0.1)
-        wait_until(
-            lambda: all(v.settled for v in d.client.list_orders(limit=1000)) and
-            len(d.client.list_orders(limit=1000)) == len(docs),
-            240, "every order to settle", every=0.5,
-        )  # fmt: skip
+        d.wait_all_settled(list(docs), 240)
     finally:
         stop.set()
         thread.join()

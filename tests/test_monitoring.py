@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 import pytest
 
@@ -130,7 +131,8 @@ def test_browser_search_order_and_open_a_task(live, oid: str) -> None:  # type: 
         browser.save_screenshot(str(ARTIFACTS / "flower-order-search.png"))
 
         browser.find_element(By.LINK_TEXT, payment).click()  # the task id, as `show` prints it
-        wait.until(ec.url_contains(f"/task/{payment}"))
+        # Flower links to /task/<encodeURIComponent(task id)>
+        wait.until(lambda drv: f"/task/{payment}" in unquote(drv.current_url))
         wait.until(lambda drv: "Payment processed" in drv.page_source)
         page = browser.find_element(By.TAG_NAME, "body").text
         assert oid in page and "************1111" in page

@@ -42,6 +42,7 @@ end
 local now = now_us()
 attempt = attempt + 1
 local lease = now + A.lease_us
+redis.call('HDEL', K.record, 'suspect')
 redis.call('HSET', K.record, 'phase', 'running', 'lease_until', int(lease),
   'worker', A.worker, 'task_id', A.task_id, 'started', int(now), 'updated', int(now),
   sk .. 'state', 'running', sk .. 'attempts', attempt)

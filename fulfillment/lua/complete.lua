@@ -1,7 +1,9 @@
 -- complete.lua: record a successful attempt and move the order on.
 -- A: id, step, epoch, attempt, result + common settings; ARGV[2..]: the next
 -- step's message (outbox), pushed only with reply `next`.
--- Replies v = next (step), completed (result), cancelled (compensations), stale (reason).
+-- Replies v = next (step), completed (result), cancelled (compensations, send),
+--   compensate (send: a late effect of a presumed-dead attempt on a failed or
+--   cancelled order; its undo runs again), stale (reason).
 local K = order_keys()
 local A = cjson.decode(ARGV[1])
 local id = A.id
@@ -18,10 +20,41 @@ if done[1] == 'completed' and tonumber(done[2]) == tonumber(A.attempt)
   return reply({v = 'next', step = done[5], replay = true})
 end
 
-local why = fence(K, A)
-if why then return discard(K, A, why) end
-
 local now = now_us()
+local why = fence(K, A)
+if why then
+  -- A success that arrives too late still happened. On an order that failed or was
+  -- cancelled, the step's undo must run (again): its effect may postdate the undo.
+  local status = done[4]
+  local undo = UNDO[A.step]
+  if (status == 'failed' or status == 'cancelled') and undo then
+    local p = 'c:' .. undo
+    local state = redis.call('HGET', K.record, p)
+    emit(K, 'result_discarded', {step = A.step, attempt = A.attempt, epoch = A.epoch,
+      outcome = A.outcome, reason = why, undo = undo})
+    local comps = split(redis.call('HGET', K.record, 'compensations'))
+    local listed = false
+    for _, a in ipairs(comps) do listed = listed or a == undo end
+    if not listed then
+      comps[#comps + 1] = undo
+      redis.call('HSET', K.record, 'compensations', table.concat(comps, ','))
+    end
+    if state == 'running' then
+      redis.call('HSET', K.record, p .. ':again', '1')  -- compensated.lua sends it again
+      return reply({v = 'stale', reason = why})
+    end
+    if state == 'pending' then return reply({v = 'stale', reason = why}) end
+    redis.call('PERSIST', K.record)
+    redis.call('PERSIST', K.history)
+    redis.call('PERSIST', K.ledger)
+    redis.call('DEL', K.settled)
+    local send = open_compensation(K, undo, now, 0)
+    schedule_compensations(K, id, A)
+    return reply({v = 'compensate', send = send, reason = why})
+  end
+  return discard(K, A, why)
+end
+
 local o = redis.call('HMGET', K.record, 'started', 'steps', 'epoch', 'cancel_requested',
   'cancel_reason')
 redis.call('HSET', K.record, sk .. 'state', 'completed', sk .. 'result', A.result,
@@ -31,6 +64,13 @@ emit(K, 'attempt_succeeded', {step = A.step, attempt = A.attempt,
   duration_us = int(now - tonumber(o[1])), result = A.result})
 
 local nxt = next_step(o[2], A.step)
+-- An accepted cancel wins, even over the last step: its effects are undone.
+if o[4] == '1' then
+  local comps, send = finish(K, id, 'cancelled', now,
+    {type = 'OrderCancelled', message = o[5], step = nxt or A.step}, A)
+  emit(K, 'order_cancelled', {reason = o[5], step = nxt or A.step, compensations = comps})
+  return reply({v = 'cancelled', compensations = comps, send = send})
+end
 if not nxt then
   local parts = {}
   for _, s in ipairs(split(o[2])) do
@@ -41,12 +81,6 @@ if not nxt then
   finish(K, id, 'completed', now, nil, A)
   emit(K, 'order_completed', {result = result})
   return reply({v = 'completed', result = result})
-end
-if o[4] == '1' then
-  local comps = finish(K, id, 'cancelled', now,
-    {type = 'OrderCancelled', message = o[5], step = nxt}, A)
-  emit(K, 'order_cancelled', {reason = o[5], step = nxt, compensations = comps})
-  return reply({v = 'cancelled', compensations = comps})
 end
 queue_step(K, id, nxt, tonumber(o[3]), now, A)
 send_outbox()

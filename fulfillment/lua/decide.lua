@@ -5,12 +5,13 @@
 --    + common settings.
 -- Replies v =
 --   dispatch         approved: send the chain from `step` under `epoch`
---   rejected / timed_out / cancelled (compensations)
+--   rejected / timed_out / cancelled (compensations, send)
 --   cancel_requested the step running now finishes first, then the order is cancelled
 --   early            a timeout fired before the deadline (remaining_us)
 --   noop             a timeout for a wait that is already over
 --   decided          the approval was already decided (decision, by)
---   finished         the order is terminal (status, decision, by)
+--   finished         the order is terminal (status, decision, by); also a decision
+--                    at or after the deadline, which times the wait out first
 --   not_required     the order never needed approval
 --   missing          no such order
 local K = order_keys()
@@ -26,6 +27,14 @@ if TERMINAL[status] then
   return reply({v = 'finished', status = status, decision = o[8] or '', by = o[9] or ''})
 end
 local now = now_us()
+
+-- A decision that arrives at or after the deadline (on the server's clock) finds the
+-- wait over: the timeout wins, whoever asks.
+if phase == 'waiting' and o[11] == 'waiting' and A.decision ~= 'timeout'
+    and now >= tonumber(o[7]) then
+  time_out_approval(K, id, now, tonumber(o[7]), 'deadline', A)
+  return reply({v = 'finished', status = 'failed', decision = 'timed_out', by = 'deadline'})
+end
 
 if A.decision == 'cancel' then
   if o[12] == '1' then return reply({v = 'cancel_requested'}) end
@@ -44,10 +53,10 @@ if A.decision == 'cancel' then
     redis.call('HSET', K.record, 'approval:decision', 'cancelled', 'approval:by', A.by,
       'approval:at', int(now), 's:approval:state', 'cancelled')
   end
-  local comps = finish(K, id, 'cancelled', now,
+  local comps, send = finish(K, id, 'cancelled', now,
     {type = 'OrderCancelled', message = A.reason, step = step}, A)
   emit(K, 'order_cancelled', {by = A.by, reason = A.reason, step = step, compensations = comps})
-  return reply({v = 'cancelled', compensations = comps})
+  return reply({v = 'cancelled', compensations = comps, send = send})
 end
 
 if o[6] ~= '1' then return reply({v = 'not_required'}) end
@@ -61,14 +70,7 @@ if A.decision == 'timeout' then
   end
   local deadline = tonumber(o[7])
   if now < deadline then return reply({v = 'early', remaining_us = int(deadline - now)}) end
-  redis.call('HSET', K.record, 'approval:decision', 'timed_out', 'approval:by', A.source,
-    'approval:at', int(now), 's:approval:state', 'failed')
-  emit(K, 'approval_timed_out', {source = A.source,
-    late_by_us = int(now - deadline)})
-  finish(K, id, 'failed', now,
-    {type = 'ApprovalTimeout', message = 'Approval timed out', step = 'approval'}, A)
-  emit(K, 'order_failed', {type = 'ApprovalTimeout', message = 'Approval timed out',
-    step = 'approval', compensations = ''})
+  time_out_approval(K, id, now, deadline, A.source, A)
   return reply({v = 'timed_out'})
 end
 

@@ -90,6 +90,7 @@ end
 local function queue_step(K, id, step, epoch, now, A)
   redis.call('HSET', K.record, 'step', step, 'phase', 'queued', 'epoch', epoch,
     'queued_at', int(now), 'updated', int(now))
+  redis.call('HDEL', K.record, 'suspect')
   redis.call('ZREM', K.leases, id)
   redis.call('ZREM', K.timers, id)
   redis.call('ZREM', K.retrying, id)
@@ -113,61 +114,151 @@ local function settle(K, status, retention_s)
   redis.call('EXPIRE', K.ledger, ttl)
 end
 
+-- Which compensation undoes which step's effect.
+local UNDO = {payment = 'refund_payment', inventory = 'release_inventory',
+  delivery = 'cancel_shipment'}
+local UNDO_ORDER = {'delivery', 'inventory', 'payment'}  -- newest effect first
+
 -- Undo, newest effect first, whatever a step may have done. A step counts once
 -- it was attempted (an attempt can charge the card and then be lost), except the
 -- step a business error refused on its only attempt: the service did nothing.
 local function compensations_for(K, refused_step)
-  local att = redis.call('HMGET', K.record,
-    's:payment:attempts', 's:inventory:attempts', 's:delivery:attempts')
-  local steps = {{'delivery', att[3], 'cancel_shipment'}, {'inventory', att[2], 'release_inventory'},
-    {'payment', att[1], 'refund_payment'}}
   local actions = {}
-  for _, s in ipairs(steps) do
-    local n = tonumber(s[2] or '0')
-    if n > 1 or (n == 1 and s[1] ~= refused_step) then actions[#actions + 1] = s[3] end
+  for _, step in ipairs(UNDO_ORDER) do
+    local n = tonumber(redis.call('HGET', K.record, 's:' .. step .. ':attempts') or '0')
+    if n > 1 or (n == 1 and step ~= refused_step) then actions[#actions + 1] = step end
   end
   return actions
 end
 
+-- Compensations. For each action `a` of the order's `compensations` list:
+--   c:a             pending | running | done | not_needed
+--   c:a:n           messages sent so far; the latest one's Celery task id is <id>:<a>:<n>
+--                   (0: none yet, it waits for c:a:not_before)
+--   c:a:sent        when the latest message was sent (or is due, after a failed try)
+--   c:a:not_before  it must not run earlier: an attempt of its step that was presumed
+--                   lost may still act until its lease runs out
+--   c:a:claims, c:a:lease, c:a:task   the running claim (begin_compensation.lua)
+-- A pending message that does not start is re-sent with a growing delay
+-- (comp_grace_us * 2^(n-1)), only once it is really missing (see message_lost).
+
+-- The message id of a step or compensation message: readable in Flower, and what a
+-- worker reports holding in its heartbeat.
+local function message_id(id, name, n)
+  return id .. ':' .. name .. ':' .. int(n)
+end
+
+-- When the watchdog must look at compensation `a` again (nil: nothing to wait for).
+local function compensation_due(K, a, A)
+  local p = 'c:' .. a
+  local c = redis.call('HMGET', K.record, p, p .. ':n', p .. ':sent', p .. ':not_before',
+    p .. ':lease')
+  if c[1] == 'running' then return tonumber(c[5]) end
+  if c[1] ~= 'pending' then return nil end
+  local n, not_before = tonumber(c[2] or '0'), tonumber(c[4] or '0')
+  if n == 0 then return not_before end
+  return math.max(tonumber(c[3]), not_before) + A.comp_grace_us * 2 ^ (n - 1)
+end
+
+-- Put the order's watchdog timer at the earliest compensation due, or clear it.
+-- Returns the number of compensations not finished yet.
+local function schedule_compensations(K, id, A)
+  local soonest, open = nil, 0
+  for _, a in ipairs(split(redis.call('HGET', K.record, 'compensations'))) do
+    local state = redis.call('HGET', K.record, 'c:' .. a)
+    if state == 'pending' or state == 'running' then
+      open = open + 1
+      local due = compensation_due(K, a, A)
+      if due and (not soonest or due < soonest) then soonest = due end
+    end
+  end
+  if soonest then redis.call('ZADD', K.timers, soonest, id) else redis.call('ZREM', K.timers, id) end
+  return open
+end
+
+-- Mark compensation `a` pending and, unless its step's lost attempt may still act,
+-- due to be sent now (returned as "a:n" for the sender, else nil).
+local function open_compensation(K, a, now, not_before)
+  local p = 'c:' .. a
+  local n = tonumber(redis.call('HGET', K.record, p .. ':n') or '0')
+  redis.call('HSET', K.record, p, 'pending', p .. ':not_before', int(not_before))
+  if now < not_before then
+    redis.call('HSET', K.record, p .. ':n', n, p .. ':sent', int(not_before))
+    return nil
+  end
+  n = n + 1
+  redis.call('HSET', K.record, p .. ':n', n, p .. ':sent', int(now))
+  return a .. ':' .. n
+end
+
 -- Make the order terminal. `failure` is nil for completed orders, else
 -- {type=, message=, step=, refused=} (refused: a business error of `step`).
--- Returns the compensations started, comma-joined.
+-- Returns the compensations started (comma-joined) and those to send now ("a:n",
+-- comma-joined; the rest wait for their step's lost attempt to run out of lease).
 local function finish(K, id, status, now, failure, A)
   local cur = redis.call('HMGET', K.record, 'status', 'created')
   set_status(K, id, cur[1], status, cur[2])
   clear_schedule(K, id)
   redis.call('HSET', K.record, 'step', '', 'phase', '', 'finished', int(now), 'updated', int(now))
-  local actions = {}
+  local actions, send = {}, {}
   if failure then
     redis.call('HSET', K.record, 'failure:type', failure.type,
       'failure:message', failure.message, 'failure:step', failure.step or '')
-    actions = compensations_for(K, failure.refused and failure.step or nil)
+    for _, step in ipairs(compensations_for(K, failure.refused and failure.step or nil)) do
+      local a = UNDO[step]
+      actions[#actions + 1] = a
+      local fence_until = tonumber(redis.call('HGET', K.record, 's:' .. step .. ':fence_until') or '0')
+      send[#send + 1] = open_compensation(K, a, now, fence_until)
+    end
   end
   if #actions > 0 then
     redis.call('HSET', K.record, 'compensations', table.concat(actions, ','))
-    for _, action in ipairs(actions) do
-      redis.call('HSET', K.record, 'c:' .. action, 'pending')
-    end
-    redis.call('ZADD', K.timers, now + A.comp_grace_us, id)
+    schedule_compensations(K, id, A)
   else
     settle(K, status, A.retention_s)
   end
-  return table.concat(actions, ',')
+  return table.concat(actions, ','), table.concat(send, ',')
 end
 
--- Is (A.step, A.epoch, A.attempt) still the live attempt? nil if so, else why not.
-local function fence(K, A)
-  local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch')
+-- The approval wait ends without a decision: the order fails with ApprovalTimeout.
+local function time_out_approval(K, id, now, deadline, source, A)
+  redis.call('HSET', K.record, 'approval:decision', 'timed_out', 'approval:by', source,
+    'approval:at', int(now), 's:approval:state', 'failed')
+  emit(K, 'approval_timed_out', {source = source, late_by_us = int(now - deadline)})
+  finish(K, id, 'failed', now,
+    {type = 'ApprovalTimeout', message = 'Approval timed out', step = 'approval'}, A)
+  emit(K, 'order_failed', {type = 'ApprovalTimeout', message = 'Approval timed out',
+    step = 'approval', compensations = ''})
+end
+
+-- Fencing. Is `tok` ({step, epoch, attempt}) the live attempt of the order whose
+-- record is `record`? nil if so, else why not. Transition scripts and the
+-- services' scripts both ask this, in the same atomic step as their write.
+local function stale_attempt(record, tok)
+  local o = redis.call('HMGET', record, 'status', 'step', 'phase', 'epoch',
+    's:' .. tostring(tok.step) .. ':attempts')
   if not o[1] then return 'order not found' end
   if TERMINAL[o[1]] then return 'order is ' .. o[1] end
-  if o[2] ~= A.step then return 'order moved on to step ' .. o[2] end
-  if tonumber(o[4]) ~= tonumber(A.epoch) then return 'superseded by epoch ' .. o[4] end
+  if o[2] ~= tok.step then return 'order moved on to step ' .. o[2] end
+  if tonumber(o[4]) ~= tonumber(tok.epoch) then return 'superseded by epoch ' .. o[4] end
   if o[3] ~= 'running' then return 'step is ' .. o[3] end
-  local attempts = tonumber(redis.call('HGET', K.record, 's:' .. A.step .. ':attempts') or '0')
-  if attempts ~= tonumber(A.attempt) then
-    return 'superseded by attempt ' .. attempts
+  if tonumber(o[5] or '0') ~= tonumber(tok.attempt) then
+    return 'superseded by attempt ' .. (o[5] or '0')
   end
   return nil
+end
+
+-- Is `tok` ({action, claim}) the running claim of that compensation? nil if so.
+local function stale_claim(record, tok)
+  local p = 'c:' .. tostring(tok.action)
+  local o = redis.call('HMGET', record, p, p .. ':claims')
+  if o[1] ~= 'running' then return 'compensation is ' .. tostring(o[1] or 'unknown') end
+  if tonumber(o[2]) ~= tonumber(tok.claim) then return 'superseded by claim ' .. o[2] end
+  return nil
+end
+
+local function fence(K, A)
+  return stale_attempt(K.record, A)
 end
 
 -- A result from an attempt that is no longer the live one: dropped, and said so.
@@ -176,6 +267,57 @@ local function discard(K, A, why)
     emit(K, 'result_discarded', {step = A.step, attempt = A.attempt, epoch = A.epoch,
       outcome = A.outcome, reason = why})
   end
+  return reply({v = 'stale', reason = why})
+end
+
+-- Is message `msg` held by a live worker? Workers report the ids of the messages
+-- they hold (prefetched, waiting for their countdown, running) in their heartbeat;
+-- the watchdog passes the sets of the live ones as KEYS[first..].
+local function held(msg, first)
+  for i = first, #KEYS do
+    if redis.call('SISMEMBER', KEYS[i], msg) == 1 then return true end
+  end
+  return false
+end
+
+-- Is message `msg`, due to start by `due`, really lost (so it may be sent again)?
+-- Not while a live worker holds it; not while the queue has a backlog (it may be
+-- waiting its turn) until A.stall_us after `due`; and only if it was missing at an
+-- earlier look too, at least two heartbeats ago (a worker reports what it holds
+-- once per heartbeat). Returns lost (bool) and, when not lost, when to look again:
+-- the longer it has been overdue, the later (so a long backlog costs few looks).
+local function message_lost(K, suspect_field, msg, due, now, A)
+  if now < due then return false, due end
+  local again = now + math.min(math.max(2 * A.interval_us, A.queue_grace_us, now - due),
+    A.stall_us)
+  if held(msg, A.held_from) then
+    redis.call('HDEL', K.record, suspect_field)
+    return false, again
+  end
+  if A.backlog > 0 and now < due + A.stall_us then
+    return false, math.min(again, due + A.stall_us)
+  end
+  local since = tonumber(redis.call('HGET', K.record, suspect_field) or '')
+  if not since then
+    redis.call('HSET', K.record, suspect_field, int(now))
+    return false, now + 2 * A.interval_us
+  end
+  if now - since < 2 * A.interval_us then return false, since + 2 * A.interval_us end
+  redis.call('HDEL', K.record, suspect_field)
+  return true, nil
+end
+
+-- Service side: may this call act? KEYS of a service script: ledger, stock, faults,
+-- the order's record. A.token is the caller's fencing token: {step, epoch, attempt}
+-- for a step's attempt, {action, claim} for a compensation. A stale token is refused
+-- before anything is written (and a call for an order that does not exist writes
+-- nothing at all). Returns the refusal reply, or nil if the call may go ahead.
+local function refuse_stale(A)
+  local tok = A.token or {}
+  local why
+  if tok.action then why = stale_claim(KEYS[4], tok) else why = stale_attempt(KEYS[4], tok) end
+  if not why then return nil end
+  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HINCRBY', KEYS[1], 'refused_calls', 1) end
   return reply({v = 'stale', reason = why})
 end
 

@@ -1,6 +1,10 @@
--- refund.lua: refund the order's charge, if there is one. Idempotent.
--- KEYS: ledger, stock, faults.  A: order_id.  Replies v = ok (record, replay) | nothing.
+-- refund.lua: refund the order's charge, if there is one. Idempotent, fenced by the
+-- compensation's claim.
+-- KEYS: ledger, stock, faults, record.  A: order_id, token {action, claim}.
+-- Replies v = ok (record, replay) | nothing | stale (reason).
 local A = cjson.decode(ARGV[1])
+local refused = refuse_stale(A)
+if refused then return refused end
 local ledger = KEYS[1]
 redis.call('HINCRBY', ledger, 'refund_calls', 1)
 local charge = redis.call('HGET', ledger, 'charge')

@@ -1,6 +1,10 @@
--- release.lua: give back the order's reservation, if there is one. Idempotent.
--- KEYS: ledger, stock, faults.  A: order_id.  Replies v = ok (replay) | nothing.
+-- release.lua: give back the order's reservation, if there is one. Idempotent, fenced
+-- by the compensation's claim.
+-- KEYS: ledger, stock, faults, record.  A: order_id, token {action, claim}.
+-- Replies v = ok (replay) | nothing | stale (reason).
 local A = cjson.decode(ARGV[1])
+local refused = refuse_stale(A)
+if refused then return refused end
 local ledger, stock = KEYS[1], KEYS[2]
 redis.call('HINCRBY', ledger, 'release_calls', 1)
 local reservation = redis.call('HGET', ledger, 'reservation')

@@ -1,7 +1,8 @@
 -- retry.lua: record a failed attempt whose error is retryable, and when to retry.
 -- A: id, step, epoch, attempt, error_type, error, delay_us, grace_us, max_attempts
 --    + common settings.
--- Replies v = retry (next_at, delay_us), failed (attempts exhausted), cancelled, stale.
+-- Replies v = retry (next_at), failed (attempts exhausted) | cancelled (compensations, send),
+--   stale.
 local K = order_keys()
 local A = cjson.decode(ARGV[1])
 local id = A.id
@@ -22,23 +23,25 @@ local event = {step = A.step, attempt = A.attempt, error_type = A.error_type, er
 if o[2] == '1' then
   redis.call('HSET', K.record, sk .. 'state', 'failed')
   emit(K, 'attempt_failed', event)
-  local comps = finish(K, id, 'cancelled', now,
+  local comps, send = finish(K, id, 'cancelled', now,
     {type = 'OrderCancelled', message = o[3], step = A.step}, A)
   emit(K, 'order_cancelled', {reason = o[3], step = A.step, compensations = comps})
-  return reply({v = 'cancelled', compensations = comps})
+  return reply({v = 'cancelled', compensations = comps, send = send})
 end
 if A.max_attempts > 0 and A.attempt >= A.max_attempts then
   redis.call('HSET', K.record, sk .. 'state', 'failed')
   event.exhausted = true
   emit(K, 'attempt_failed', event)
   local msg = A.error .. ' (gave up after ' .. A.attempt .. ' attempts)'
-  local comps = finish(K, id, 'failed', now, {type = A.error_type, message = msg, step = A.step}, A)
+  local comps, send = finish(K, id, 'failed', now,
+    {type = A.error_type, message = msg, step = A.step}, A)
   emit(K, 'order_failed', {type = A.error_type, message = msg, step = A.step,
     compensations = comps})
-  return reply({v = 'failed', compensations = comps})
+  return reply({v = 'failed', compensations = comps, send = send})
 end
 
 local next_at = now + A.delay_us
+redis.call('HDEL', K.record, 'suspect')
 redis.call('HSET', K.record, 'phase', 'retry_wait', 'next_at', int(next_at),
   sk .. 'state', 'retrying')
 redis.call('ZADD', K.timers, next_at + A.grace_us, id)

@@ -8,7 +8,8 @@ from typing import Any
 
 import redis
 
-from ..errors import ServiceUnavailable
+from ..errors import ServiceUnavailable, StaleAttempt
+from ..fencing import Token
 from ..keys import FAULTS, STOCK, OrderKeys
 from ..scripts import Scripts
 from ..settings import Settings
@@ -19,7 +20,9 @@ class SimulatedService:
 
     Each call first waits the simulated network latency (``service_latency``
     +/- ``service_latency_jitter``), then runs one Lua script against the order's
-    ledger; effects are keyed by the order id, the idempotency key.
+    ledger; effects are keyed by the order id, the idempotency key. Every call
+    carries the caller's fencing token, checked in the same script: a stale one is
+    refused with :class:`~fulfillment.errors.StaleAttempt` and changes nothing.
     """
 
     #: name used in fault injection and error messages
@@ -36,10 +39,16 @@ class SimulatedService:
             jitter = self.settings.service_latency_jitter
             time.sleep(base * random.uniform(1 - jitter, 1 + jitter))
 
-    def _call(self, script: str, order_id: str, **args: Any) -> dict[str, Any]:
+    def _call(self, script: str, token: Token, **args: Any) -> dict[str, Any]:
         self._latency()
-        keys = [OrderKeys(order_id).ledger, STOCK, FAULTS]
-        reply = self.scripts.call(script, keys, {"order_id": order_id, **args})
+        k = OrderKeys(token.order_id)
+        reply = self.scripts.call(
+            script,
+            [k.ledger, STOCK, FAULTS, k.record],
+            {"order_id": token.order_id, "token": token.as_json(), **args},
+        )
+        if reply["v"] == "stale":
+            raise StaleAttempt(f"{self.name} refused a stale call: {reply['reason']}")
         if reply["v"] == "down":
             self._outage(reply["mode"])
         return reply

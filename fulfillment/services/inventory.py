@@ -11,6 +11,7 @@ from typing import Any
 import redis
 
 from ..errors import OutOfStock, UnknownItem
+from ..fencing import AttemptToken, UndoToken
 from ..keys import STOCK
 from ..models import OrderItem
 from .base import SimulatedService
@@ -39,16 +40,16 @@ class Inventory(SimulatedService):
 
     name = "inventory"
 
-    def reserve(self, order_id: str, attempt: int, items: list[OrderItem]) -> dict[str, Any]:
+    def reserve(self, token: AttemptToken, items: list[OrderItem]) -> dict[str, Any]:
         """Reserve every line or none. Raises :class:`UnknownItem` or :class:`OutOfStock`."""
         wanted = Counter[str]()
         for item in items:
             wanted[item.item_name] += item.quantity
         lines = [[name, qty] for name, qty in wanted.items()]
-        reply = self._call("reserve", order_id, attempt=attempt, items=lines)
+        reply = self._call("reserve", token, items=lines)
         if reply["v"] == "unseeded":
             seed_stock(self.client)
-            reply = self._call("reserve", order_id, attempt=attempt, items=lines)
+            reply = self._call("reserve", token, items=lines)
         if reply["v"] == "unknown":
             raise UnknownItem(f"Inventory reservation failed: unknown item {reply['item']!r}")
         if reply["v"] == "out_of_stock":
@@ -58,6 +59,6 @@ class Inventory(SimulatedService):
             )
         return json.loads(reply["record"])
 
-    def release(self, order_id: str) -> bool:
+    def release(self, token: UndoToken) -> bool:
         """Give the order's reservation back. False if nothing was reserved."""
-        return self._call("release", order_id)["v"] == "ok"
+        return self._call("release", token)["v"] == "ok"

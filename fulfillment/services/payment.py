@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..errors import CreditCardExpired
+from ..fencing import AttemptToken, UndoToken
 from ..models import CreditCard
 from .base import SimulatedService
 
@@ -16,19 +17,15 @@ class PaymentGateway(SimulatedService):
 
     name = "payment"
 
-    def charge(
-        self, order_id: str, attempt: int, card: CreditCard, amount: Decimal
-    ) -> dict[str, Any]:
+    def charge(self, token: AttemptToken, card: CreditCard, amount: Decimal) -> dict[str, Any]:
         """Charge ``amount``; returns the charge record. Raises :class:`CreditCardExpired`."""
         if card.expired():
             self._latency()
             raise CreditCardExpired()
-        reply = self._call(
-            "charge", order_id, attempt=attempt, amount=str(amount), card=card.masked
-        )
+        reply = self._call("charge", token, amount=str(amount), card=card.masked)
         return json.loads(reply["record"])
 
-    def refund(self, order_id: str) -> dict[str, Any] | None:
+    def refund(self, token: UndoToken) -> dict[str, Any] | None:
         """Refund the order's charge; None if it was never charged."""
-        reply = self._call("refund", order_id)
+        reply = self._call("refund", token)
         return json.loads(reply["record"]) if reply["v"] == "ok" else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..fencing import AttemptToken, UndoToken
 from .base import SimulatedService
 
 
@@ -13,10 +14,10 @@ class Shipping(SimulatedService):
 
     name = "delivery"
 
-    def ship(self, order_id: str, attempt: int) -> dict[str, Any]:
+    def ship(self, token: AttemptToken) -> dict[str, Any]:
         """Create the shipment; returns its record (with the tracking number)."""
-        return json.loads(self._call("ship", order_id, attempt=attempt)["record"])
+        return json.loads(self._call("ship", token)["record"])
 
-    def cancel(self, order_id: str) -> bool:
+    def cancel(self, token: UndoToken) -> bool:
         """Cancel the order's shipment. False if there was none."""
-        return self._call("cancel_shipment", order_id)["v"] == "ok"
+        return self._call("cancel_shipment", token)["v"] == "ok"
