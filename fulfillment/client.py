@@ -24,13 +24,14 @@ from . import workflow
 from .connection import redis_client, resolve_redis_url
 from .errors import (
     DecisionError,
+    InvalidArgument,
     OrderCancelled,
     OrderConflict,
     OrderFailed,
     OrderNotFound,
     ResultTimeout,
 )
-from .models import Order, parse_order
+from .models import Order, parse_order, printable
 from .settings import Settings, get_settings
 from .state import HistoryEvent, OrderStatus, OrderView
 from .store import OrderStore
@@ -46,6 +47,16 @@ def _default_actor() -> str:
         return getpass.getuser()
     except Exception:
         return "unknown"
+
+
+def _check_text(name: str, value: str, limit: int) -> None:
+    """Who decided and why are shown in terminals and web pages: one plain line."""
+    if len(value) > limit:
+        raise InvalidArgument(f"invalid {name}: longer than {limit} characters")
+    try:
+        printable(value)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid {name}: {exc}") from None
 
 
 class FulfillmentClient:
@@ -224,6 +235,8 @@ class FulfillmentClient:
     # --- decisions ------------------------------------------------------------------------
 
     def _decide(self, order_id: str, decision: str, by: str, reason: str) -> OrderView:
+        _check_text("by", by, 200)
+        _check_text("reason", reason, 1000)
         out = self.store.decide(order_id, decision, by=by, reason=reason)
         verdict = out["v"]
         if verdict == "missing":

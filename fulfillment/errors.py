@@ -24,6 +24,10 @@ class InvalidOrder(FulfillmentError, ValueError):
     """The submitted order is malformed; the message names the offending field."""
 
 
+class InvalidArgument(FulfillmentError, ValueError):
+    """An argument of an operation (who decides, a reason, ...) is not acceptable."""
+
+
 class OrderNotFound(FulfillmentError, LookupError):
     """No order with that id exists (or it expired after the retention period)."""
 

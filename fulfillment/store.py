@@ -53,11 +53,17 @@ class OrderStore:
         self, script: str, order_id: str, outbox: Outbox | None = None, **args: Any
     ) -> dict[str, Any]:
         held = outbox or []
+        pushes = [k for push in held if not push.publish for k in (push.key, *push.expire_keys)]
+        if held:
+            args["outbox"] = [
+                {"p": p.key} if p.publish else {"n": len(p.expire_keys), "ms": p.expire_ms}
+                for p in held
+            ]
         return self.scripts.call(
             script,
-            OrderKeys(order_id).transition([key for key, _ in held]),
+            OrderKeys(order_id).transition(pushes),
             {"id": order_id, **self._common, **args},
-            [message for _, message in held],
+            [push.message for push in held],
         )
 
     # --- transitions ----------------------------------------------------------------

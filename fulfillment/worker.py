@@ -62,7 +62,9 @@ class Watchdog(threading.Thread):
         self.store = OrderStore(
             redis_client(resolve_redis_url(settings), settings.sentinel_master), settings
         )
-        self.queues = [settings.queue]
+        # the broker's lists of the queue, as kombu names them (global_keyprefix)
+        prefix = (app.conf.broker_transport_options or {}).get("global_keyprefix", "")
+        self.queues = [prefix + settings.queue]
         self._stopping = threading.Event()
         self._connected_since: float | None = None
         self._last_error_log = 0.0

@@ -12,9 +12,13 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from fulfillment import workflow
 from fulfillment.errors import OrderConflict
+from fulfillment.models import parse_order
 from fulfillment.state import OrderStatus
+from fulfillment.transport import HeldPush, OutboxError, outbox, transport_for
 
 from .support import Deployment, order_doc
 
@@ -59,7 +63,7 @@ def test_complete_pushes_the_next_message_only_when_it_moves_the_order_on(deploy
     d: Deployment = deploy()
     store = d.client.store
     d.client.place_order(order_doc(order_id=oid))
-    outbox = [(TEST_QUEUE, "next-after-payment")]
+    outbox = [HeldPush(TEST_QUEUE, "next-after-payment")]
 
     assert store.begin(oid, "payment", 1, "task-p", "w:1")["v"] == "run"
     out = store.complete(oid, "payment", 1, 1, "Payment processed", outbox)
@@ -73,13 +77,13 @@ def test_complete_pushes_the_next_message_only_when_it_moves_the_order_on(deploy
 
     # a result from an attempt that is no longer the live one sends nothing
     assert store.begin(oid, "inventory", 1, "task-i", "w:1")["v"] == "run"
-    stale = store.complete(oid, "inventory", 1, 7, "late", [(TEST_QUEUE, "stale")])
+    stale = store.complete(oid, "inventory", 1, 7, "late", [HeldPush(TEST_QUEUE, "stale")])
     assert stale["v"] == "stale"
     assert d.redis.llen(TEST_QUEUE) == 1
 
     # cancelled while the step ran: the step is recorded, the order does not move on
     assert d.client.cancel_order(oid).status is OrderStatus.RUNNING
-    out = store.complete(oid, "inventory", 1, 1, "Inventory reserved", [(TEST_QUEUE, "x")])
+    out = store.complete(oid, "inventory", 1, 1, "Inventory reserved", [HeldPush(TEST_QUEUE, "x")])
     assert out["v"] == "cancelled"
     assert d.redis.llen(TEST_QUEUE) == 1
 
@@ -94,9 +98,9 @@ def test_next_step_message_is_built_as_celery_chains_build_it(deploy, oid: str) 
     request = SimpleNamespace(chain=sigs, id="task-of-payment", root_id="root", delivery_info={})
     held = workflow.held(lambda: workflow.continue_chain(app, request))
     assert d.redis.llen(d.settings.queue) == 0, "held back, not sent"
-    ((key, payload),) = held
-    assert key == d.settings.queue
-    message = json.loads(payload)
+    (push,) = held
+    assert push.key == d.settings.queue and push.expire_keys == ()
+    message = json.loads(push.message)
     headers = message["headers"]
     assert headers["task"] == "fulfillment.reserve_inventory"
     assert (headers["parent_id"], headers["root_id"]) == ("task-of-payment", "root")
@@ -126,3 +130,67 @@ def test_separate_broker_sends_messages_itself(deploy, server, oid: str) -> None
     finally:
         d.close()  # stop the workers before the broker database is handed back
         server.release(broker_db)
+
+
+def _held_first_step(d: Deployment, oid: str, **conf: Any) -> tuple[Any, list[HeldPush]]:
+    from fulfillment.celery_app import create_app
+
+    app = create_app(d.settings)
+    app.conf.update(conf)
+    sig = workflow.signature(app, "payment", oid, 1, None, d.settings.queue)
+    return app, workflow.held(lambda: sig.apply_async())
+
+
+def test_outbox_keeps_the_expiry_of_a_queue_declared_with_x_expires(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
+    from kombu import Queue
+
+    d: Deployment = deploy()
+    queue = Queue(d.settings.queue, expires=60)  # x-expires: 60 s
+    _app, held = _held_first_step(d, oid, task_queues=[queue])
+    (push,) = held
+    assert push.expire_ms == 60_000 and push.key in push.expire_keys
+    order = parse_order(order_doc(order_id=oid), max_bytes=65536, max_items=100)
+    out = d.client.store.create(order, ["payment"], False, 30, held)
+    assert out["v"] == "created" and out["sent"] == 1
+    assert d.redis.llen(d.settings.queue) == 1
+    assert 0 < d.redis.pttl(d.settings.queue) <= 60_000, "expires as kombu's own _put sets it"
+
+
+def test_outbox_pushes_under_the_global_key_prefix(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
+    from kombu import Connection
+
+    d: Deployment = deploy()
+    prefix = "tenant-a:"
+    _app, held = _held_first_step(d, oid, broker_transport_options={"global_keyprefix": prefix})
+    (push,) = held
+    assert push.key == prefix + d.settings.queue
+    order = parse_order(order_doc(order_id=oid), max_bytes=65536, max_items=100)
+    assert d.client.store.create(order, ["payment"], False, 30, held)["sent"] == 1
+    assert d.redis.llen(d.settings.queue) == 0, "never under the key no consumer reads"
+    # a kombu consumer with the same prefix receives it
+    with Connection(
+        d.url, transport=transport_for(d.url), transport_options={"global_keyprefix": prefix}
+    ) as conn:
+        message = conn.SimpleQueue(d.settings.queue, no_ack=True).get(timeout=5)
+        assert message.headers["task"] == "fulfillment.process_payment"
+        assert message.headers["id"] == f"{oid}:payment:1"
+
+
+def test_outbox_holds_events_and_refuses_batches(deploy) -> None:  # type: ignore[no-untyped-def]
+    from kombu import Connection, Exchange
+
+    d: Deployment = deploy()
+    with Connection(d.url, transport=transport_for(d.url)) as conn:
+        fanout = Exchange("broadcast-test", type="fanout")
+        producer = conn.Producer()
+        with outbox() as box:
+            producer.publish({"hello": 1}, exchange=fanout, declare=[fanout])
+        (push,) = box
+        assert push.publish and push.key.endswith("broadcast-test")
+        channel = conn.default_channel
+        with outbox(), pytest.raises(OutboxError, match="batch"):
+            batch = channel.create_publish_batch(10)
+            try:
+                batch.publish(channel.prepare_message("x"), exchange="", routing_key="q")
+            finally:
+                batch.close()

@@ -83,5 +83,5 @@ if not nxt then
   return reply({v = 'completed', result = result})
 end
 queue_step(K, id, nxt, tonumber(o[3]), now, A)
-send_outbox()
+send_outbox(A)
 return reply({v = 'next', step = nxt, sent = #ARGV - 1})

@@ -29,5 +29,5 @@ redis.call('ZADD', K.status.pending, now, id)
 emit(K, 'order_placed', {total = A.total, items = A.items, steps = A.steps,
   needs_approval = A.needs_approval == 1, threshold = A.threshold})
 queue_step(K, id, first, 1, now, A)
-send_outbox()
+send_outbox(A)
 return reply({v = 'created', step = first, epoch = 1, sent = #ARGV - 1})

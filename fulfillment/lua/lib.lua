@@ -46,15 +46,25 @@ local function order_keys()
 end
 
 -- The transactional outbox: Celery messages the caller built for the step this
--- transition queues (held back by fulfillment/transport.py:outbox). Their queue
--- keys follow the 14 order keys in KEYS, their payloads follow A in ARGV. They
--- are pushed only by the call that makes the transition, so "step recorded" and
--- "next step sent" happen together or not at all, and a replayed call (its
--- reply was lost) does not send them twice.
+-- transition queues (held back by fulfillment/transport.py:outbox). After the 14
+-- order keys, KEYS holds for each message its queue list, then the lists to
+-- PEXPIRE after the push (a queue declared with x-expires); A.outbox says, per
+-- message, how many of those (n) and the expiry (ms), or, for a fanout message
+-- (a Celery event), the pub/sub channel to PUBLISH it on (p); the payloads
+-- follow A in ARGV. They are pushed only by the call that makes the transition, so "step
+-- recorded" and "next step sent" happen together or not at all, and a replayed
+-- call (its reply was lost) does not send them twice.
 local OUTBOX_KEYS = 14
-local function send_outbox()
-  for i = 2, #ARGV do
-    redis.call('LPUSH', KEYS[OUTBOX_KEYS + i - 1], ARGV[i])
+local function send_outbox(A)
+  local k = OUTBOX_KEYS + 1
+  for i, spec in ipairs(A.outbox or {}) do
+    if spec.p then
+      redis.call('PUBLISH', spec.p, ARGV[i + 1])
+    else
+      redis.call('LPUSH', KEYS[k], ARGV[i + 1])
+      for j = 1, spec.n do redis.call('PEXPIRE', KEYS[k + j], spec.ms) end
+      k = k + 1 + spec.n
+    end
   end
 end
 
