@@ -29,8 +29,10 @@ import threading
 import time
 from typing import Any
 
+import billiard.pool
+from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Celery, bootsteps
-from celery.signals import worker_shutdown
+from celery.signals import task_postrun, task_prerun, worker_shutdown
 
 from . import workflow
 from .connection import redis_client, resolve_redis_url
@@ -168,6 +170,38 @@ def act_on(app: Celery, settings: Settings, order_id: str, out: dict[str, Any]) 
         workflow.dispatch_compensations(app, order_id, send, queue=settings.queue)
 
 
+# --- soft time limits that arrive late ------------------------------------------------
+#
+# billiard's main process times each job and sends its pool process SIGUSR1 when the
+# soft limit passes. If the main process was paused (SIGSTOP) or busy while the job
+# finished, it still sends it once it runs again: to a process that is idle, or
+# already receiving its next job. billiard's handler then raises
+# SoftTimeLimitExceeded in the middle of reading that job from its pipe; the pool
+# process dies, the job it was reading is lost, and the worker holds that message
+# forever (seen in the chaos suite). A soft limit means "the running task took too
+# long": with no task running, it is ignored.
+
+_task_running = False
+
+
+@task_prerun.connect(weak=False)
+def _task_starts(**_: Any) -> None:
+    global _task_running
+    _task_running = True
+
+
+@task_postrun.connect(weak=False)
+def _task_ends(**_: Any) -> None:
+    global _task_running
+    _task_running = False
+
+
+def _soft_timeout_if_running(signum: int, frame: Any) -> None:
+    if _task_running:
+        raise SoftTimeLimitExceeded()
+    log.warning("ignored a soft time limit that arrived after its task had finished")
+
+
 class WatchdogStep(bootsteps.StartStopStep):
     """Worker bootstep: fixes the worker's identity and runs its :class:`Watchdog`."""
 
@@ -177,6 +211,8 @@ class WatchdogStep(bootsteps.StartStopStep):
         global _worker_id
         # Set before the pool forks, so pool processes inherit the identity.
         _worker_id = f"{worker.hostname}:{os.getpid()}"
+        # billiard installs this module attribute as each pool process's handler
+        billiard.pool.soft_timeout_sighandler = _soft_timeout_if_running
         self.watchdog: Watchdog | None = None
         super().__init__(worker, **kwargs)
 

@@ -291,21 +291,20 @@ local function held(msg, first)
 end
 
 -- Is message `msg`, due to start by `due`, really lost (so it may be sent again)?
--- Not while a live worker holds it; not while the queue has a backlog (it may be
--- waiting its turn) until A.stall_us after `due`; and only if it was missing at an
+-- Not while a live worker holds it, nor while the queue has a backlog (it may be
+-- waiting its turn), until A.stall_us after `due` (a worker that heartbeats but no
+-- longer works must not keep it forever); and only if it was missing at an
 -- earlier look too, at least two heartbeats ago (a worker reports what it holds
 -- once per heartbeat). Returns lost (bool) and, when not lost, when to look again:
 -- the longer it has been overdue, the later (so a long backlog costs few looks).
 local function message_lost(K, suspect_field, msg, due, now, A)
   if now < due then return false, due end
-  local again = now + math.min(math.max(2 * A.interval_us, A.queue_grace_us, now - due),
-    A.stall_us)
-  if held(msg, A.held_from) then
+  local stalled = now >= due + A.stall_us
+  local again = math.min(now + math.max(2 * A.interval_us, A.queue_grace_us, now - due),
+    due + A.stall_us)
+  if not stalled and (A.backlog > 0 or held(msg, A.held_from)) then
     redis.call('HDEL', K.record, suspect_field)
     return false, again
-  end
-  if A.backlog > 0 and now < due + A.stall_us then
-    return false, math.min(again, due + A.stall_us)
   end
   local since = tonumber(redis.call('HGET', K.record, suspect_field) or '')
   if not since then

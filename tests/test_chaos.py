@@ -1,0 +1,324 @@
+"""The chaos suite: random faults thrown at a few hundred orders of every kind, then invariants.
+
+Orders: valid, expired card, unknown item (fails after payment), a scarce item
+(some run out of stock), approval approved / rejected / timed out, and cancels at
+random moments (the last step included). Faults, at random, while they run:
+worker SIGKILL (main process only, or the whole tree) and restart, worker
+SIGSTOP/SIGCONT past the heartbeat timeout, Redis SIGKILL and restart from its
+append-only file, connection resets and stalls through a TCP proxy between the
+workers and Redis, duplicated queue messages and forged task messages.
+
+Then, for every order: it settled; completed => exactly one charge, one
+reservation, one shipment and no undo; failed or cancelled => every effect
+undone; stock conserved per item; no completed step re-ran; the queue drained;
+and the outcome is the one its kind (and an accepted cancel) calls for.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from fulfillment.errors import DecisionError
+from fulfillment.keys import STOCK
+
+from .proxy import Proxy
+from .servers import OwnServer
+from .support import EXPENSIVE, Deployment, Worker, order_doc, wait_until
+
+pytestmark = pytest.mark.slow
+
+SEED = int(os.environ.get("CHAOS_SEED", "20261125"))  # another seed, another run
+ORDERS = 240
+WORKERS = 3
+SCARCE = ("Limited Edition Vinyl Box", 12)  # units in stock for this run
+PLAIN_ITEMS = ("Yoga Mat", "Cast Iron Skillet", "USB-C Charging Dock", "Trail Running Shoes")
+KINDS = {  # kind -> weight
+    "ok": 30, "expired": 8, "unknown": 8, "scarce": 10,
+    "approve": 8, "reject": 5, "timeout": 5,
+}  # fmt: skip
+EXPECTED = {  # kind -> acceptable (status, failure type) when no cancel was accepted
+    "ok": {("completed", None)},
+    "expired": {("failed", "CreditCardExpired")},
+    "unknown": {("failed", "UnknownItem")},
+    "scarce": {("completed", None), ("failed", "OutOfStock")},
+    "approve": {("completed", None)},
+    "reject": {("failed", "ApprovalRejected")},
+    "timeout": {("failed", "ApprovalTimeout")},
+}
+STEP_TASKS = {
+    "payment": "fulfillment.process_payment",
+    "inventory": "fulfillment.reserve_inventory",
+    "delivery": "fulfillment.deliver_order",
+    "approval": "fulfillment.require_approval",
+}
+EFFECTS = {"charge": "refund", "reservation": "release", "shipment": "shipment_cancelled"}
+CHAOS_SETTINGS = {
+    "FULFILLMENT_SERVICE_LATENCY": "0.05",
+    "FULFILLMENT_SERVICE_LATENCY_JITTER": "0.5",
+    "FULFILLMENT_QUEUE_STALL_LIMIT": "10",
+}
+
+
+class Run:
+    """The orders of one chaos run and what happened to them."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.kinds: dict[str, str] = {}
+        self.cancel_at: dict[str, float] = {}  # order -> seconds after placing
+        self.cancel_accepted: set[str] = set()
+        self.placed_at: dict[str, float] = {}
+        kinds, weights = zip(*KINDS.items(), strict=True)
+        for i in range(ORDERS):
+            kind = rng.choices(kinds, weights)[0]
+            oid = f"chaos-{i:03d}-{kind}"
+            lines = [(rng.choice(PLAIN_ITEMS), "10.00", rng.randint(1, 3))]
+            if kind == "unknown":
+                lines.append(("Moon Rock", "10.00", 1))
+            elif kind == "scarce":
+                lines.append((SCARCE[0], "10.00", rng.randint(1, 3)))
+            elif kind in ("approve", "reject", "timeout"):
+                lines.append(EXPENSIVE)
+            self.docs[oid] = order_doc(
+                *lines, order_id=oid, expiration="01/20" if kind == "expired" else "12/39"
+            )
+            self.kinds[oid] = kind
+            if rng.random() < 0.2:
+                self.cancel_at[oid] = rng.uniform(0, 2.5)
+
+
+class Faults:
+    """Throws one random fault every so often until stopped; counts what it did."""
+
+    def __init__(
+        self, d: Deployment, server: OwnServer, proxy: Proxy, run: Run, worker_env: dict[str, str]
+    ) -> None:
+        self.d, self.server, self.proxy, self.run = d, server, proxy, run
+        self.worker_env = worker_env
+        self.rng = random.Random(SEED + 1)
+        self.counts: Counter[str] = Counter()
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="faults")
+
+    def alive(self) -> list[Worker]:
+        return [w for w in self.d.workers if w.alive()]
+
+    def _loop(self) -> None:
+        actions = [
+            (self.kill_worker, 4), (self.pause_worker, 3), (self.kill_redis, 1),
+            (self.reset_connections, 2), (self.stall, 2), (self.duplicate, 3), (self.forge, 3),
+        ]  # fmt: skip
+        funcs, weights = zip(*actions, strict=True)
+        while not self.stop.wait(self.rng.uniform(0.2, 0.8)):
+            try:
+                self.rng.choices(funcs, weights)[0]()
+            except Exception as exc:  # a fault that could not be thrown is reported, not fatal
+                self.errors.append(repr(exc))
+
+    def kill_worker(self) -> None:
+        victim = self.rng.choice(self.alive())
+        if self.rng.random() < 0.5:
+            victim.kill()  # main process only: its pool child may finish its task
+            self.counts["worker SIGKILL (main)"] += 1
+        else:
+            victim.destroy()  # the whole tree, as a lost machine
+            self.counts["worker SIGKILL (tree)"] += 1
+        self.d.start_worker(wait=False, **self.worker_env)
+
+    def pause_worker(self) -> None:
+        victim = self.rng.choice(self.alive())
+        victim.pause()  # resumed past the 1 s heartbeat timeout, while other faults go on
+        resume = threading.Timer(self.rng.uniform(1.5, 3.0), victim.resume)
+        resume.daemon = True
+        resume.start()
+        self.counts["worker SIGSTOP/SIGCONT"] += 1
+
+    def kill_redis(self) -> None:
+        self.server.kill()
+        time.sleep(self.rng.uniform(0.2, 1.0))
+        self.server.start()
+        self.counts["Redis SIGKILL + restart"] += 1
+
+    def reset_connections(self) -> None:
+        self.proxy.reset()
+        self.counts["connection reset"] += 1
+
+    def stall(self) -> None:
+        self.proxy.stall(self.rng.uniform(0.5, 2.0))
+        self.counts["connection stall"] += 1
+
+    def duplicate(self) -> None:
+        """A copy of a message waiting in the queue, or else of an order's live step message."""
+        queue = self.d.settings.queue
+        length = self.d.redis.llen(queue)
+        message = self.d.redis.lindex(queue, self.rng.randrange(length)) if length else None
+        if message:
+            self.d.redis.lpush(queue, message)  # the same delivery, twice
+        else:
+            oid = self.rng.choice(list(self.run.placed_at) or list(self.run.docs))
+            record = self.d.client.store.record(oid)
+            task = STEP_TASKS.get(record.get("step", ""))
+            if task is None:
+                return
+            self.d.client.app.send_task(
+                task, args=(oid,), kwargs={"epoch": int(record["epoch"])}, queue=queue
+            )
+        self.counts["duplicated message"] += 1
+
+    def forge(self) -> None:
+        oid = self.rng.choice(list(self.run.placed_at) or list(self.run.docs))
+        task, kwargs = self.rng.choice([
+            ("fulfillment.refund_payment", {}),
+            ("fulfillment.release_inventory", {}),
+            ("fulfillment.cancel_shipment", {}),
+            ("fulfillment.process_payment", {"epoch": self.rng.randint(1, 3)}),
+            ("fulfillment.reserve_inventory", {"epoch": self.rng.randint(1, 3)}),
+            ("fulfillment.deliver_order", {"epoch": self.rng.randint(1, 3)}),
+            ("fulfillment.approval_timeout", {"epoch": self.rng.randint(1, 3)}),
+        ])  # fmt: skip
+        self.d.client.app.send_task(task, args=(oid,), kwargs=kwargs, queue=self.d.settings.queue)
+        self.counts["forged message"] += 1
+
+
+def _retrying(call: Any, what: str) -> Any:
+    """The test's own calls ride out a Redis restart too."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: Redis did not come back") from None
+            time.sleep(0.2)
+
+
+def check(d: Deployment, run: Run, stock_before: dict[str, int]) -> list[str]:
+    """Every invariant on every order; returns the violations."""
+    violations: list[str] = []
+    completed_units: Counter[str] = Counter()
+    for oid, kind in run.kinds.items():
+        view = d.client.get_order(oid)
+        ledger = d.ledger(oid)
+        status = view.status.value
+        failure = view.failure.type if view.failure else None
+        if not view.settled:
+            violations.append(f"{oid}: not settled ({status})")
+        if oid in run.cancel_accepted:
+            if status != "cancelled":
+                violations.append(f"{oid}: cancel was accepted, ended {status} {failure}")
+        elif (status, failure) not in EXPECTED[kind]:
+            violations.append(f"{oid} ({kind}): ended {status} {failure}")
+        for effect, undo in EFFECTS.items():
+            if int(ledger.get(f"{_counter(effect)}_effects", 0)) > 1:
+                violations.append(f"{oid}: {effect} done twice")
+            if status == "completed":
+                if effect not in ledger or undo in ledger:
+                    violations.append(f"{oid}: completed but {effect}/{undo}: {sorted(ledger)}")
+            elif effect in ledger and undo not in ledger:
+                violations.append(f"{oid}: {status} but its {effect} was not undone")
+        if status == "completed":
+            for line in run.docs[oid]["items"]:
+                completed_units[line["itemName"]] += line["quantity"]
+        events = d.client.history(oid)
+        for step in ("payment", "inventory", "delivery"):
+            types = [e.type for e in events if e.data.get("step") == step]
+            if "attempt_succeeded" in types:
+                after = types[types.index("attempt_succeeded") + 1 :]
+                if "attempt_started" in after:
+                    violations.append(f"{oid}: completed step {step} ran again")
+    stock_after = {k: int(v) for k, v in d.redis.hgetall(STOCK).items()}
+    for item, before in stock_before.items():
+        if before - stock_after[item] != completed_units.get(item, 0):
+            violations.append(
+                f"stock of {item!r}: {before} -> {stock_after[item]}, "
+                f"but completed orders took {completed_units.get(item, 0)}"
+            )
+    return violations
+
+
+def _counter(effect: str) -> str:
+    return {"charge": "charge", "reservation": "reserve", "shipment": "ship"}[effect]
+
+
+def test_chaos(tmp_path: Path) -> None:
+    started = time.monotonic()
+    rng = random.Random(SEED)
+    run = Run(rng)
+    with OwnServer(tmp_path / "redis", fsync="always") as server:
+        proxy = Proxy(server.port).start()
+        d = Deployment(server.url, tmp_path / "dep", **CHAOS_SETTINGS)
+        worker_env = {"FULFILLMENT_REDIS_URL": proxy.url()}
+        faults = Faults(d, server, proxy, run, worker_env)
+        try:
+            for _ in range(WORKERS):
+                d.start_worker(wait=False, **worker_env)
+            for w in list(d.workers):
+                d.wait_for_worker(w)
+            d.redis.hset(STOCK, SCARCE[0], SCARCE[1])
+            stock_before = {k: int(v) for k, v in d.redis.hgetall(STOCK).items()}
+
+            faults.thread.start()
+            deciders: list[threading.Timer] = []
+
+            def decide(oid: str, kind: str) -> None:
+                try:
+                    if kind == "cancel":
+                        _retrying(lambda: d.client.cancel_order(oid, by="chaos"), "cancel")
+                        run.cancel_accepted.add(oid)
+                    elif kind == "approve":
+                        _retrying(lambda: d.client.approve_order(oid, by="chaos"), "approve")
+                    else:
+                        _retrying(lambda: d.client.reject_order(oid, by="chaos"), "reject")
+                except DecisionError:
+                    pass  # already decided or finished: the order goes its own way
+
+            for oid, doc in run.docs.items():  # a stream of orders, so faults hit the whole run
+                kind = run.kinds[oid]
+                timeout = 2.0 if kind == "timeout" else None
+                _retrying(lambda doc=doc, t=timeout: d.client.place_order(doc, approval_timeout=t),
+                          "place")  # fmt: skip
+                run.placed_at[oid] = time.monotonic()
+                if kind in ("approve", "reject"):
+                    deciders.append(threading.Timer(rng.uniform(0, 1.5), decide, (oid, kind)))
+                if oid in run.cancel_at:
+                    deciders.append(threading.Timer(run.cancel_at[oid], decide, (oid, "cancel")))
+                for timer in deciders[-2:]:
+                    if not timer.is_alive() and not timer.finished.is_set():
+                        timer.start()
+                time.sleep(rng.uniform(0.05, 0.35))
+            for timer in deciders:
+                timer.join(30)
+            faults.stop.set()
+            faults.thread.join(30)
+            for w in d.workers:
+                if w.alive():
+                    w.resume()
+            d.wait_all_settled(list(run.docs), 240)
+            wait_until(lambda: d.redis.llen(d.settings.queue) == 0, 120, "the queue to drain")
+            violations = check(d, run, stock_before)
+            outcomes = Counter(d.client.get_order(oid).status.value for oid in run.docs)
+        finally:
+            faults.stop.set()
+            d.close()
+            proxy.close()
+    took = time.monotonic() - started
+    print(
+        f"\nchaos: {len(run.docs)} orders ({dict(Counter(run.kinds.values()))}), "
+        f"{len(run.cancel_accepted)} cancels accepted; outcomes: {dict(outcomes)}; "
+        f"faults: {dict(faults.counts)} "
+        f"({sum(faults.counts.values())} in all); violations: {len(violations)}; {took:.0f} s"
+    )
+    assert not faults.errors, faults.errors[:5]
+    assert sum(faults.counts.values()) >= 50, faults.counts
+    assert violations == [], "\n".join(violations[:20])
