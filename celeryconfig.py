@@ -1,39 +1,11 @@
 """Celery configuration of the fulfillment app, every delivery setting chosen on purpose.
 
-Values derive from the ``FULFILLMENT_*`` environment (see ``fulfillment/settings.py``).
-``build(settings)`` returns the whole configuration; the module attributes Celery
-reads (``broker_url``, ``task_acks_late``, ...) are ``build(get_settings())``,
+Values derive from the ``FULFILLMENT_*`` environment (``fulfillment/settings.py``).
+The settings themselves, and why each is what it is, are the engine's:
+:func:`fulfillment.engine.config.build` (read its docstring). The module attributes
+Celery reads (``broker_url``, ``task_acks_late``, ...) are ``build(get_settings())``,
 computed on first access so that importing this module never starts a server.
-
-Why each delivery setting (facts from CELERY-NOTES.md, checked in the sources):
-
-* ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged
-  only after its task ran; if the pool process running it dies, the message goes
-  back to the queue at once and the next delivery takes over the attempt
-  (``begin.lua`` sees its own task id still holding the lease).
-* ``worker_prefetch_multiplier = 1``: a worker holds no more messages than it can
-  run. A message prefetched by a worker that then dies would only come back
-  after ``visibility_timeout``; the watchdog re-drives it sooner, but holding few
-  keeps that rare. It also spreads a batch over all workers.
-* ``visibility_timeout``: the Redis transport hands an unacknowledged message to
-  another worker after this long, even while the first worker still holds it.
-  Countdown messages (retries, the approval timeout) are held unacknowledged
-  until due, so it must exceed the longest countdown or they would run twice.
-  It is *not* what fails over a dead worker (kombu only scans every ~100 s):
-  leases and the watchdog do that within a step time limit.
-* JSON only: ``accept_content`` refuses pickle (or anything else) at the door.
-* Worker task events on (``worker_send_task_events``): Flower is the dashboard
-  and needs received / started / retried / succeeded / failed. The producer's
-  ``task-sent`` event is off by default (``FULFILLMENT_TASK_SENT_EVENTS=1`` turns
-  it on): it repeats what task-received carries a moment later, and it is one
-  more publish on every step's hot path (profiled: about a fifth of the cost of
-  sending the next step). Step tasks ignore results: the order record in Redis is the
-  source of truth, Flower gets results from the task-succeeded event, and nobody
-  reads the result backend, so writing to it would be wasted round trips.
-* ``broker_transport``: kombu's Redis transport, except that a channel reuses
-  one redis-py client instead of building one per command (``fulfillment/transport.py``).
-* Reconnect forever (``broker_connection_max_retries = None``) and retry
-  publishing, so a Redis restart pauses the workers instead of killing them.
+Add your own Celery settings below as usual.
 """
 
 from __future__ import annotations
@@ -41,66 +13,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from fulfillment.connection import resolve_broker_url, resolve_redis_url
-from fulfillment.settings import Settings, get_settings
-from fulfillment.transport import transport_for
+from fulfillment.engine.config import build
+from fulfillment.settings import get_settings
 
-
-def build(settings: Settings) -> dict[str, Any]:
-    """The Celery configuration for ``settings``."""
-    longest_countdown = settings.longest_countdown
-    broker_url = resolve_broker_url(settings)
-    return {
-        # --- where --------------------------------------------------------------
-        "broker_url": broker_url,
-        # kombu's Redis transport minus a client object per command (transport.py)
-        "broker_transport": transport_for(broker_url),
-        "result_backend": resolve_redis_url(settings),
-        "task_default_queue": settings.queue,
-        "task_create_missing_queues": True,
-        # --- delivery ------------------------------------------------------------
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "task_acks_on_failure_or_timeout": True,
-        "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {
-            # twice the longest countdown, and never under an hour
-            "visibility_timeout": max(3600, int(2 * longest_countdown) + 60),
-            "socket_timeout": 10,
-            "socket_connect_timeout": 5,
-            "health_check_interval": 10,
-            "retry_on_timeout": True,
-            # only read for sentinel:// URLs: which master the sentinels watch
-            "master_name": settings.sentinel_master,
-        },
-        "result_backend_transport_options": {"master_name": settings.sentinel_master},
-        "broker_connection_retry_on_startup": True,
-        "broker_connection_max_retries": None,
-        "task_publish_retry": True,
-        "task_publish_retry_policy": {
-            "max_retries": 60,
-            "interval_start": 0,
-            "interval_step": 0.25,
-            "interval_max": 1,
-        },
-        # --- serialization: JSON only, never pickle --------------------------------
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "event_serializer": "json",
-        "accept_content": ["json"],
-        "result_accept_content": ["json"],
-        # --- results: the order record is the source of truth ------------------------
-        "task_ignore_result": True,
-        "result_expires": 3600,
-        # --- monitoring (Flower) ------------------------------------------------------
-        "worker_send_task_events": True,
-        "task_send_sent_event": settings.task_sent_events,
-        "worker_enable_remote_control": True,
-        # --- misc --------------------------------------------------------------------------
-        "enable_utc": True,
-        "timezone": "UTC",
-        "worker_redirect_stdouts_level": "INFO",
-    }
+__all__ = ["build"]
 
 
 @cache

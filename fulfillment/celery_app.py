@@ -1,21 +1,26 @@
-"""The Celery application (``celery -A fulfillment worker`` finds it as ``fulfillment.app``)."""
+"""The Celery application (``celery -A fulfillment worker`` finds it as ``fulfillment.app``).
+
+The engine's app, configured from ``celeryconfig`` (the environment's settings), with
+the order workflow registered on it: its tasks are generated from the definition.
+"""
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
 
-from .settings import Settings
-from .worker import WatchdogStep
+from celery.signals import worker_init
 
-app = Celery("fulfillment", include=["fulfillment.tasks"])
-app.config_from_object("celeryconfig")
-app.steps["worker"].add(WatchdogStep)
+from .engine import create_app, register
+from .engine.connection import client_for
+from .services import seed_stock
+from .settings import get_settings
+from .workflow import order_workflow
+
+app = create_app("fulfillment", get_settings(), config="celeryconfig")
+ORDERS = register(app, order_workflow(get_settings()))
 
 
-def create_app(settings: Settings) -> Celery:
-    """An app that only sends messages, configured for ``settings`` (e.g. another Redis)."""
-    import celeryconfig
-
-    client_app = Celery("fulfillment-client", set_as_current=False)
-    client_app.conf.update(celeryconfig.build(settings))
-    return client_app
+@worker_init.connect(weak=False)
+def _stock_the_inventory(sender: Any = None, **_: Any) -> None:
+    """A worker starts with the catalogue's stock in place (items not stocked yet)."""
+    seed_stock(client_for(get_settings()))

@@ -13,16 +13,15 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
 import redis
 
-from . import embedded
-from .errors import FulfillmentError, InvalidOrder, OrderFailed
+from .engine import embedded
+from .engine.errors import WorkflowError
+from .errors import InvalidOrder, OrderFailed
 from .settings import Settings, get_settings
 
 
@@ -43,28 +42,25 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected errors into one line on stderr and a non-zero exit."""
+class Commands(click.Group):
+    """The command group: an expected error of any command is one line on stderr."""
 
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return func(*args, **kwargs)
-        except (FulfillmentError, ValueError) as exc:
+            return super().invoke(ctx)
+        except (WorkflowError, ValueError) as exc:
             fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except redis.RedisError as exc:
             fail(f"cannot reach Redis: {exc}")
         except KeyboardInterrupt:
             fail("interrupted", 130)
 
-    return wrapper
-
 
 def _json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fulfillment")
 def main() -> None:
     """Durable order fulfillment on Celery + Redis + Flower."""
@@ -78,7 +74,6 @@ def main() -> None:
 @click.option("--wait", is_flag=True, help="Block until the order finishes; print the result.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after SECONDS.")
 @click.option("--approval-timeout", type=float, default=None, help="Seconds to wait for approval.")
-@handle_errors
 def submit(source: str, wait: bool, timeout: float | None, approval_timeout: float | None) -> None:
     """Submit an order (JSON from FILE, or stdin with '-')."""
     settings = get_settings()
@@ -103,7 +98,6 @@ def submit(source: str, wait: bool, timeout: float | None, approval_timeout: flo
 @main.command()
 @click.argument("order_id")
 @click.option("--by", default=None, help="Who approves (default: your user name).")
-@handle_errors
 def approve(order_id: str, by: str | None) -> None:
     """Approve an order that waits for approval (it resumes at once)."""
     view = _client().approve_order(order_id, by=by)
@@ -114,7 +108,6 @@ def approve(order_id: str, by: str | None) -> None:
 @click.argument("order_id")
 @click.option("--reason", default=None, help="Why (recorded as the failure message).")
 @click.option("--by", default=None, help="Who rejects (default: your user name).")
-@handle_errors
 def reject(order_id: str, reason: str | None, by: str | None) -> None:
     """Reject an order that waits for approval (it fails: ApprovalRejected)."""
     view = _client().reject_order(order_id, reason=reason, by=by)
@@ -124,7 +117,6 @@ def reject(order_id: str, reason: str | None, by: str | None) -> None:
 @main.command()
 @click.argument("order_id")
 @click.option("--reason", default=None, help="Why (recorded on the order).")
-@handle_errors
 def cancel(order_id: str, reason: str | None) -> None:
     """Cancel an unfinished order (a running step finishes first); effects are undone."""
     view = _client().cancel_order(order_id, reason=reason)
@@ -137,7 +129,6 @@ def cancel(order_id: str, reason: str | None) -> None:
 @main.command()
 @click.argument("order_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the order as JSON.")
-@handle_errors
 def status(order_id: str, as_json: bool) -> None:
     """One line: where the order is, or how it ended."""
     from .render import status_line
@@ -152,7 +143,6 @@ def status(order_id: str, as_json: bool) -> None:
 @main.command()
 @click.argument("order_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON.")
-@handle_errors
 def show(order_id: str, as_json: bool) -> None:
     """The order's timeline: every step, every attempt, every decision."""
     from .render import timeline as render_timeline
@@ -176,7 +166,6 @@ def show(order_id: str, as_json: bool) -> None:
 )
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the orders as JSON.")
-@handle_errors
 def list_(status_: str | None, limit: int, as_json: bool) -> None:
     """Newest orders first."""
     from .render import order_table
@@ -197,7 +186,6 @@ def list_(status_: str | None, limit: int, as_json: bool) -> None:
 @click.option("--seed", type=int, default=None, help="Random seed, for repeatable batches.")
 @click.option("--wait", is_flag=True, help="Wait for every order and print final counts.")
 @click.option("--timeout", type=float, default=300.0, show_default=True)
-@handle_errors
 def generate(
     count: int,
     invalid_percentage: float,
@@ -236,7 +224,7 @@ def generate(
                     max(remaining, 0.1),
                 )
                 outcomes[view.status.value] += 1
-            except FulfillmentError:
+            except WorkflowError:
                 outcomes["unfinished"] += 1
         click.echo("final: " + ", ".join(f"{n} {s}" for s, n in sorted(outcomes.items())))
 
@@ -269,7 +257,6 @@ def faults() -> None:
     help="raise: fail at once; hang: no answer, the attempt overruns its time limit.",
 )
 @click.option("--order", "order_id", default=None, help="Only for this order.")
-@handle_errors
 def faults_inject(
     service: str, attempts: int, forever: bool, mode: str, order_id: str | None
 ) -> None:
@@ -291,7 +278,6 @@ def faults_inject(
 @faults.command("clear")
 @click.argument("service", type=click.Choice(["inventory", "payment", "delivery"]), required=False)
 @click.option("--order", "order_id", default=None, help="Only the fault set for this order.")
-@handle_errors
 def faults_clear(service: str | None, order_id: str | None) -> None:
     """Clear faults (all, or one service's)."""
     from .services import clear_faults
@@ -301,7 +287,6 @@ def faults_clear(service: str | None, order_id: str | None) -> None:
 
 
 @faults.command("list")
-@handle_errors
 def faults_list() -> None:
     """Show active faults."""
     from .services import list_faults
@@ -316,7 +301,6 @@ def faults_list() -> None:
 
 @main.command()
 @click.option("--restock", is_flag=True, help="Reset stock to the catalogue's counts.")
-@handle_errors
 def inventory(restock: bool) -> None:
     """Show the simulated inventory's stock."""
     from .keys import STOCK
@@ -334,7 +318,7 @@ def inventory(restock: bool) -> None:
 
 def _redis_env(settings: Settings) -> dict[str, str]:
     """Environment for child processes: the resolved Redis URL, so all share one server."""
-    from .connection import resolve_redis_url
+    from .engine.connection import resolve_redis_url
 
     return {**os.environ, "FULFILLMENT_REDIS_URL": resolve_redis_url(settings)}
 
@@ -350,7 +334,6 @@ def _redis_env(settings: Settings) -> dict[str, str]:
 @click.option("-n", "--name", default=None, help="Node name (default: fulfillment-<pid>@%h).")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-@handle_errors
 def worker(
     concurrency: int | None, name: str | None, loglevel: str, celery_args: tuple[str, ...]
 ) -> None:
@@ -370,7 +353,6 @@ def worker(
 
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
-@handle_errors
 def flower(flower_args: tuple[str, ...]) -> None:
     """Run Flower on the same broker (persistent state in the data directory)."""
     from .processes import flower_command
@@ -391,10 +373,9 @@ def flower(flower_args: tuple[str, ...]) -> None:
     help="Pool processes per worker (default: CPU count).",
 )
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
-@handle_errors
 def up(workers: int, concurrency: int | None, no_flower: bool) -> None:
     """Run everything in the foreground: server, N workers, Flower. Ctrl-C stops them all."""
-    from .connection import redact
+    from .engine.connection import redact
     from .processes import ProcessGroup, flower_command, start_server, worker_command
 
     settings = get_settings()
@@ -449,7 +430,6 @@ def up(workers: int, concurrency: int | None, no_flower: bool) -> None:
     help="Workers to start if none is running.",
 )
 @click.option("--timeout", type=float, default=120.0, show_default=True)
-@handle_errors
 def demo(workers: int, timeout: float) -> None:
     """Run the demo scenarios against live workers and print the outcome table."""
     from .demo import run
@@ -464,14 +444,12 @@ def server() -> None:
 
 
 @server.command("start")
-@handle_errors
 def server_start() -> None:
     """Start it in the background (commands also start it on demand)."""
     click.echo(embedded.ensure_server(get_settings().data_dir))
 
 
 @server.command("stop")
-@handle_errors
 def server_stop() -> None:
     """Stop it (its append-only file keeps the data)."""
     stopped = embedded.stop_server(get_settings().data_dir)
@@ -479,7 +457,6 @@ def server_stop() -> None:
 
 
 @server.command("status")
-@handle_errors
 def server_status() -> None:
     """Print its URL if it runs."""
     url = embedded.running_url(Path(get_settings().data_dir).expanduser().resolve())
@@ -489,7 +466,6 @@ def server_status() -> None:
 
 
 @server.command("run")
-@handle_errors
 def server_run() -> None:
     """Run it in the foreground."""
     sys.exit(embedded.serve(get_settings().data_dir))

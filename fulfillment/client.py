@@ -1,7 +1,10 @@
-"""The client API: place orders, watch them, decide approvals (Temporal's client role).
+"""The order API: place orders, watch them, decide approvals (Temporal's client role).
 
-Module-level functions use a default client configured from the environment;
-create a :class:`FulfillmentClient` to talk to another deployment::
+A thin layer over the engine's :class:`~fulfillment.engine.WorkflowClient` for the
+order workflow: orders are validated and sized here, and every answer is told in
+the order's words (``OrderView``, ``OrderNotFound``, ...). Module-level functions
+use a default client configured from the environment; create a
+:class:`FulfillmentClient` to talk to another deployment::
 
     from fulfillment import place_order, approve_order
 
@@ -11,17 +14,16 @@ create a :class:`FulfillmentClient` to talk to another deployment::
 
 from __future__ import annotations
 
-import getpass
-import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
 from celery import Celery
 
-from . import workflow
-from .connection import redis_client, resolve_redis_url
+from .engine import Engine, WorkflowClient, WorkflowRuntime, create_app
+from .engine import errors as engine
+from .engine.client import default_actor
 from .errors import (
     DecisionError,
     InvalidArgument,
@@ -31,22 +33,36 @@ from .errors import (
     OrderNotFound,
     ResultTimeout,
 )
+from .keys import OrderKeys
 from .models import Order, parse_order, printable
 from .settings import Settings, get_settings
-from .state import HistoryEvent, OrderStatus, OrderView
-from .store import OrderStore
+from .state import HistoryEvent, OrderStatus, OrderView, order_event
 from .timeline import Timeline
 from .timeline import build as build_timeline
-from .worker import act_on
-
-log = logging.getLogger(__name__)
+from .workflow import order_workflow
 
 
-def _default_actor() -> str:
+@contextmanager
+def _in_order_terms() -> Iterator[None]:
+    """The engine's errors, as the order API's (same message, the documented types)."""
     try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
+        yield
+    except engine.RunNotFound as exc:
+        if isinstance(exc, OrderNotFound):
+            raise
+        raise OrderNotFound(exc.run_id) from None
+    except engine.RunConflict as exc:
+        if isinstance(exc, OrderConflict):
+            raise
+        raise OrderConflict(str(exc)) from None
+    except engine.SignalError as exc:
+        if isinstance(exc, DecisionError):
+            raise
+        raise DecisionError(str(exc)) from None
+    except engine.ResultTimeout as exc:
+        if isinstance(exc, ResultTimeout):
+            raise
+        raise ResultTimeout(str(exc)) from None
 
 
 def _check_text(name: str, value: str, limit: int) -> None:
@@ -67,23 +83,39 @@ class FulfillmentClient:
         self._app = app
 
     @cached_property
-    def store(self) -> OrderStore:
-        return OrderStore(
-            redis_client(resolve_redis_url(self.settings), self.settings.sentinel_master),
-            self.settings,
-        )
-
-    @cached_property
-    def app(self) -> Celery:
+    def runtime(self) -> WorkflowRuntime:
+        """The order workflow on this deployment's app."""
         if self._app is not None:
-            return self._app
-        if self.settings is get_settings():
+            engine_ = Engine.of(self._app)
+        elif self.settings is get_settings():
             from .celery_app import app
 
-            return app
-        from .celery_app import create_app
+            engine_ = Engine.of(app)
+        else:
+            engine_ = Engine.of(
+                create_app("fulfillment-client", self.settings, set_as_current=False)
+            )
+        runtime = engine_.workflows.get("order") or engine_.register(order_workflow(self.settings))
+        engine_.check_overrides()
+        return runtime
 
-        return create_app(self.settings)
+    @cached_property
+    def orders(self) -> WorkflowClient:
+        return WorkflowClient(self.runtime)
+
+    @property
+    def store(self) -> Any:
+        """The run store of the orders (reads, and the Redis client as ``store.client``)."""
+        return self.runtime.store
+
+    @property
+    def app(self) -> Celery:
+        return self.runtime.engine.app
+
+    @property
+    def _holds_messages(self) -> bool:
+        """Does the run store push this client's messages itself (the outbox)?"""
+        return self.runtime.engine.holds_messages
 
     # --- placing and reading --------------------------------------------------------
 
@@ -92,42 +124,33 @@ class FulfillmentClient:
     ) -> OrderHandle:
         """Validate and store the order, then start it. Idempotent on the order id.
 
-        Placing the same order (same id, same content) again returns a handle to
-        the existing one; reusing an id for different content raises
+        Placing the same order (same id, same content) again returns a handle to the
+        existing one; reusing an id for different content raises
         :class:`OrderConflict`. Raises :class:`InvalidOrder` naming the bad field.
         ``approval_timeout`` (seconds) overrides ``FULFILLMENT_APPROVAL_TIMEOUT``.
         """
         s = self.settings
         parsed = parse_order(order, max_bytes=s.max_order_bytes, max_items=s.max_items)
-        timeout = s.approval_timeout
-        if approval_timeout is not None:
-            timeout = s.check_approval_timeout(approval_timeout)
         needs_approval = parsed.total > s.approval_threshold
-        steps = workflow.steps_for(needs_approval)
-
-        def send_first_step() -> None:
-            workflow.dispatch(self.app, parsed.id, steps[0], 1, parsed.summary(), queue=s.queue)
-
-        # The first message goes out with the order (create.lua pushes it) where it can.
-        held = workflow.held(send_first_step) if self._holds_messages else None
-        out = self.store.create(parsed, steps, needs_approval, timeout, held)
-        if out["v"] == "conflict":
-            raise OrderConflict(
-                f"order id {parsed.id!r} is already used by a different order "
-                f"(status {out['status']})"
+        timeouts = {"approval": approval_timeout} if approval_timeout is not None else None
+        with _in_order_terms():
+            self.orders.start(
+                parsed,
+                run_id=parsed.id,
+                gate_timeouts=timeouts,
+                content_digest=parsed.digest(),
+                event={
+                    "total": str(parsed.total),
+                    "items": len(parsed.items),
+                    "needs_approval": needs_approval,
+                    "threshold": str(s.approval_threshold),
+                },
             )
-        if out["v"] == "created" and held is None:
-            try:
-                send_first_step()
-            except Exception:  # stored durably: the watchdog sends it once the broker is back
-                log.warning(
-                    "order %s stored but not yet sent; the watchdog will send it", parsed.id
-                )
         return OrderHandle(self, parsed.id)
 
-    @cached_property
-    def _holds_messages(self) -> bool:
-        return workflow.holds_messages(self.app, resolve_redis_url(self.settings))
+    def ledger(self, order_id: str) -> dict[str, str]:
+        """The simulated services' ledger of the order (charges, reservation, shipment)."""
+        return self.store.client.hgetall(OrderKeys(order_id).ledger)  # type: ignore[no-any-return]
 
     def handle(self, order_id: str) -> OrderHandle:
         """A handle to an existing order."""
@@ -136,31 +159,26 @@ class FulfillmentClient:
 
     def get_order(self, order_id: str) -> OrderView:
         """The order's current state. Raises :class:`OrderNotFound`."""
-        record = self.store.record(order_id)
-        if not record:
-            raise OrderNotFound(order_id)
-        return OrderView.from_record(record)
+        with _in_order_terms():
+            return OrderView.from_run(self.orders.get(order_id))
 
     def history(self, order_id: str) -> list[HistoryEvent]:
         """Every event of the order, oldest first."""
-        events = [HistoryEvent.from_entry(*e) for e in self.store.history(order_id)]
-        if not events and not self.store.record(order_id):
-            raise OrderNotFound(order_id)
-        return events
+        with _in_order_terms():
+            return [order_event(e) for e in self.orders.history(order_id)]
 
     def timeline(self, order_id: str) -> Timeline:
         """Every step and every attempt of the order, rebuilt from its history."""
-        return build_timeline(self.get_order(order_id), self.history(order_id))
+        with _in_order_terms():
+            return build_timeline(self.orders.get(order_id), self.orders.history(order_id))
 
     def list_orders(
         self, status: str | None = None, *, retrying: bool = False, limit: int = 50
     ) -> list[OrderView]:
         """Newest orders first, optionally only one status or only those retrying."""
-        if status is not None and status not in OrderStatus.__members__.values():
-            allowed = ", ".join(s.value for s in OrderStatus)
-            raise ValueError(f"unknown status {status!r}; statuses are {allowed}")
-        ids = self.store.order_ids(status, retrying=retrying, limit=limit)
-        return [OrderView.from_record(r) for r in self.store.records(ids) if r]
+        return [
+            OrderView.from_run(v) for v in self.orders.list(status, retrying=retrying, limit=limit)
+        ]
 
     def wait(self, order_id: str, timeout: float | None = None) -> OrderView:
         """Block until the order is finished and its compensations ran; return it.
@@ -174,29 +192,9 @@ class FulfillmentClient:
     def wait_settled(
         self, order_id: str, timeout: float | None = None, *, known: bool = False
     ) -> dict[str, Any]:
-        """Block until the order is settled; return how it ended (``status``, ``result``).
-
-        Blocks on the order's doorbell (``settle`` in ``lua/lib.lua``), so it
-        wakes once, when the order is settled, not on each of its events.
-        ``known``: the order was seen to exist (a handle), so a missing order is
-        only noticed after the first block of at most 5 s.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not known and self.store.status(order_id) is None:
-            raise OrderNotFound(order_id)
-        while True:
-            remaining = 5.0 if deadline is None else deadline - time.monotonic()
-            # at most 5 s at a time: then look again (e.g. the order expired meanwhile)
-            outcome = self.store.wait_settled(order_id, max(min(remaining, 5.0), 0.001))
-            if outcome is not None:
-                return outcome
-            status = self.store.status(order_id)
-            if status is None:
-                raise OrderNotFound(order_id)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeout(
-                    f"order {order_id} not finished after {timeout}s (status {status})"
-                )
+        """Block until the order is settled; return how it ended (``status``, ``result``)."""
+        with _in_order_terms():
+            return self.orders.wait_settled(order_id, timeout, known=known)
 
     def wait_for(
         self,
@@ -209,66 +207,41 @@ class FulfillmentClient:
 
         Wakes on the order's own history stream (XREAD BLOCK): every state change
         appends an event, so this returns as soon as it can, without polling.
-        Raises :class:`ResultTimeout` after ``timeout`` seconds (None: no limit).
         To wait for the order to finish, :meth:`wait` is cheaper: it wakes once.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        record, last = self.store.snapshot(order_id)
-        while True:
-            if not record:
-                raise OrderNotFound(order_id)
-            view = OrderView.from_record(record)
-            if condition(view):
-                return view
-            remaining = 5.0 if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                raise ResultTimeout(
-                    f"order {order_id} not {what} after {timeout}s (status {view.status.value})"
-                )
-            # news or a quiet period (e.g. the order expired meanwhile): look again
-            last = (
-                self.store.wait_for_event(order_id, last, int(min(remaining, 5.0) * 1000) or 1)
-                or last
+        with _in_order_terms():
+            run = self.orders.wait_for(
+                order_id, lambda v: condition(OrderView.from_run(v)), timeout, what
             )
-            record = self.store.record(order_id)
+        return OrderView.from_run(run)
 
     # --- decisions ------------------------------------------------------------------------
 
-    def _decide(self, order_id: str, decision: str, by: str, reason: str) -> OrderView:
-        _check_text("by", by, 200)
-        _check_text("reason", reason, 1000)
-        out = self.store.decide(order_id, decision, by=by, reason=reason)
-        verdict = out["v"]
-        if verdict == "missing":
-            raise OrderNotFound(order_id)
-        if verdict == "finished":
-            done = f" (approval {out['decision']} by {out['by']})" if out.get("decision") else ""
-            raise DecisionError(
-                f"cannot {decision} order {order_id}: it is already {out['status']}{done}"
-            )
-        if verdict == "decided":
-            raise DecisionError(
-                f"cannot {decision} order {order_id}: approval already decided "
-                f"({out['decision']} by {out['by']})"
-            )
-        if verdict == "not_required":
-            raise DecisionError(
-                f"cannot {decision} order {order_id}: it does not need approval "
-                f"(total at or under the threshold)"
-            )
-        act_on(self.app, self.settings, order_id, out)
+    def _decided(self, order_id: str, act: Callable[[], object]) -> OrderView:
+        with _in_order_terms():
+            act()
         return self.get_order(order_id)
 
     def approve_order(self, order_id: str, *, by: str | None = None) -> OrderView:
         """Approve an order waiting for (or about to wait for) approval; it resumes at once."""
-        return self._decide(order_id, "approve", by or _default_actor(), "")
+        actor = by or default_actor()
+        _check_text("by", actor, 200)
+        return self._decided(
+            order_id, lambda: self.orders.signal(order_id, "approval", "approve", by=actor)
+        )
 
     def reject_order(
         self, order_id: str, *, reason: str | None = None, by: str | None = None
     ) -> OrderView:
         """Reject the order: it fails with type ``ApprovalRejected`` and the reason."""
-        actor = by or _default_actor()
-        return self._decide(order_id, "reject", actor, reason or f"Rejected by {actor}")
+        actor = by or default_actor()
+        why = reason or f"Rejected by {actor}"
+        _check_text("by", actor, 200)
+        _check_text("reason", why, 1000)
+        return self._decided(
+            order_id,
+            lambda: self.orders.signal(order_id, "approval", "reject", by=actor, reason=why),
+        )
 
     def cancel_order(
         self, order_id: str, *, reason: str | None = None, by: str | None = None
@@ -281,8 +254,11 @@ class FulfillmentClient:
         needs approval, cancel is one of the decisions on its wait: once it was
         approved or rejected, cancel raises :class:`DecisionError`.
         """
-        actor = by or _default_actor()
-        return self._decide(order_id, "cancel", actor, reason or f"Cancelled by {actor}")
+        actor = by or default_actor()
+        why = reason or f"Cancelled by {actor}"
+        _check_text("by", actor, 200)
+        _check_text("reason", why, 1000)
+        return self._decided(order_id, lambda: self.orders.cancel(order_id, reason=why, by=actor))
 
 
 class OrderHandle:
@@ -317,10 +293,9 @@ class OrderHandle:
         failure = view.failure
         ftype = failure.type if failure else view.status.value
         message = failure.message if failure else ""
-        comps = view.compensated
         if view.status is OrderStatus.CANCELLED:
-            raise OrderCancelled(self.id, ftype, message, comps)
-        raise OrderFailed(self.id, ftype, message, comps)
+            raise OrderCancelled(self.id, ftype, message, view.compensated)
+        raise OrderFailed(self.id, ftype, message, view.compensated)
 
 
 # --- module-level API on the default client ---------------------------------------------

@@ -1,50 +1,52 @@
-"""Exceptions.
+"""Exceptions of the order workflow.
 
 Two families:
 
-* :class:`FulfillmentError` — raised to callers of the Python API and the CLI
-  (bad input, unknown order, a decision that lost the race, a failed order).
-* :class:`BusinessError` — raised inside steps by the simulated services. They are
-  *non-retryable*: the order fails at once (Temporal's ``nonRetryableErrorTypes``).
-  Anything else raised inside a step is retried with backoff.
+* :class:`FulfillmentError` -- raised to callers of the Python API and the CLI
+  (bad input, unknown order, a decision that lost the race, a failed order). Each
+  is also the engine's error of the same meaning (``OrderNotFound`` is a
+  ``RunNotFound``, ...), so code written against the engine catches them too.
+* :class:`BusinessError` -- raised inside steps by the simulated services. They are
+  *non-retryable* (the engine's ``NonRetryableError``): the order fails at once
+  (Temporal's ``nonRetryableErrorTypes``). Anything else raised inside a step is
+  retried with backoff.
 """
 
 from __future__ import annotations
 
+from .engine import errors as engine
 
-class FulfillmentError(Exception):
+ConfigError = engine.ConfigError
+InvalidArgument = engine.InvalidArgument
+StaleAttempt = engine.StaleAttempt
+StepTimeout = engine.StepTimeout
+
+
+class FulfillmentError(engine.WorkflowError):
     """Base class of errors reported to API and CLI callers."""
-
-
-class ConfigError(FulfillmentError):
-    """A setting is missing or invalid."""
 
 
 class InvalidOrder(FulfillmentError, ValueError):
     """The submitted order is malformed; the message names the offending field."""
 
 
-class InvalidArgument(FulfillmentError, ValueError):
-    """An argument of an operation (who decides, a reason, ...) is not acceptable."""
-
-
-class OrderNotFound(FulfillmentError, LookupError):
+class OrderNotFound(FulfillmentError, engine.RunNotFound):
     """No order with that id exists (or it expired after the retention period)."""
 
     def __init__(self, order_id: str) -> None:
-        super().__init__(f"order {order_id!r} not found")
+        engine.RunNotFound.__init__(self, order_id, "order")
         self.order_id = order_id
 
 
-class OrderConflict(FulfillmentError):
+class OrderConflict(FulfillmentError, engine.RunConflict):
     """An order id was reused with different content."""
 
 
-class DecisionError(FulfillmentError):
+class DecisionError(FulfillmentError, engine.SignalError):
     """An approve/reject/cancel could not be applied (already decided, finished, ...)."""
 
 
-class OrderFailed(FulfillmentError):
+class OrderFailed(FulfillmentError, engine.RunFailed):
     """Raised by :meth:`OrderHandle.result` when the order failed.
 
     ``type`` is the failure type (``CreditCardExpired``, ``ApprovalTimeout``, ...),
@@ -54,34 +56,23 @@ class OrderFailed(FulfillmentError):
     def __init__(
         self, order_id: str, type: str, message: str, compensations: list[str] | None = None
     ) -> None:
-        text = f"order {order_id} failed: {type}: {message}"
-        if compensations:
-            text += f" (compensated: {', '.join(compensations)})"
-        super().__init__(text)
+        engine.RunFailed.__init__(self, order_id, type, message, compensations, "order")
         self.order_id = order_id
-        self.type = type
-        self.message = message
-        self.compensations = compensations or []
 
 
-class OrderCancelled(OrderFailed):
+class OrderCancelled(OrderFailed, engine.RunCancelled):
     """Raised by :meth:`OrderHandle.result` when the order was cancelled."""
 
 
-class ResultTimeout(FulfillmentError, TimeoutError):
+class ResultTimeout(FulfillmentError, engine.ResultTimeout):
     """The order did not finish within the ``timeout`` given to ``result()``."""
 
 
 # --- raised inside steps -------------------------------------------------------------
 
 
-class BusinessError(Exception):
+class BusinessError(engine.NonRetryableError):
     """A non-retryable failure of a step: the order fails at once."""
-
-    #: failure type recorded on the order (defaults to the class name)
-    @property
-    def type(self) -> str:
-        return type(self).__name__
 
 
 class CreditCardExpired(BusinessError):
@@ -101,15 +92,3 @@ class OutOfStock(BusinessError):
 
 class ServiceUnavailable(Exception):
     """A simulated service is down (fault injection). Retryable."""
-
-
-class StaleAttempt(Exception):
-    """A service refused a call whose fencing token is no longer the live one.
-
-    The attempt (or compensation claim) was presumed lost and superseded, or the
-    order finished meanwhile: whatever it wanted to do must not happen.
-    """
-
-
-class StepTimeout(Exception):
-    """An attempt overran its time limit (Temporal's start-to-close timeout). Retryable."""

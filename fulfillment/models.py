@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from .engine.validation import field_path, one_line, problems
 from .errors import InvalidOrder
 
 ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -177,31 +178,9 @@ def mask_card(number: str) -> str:
 # --- parsing with errors that name the field ----------------------------------------
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "order"
-
-
 def explain(exc: ValidationError) -> str:
     """One line naming every offending field. Input values are never echoed."""
-    problems = []
-    for err in exc.errors(include_input=False, include_url=False):
-        path = _field_path(err["loc"])
-        if err["type"] == "extra_forbidden":
-            problems.append(f"{path}: unknown field")
-        elif err["type"] == "missing":
-            problems.append(f"{path}: field required")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{path}: {msg}")
-    shown = problems[:5]
-    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-    return "invalid order: " + "; ".join(shown) + more
+    return one_line("invalid order: ", problems(exc, lambda loc: field_path(loc, "order")))
 
 
 class _DuplicateKey(Exception):

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from . import embedded
+from .engine import embedded
+from .engine.keys import WORKERS
+from .engine.verdicts import US
 from .errors import ConfigError
-from .keys import WORKERS
 from .settings import Settings
-from .store import US
 
 
 def worker_command(
@@ -117,7 +117,14 @@ class ProcessGroup:
 def start_server(group: ProcessGroup, settings: Settings, timeout: float = 20.0) -> str:
     """Run the embedded server as a child of ``group``; return its URL."""
     data_dir = Path(settings.data_dir).expanduser().resolve()
-    cmd = [sys.executable, "-m", "fulfillment.embedded", "serve", "--data-dir", str(data_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fulfillment.engine.embedded",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+    ]
     proc = group.start("server", cmd, log=data_dir / embedded.LOG_FILE)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,50 +1,37 @@
-"""Read models: an order's current state and its history events, as returned by the API.
+"""Read models of orders: an order's current state and its history, as the API returns them.
 
-These are what ``get_order`` and ``history`` return and what ``--json`` prints;
-their field names are the stable, documented shape (see README, "JSON output").
+These are what ``get_order`` and ``history`` return and what ``--json`` prints; their
+field names are the stable, documented shape (README, "JSON output"). They are the
+engine's run views, told in the order's words.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, computed_field
 
-from .scripts import csv
+from .engine.keys import RunStatus
+from .engine.views import CompensationView, Event, FailureView, GateView, RunView, StepView
 
-US = 1_000_000
+#: an order's status is its run's
+OrderStatus = RunStatus
+HistoryEvent = Event
 
-
-class OrderStatus(StrEnum):
-    PENDING = "pending"
-    AWAITING_APPROVAL = "awaiting_approval"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (OrderStatus.COMPLETED, OrderStatus.FAILED, OrderStatus.CANCELLED)
+#: the run-level history events, as an order's history names them
+EVENT_NAMES = {
+    "run_started": "order_placed",
+    "run_completed": "order_completed",
+    "run_failed": "order_failed",
+    "run_cancelled": "order_cancelled",
+}
 
 
-def ts(value: str | int | None) -> datetime | None:
-    """Server microseconds -> aware UTC datetime."""
-    if value in (None, ""):
-        return None
-    return datetime.fromtimestamp(int(value) / US, tz=UTC)
-
-
-class StepView(BaseModel):
-    name: str
-    state: str
-    attempts: int
-    result: str | None = None
-    last_error: str | None = None
+def order_event(event: Event) -> Event:
+    """An engine event with its order name (``run_started`` -> ``order_placed``)."""
+    name = EVENT_NAMES.get(event.type)
+    return event if name is None else event.model_copy(update={"type": name})
 
 
 class ApprovalView(BaseModel):
@@ -56,20 +43,9 @@ class ApprovalView(BaseModel):
     reason: str | None = None
     decided_at: datetime | None = None
 
-
-class FailureView(BaseModel):
-    type: str
-    message: str
-    step: str | None = None
-
-
-_COMPENSATION_STATE = {"done": "done", "not_needed": "not_needed"}
-
-
-class CompensationView(BaseModel):
-    action: str
-    state: str  # pending | done | not_needed
-    summary: str | None = None
+    @classmethod
+    def of(cls, gate: GateView) -> ApprovalView:
+        return cls(**gate.model_dump(exclude={"name"}))
 
 
 class OrderView(BaseModel):
@@ -111,73 +87,28 @@ class OrderView(BaseModel):
 
     @classmethod
     def from_record(cls, record: dict[str, str]) -> OrderView:
-        summary = json.loads(record.get("summary") or "{}")
-        steps = [
-            StepView(
-                name=name,
-                state=record.get(f"s:{name}:state", "pending"),
-                attempts=int(record.get(f"s:{name}:attempts") or 0),
-                result=record.get(f"s:{name}:result"),
-                last_error=record.get(f"s:{name}:error"),
-            )
-            for name in csv(record.get("steps"))
-        ]
-        failure = None
-        if record.get("failure:type"):
-            failure = FailureView(
-                type=record["failure:type"],
-                message=record.get("failure:message", ""),
-                step=record.get("failure:step") or None,
-            )
-        phase = record.get("phase") or None
-        return cls(
-            id=record["id"],
-            status=OrderStatus(record["status"]),
-            total=Decimal(record["total"]),
-            items=int(record.get("items") or 0),
-            card=summary.get("card", ""),
-            created_at=ts(record["created"]),
-            updated_at=ts(record.get("updated")),
-            finished_at=ts(record.get("finished")),
-            current_step=record.get("step") or None,
-            phase=phase,
-            epoch=int(record.get("epoch") or 1),
-            next_retry_at=ts(record.get("next_at")) if phase == "retry_wait" else None,
-            result=record.get("result"),
-            failure=failure,
-            approval=ApprovalView(
-                required=record.get("needs_approval") == "1",
-                state=record.get("s:approval:state"),
-                deadline=ts(record.get("approval:deadline")),
-                decision=record.get("approval:decision"),
-                by=record.get("approval:by"),
-                reason=record.get("approval:reason"),
-                decided_at=ts(record.get("approval:at")),
-            ),
-            steps=steps,
-            compensations=[
-                CompensationView(
-                    action=a,
-                    # claimed and running is still pending: it has not settled
-                    state=_COMPENSATION_STATE.get(record.get(f"c:{a}", ""), "pending"),
-                    summary=record.get(f"c:{a}:summary"),
-                )
-                for a in csv(record.get("compensations"))
-            ],
-        )
-
-
-class HistoryEvent(BaseModel):
-    """One entry of an order's append-only history."""
-
-    id: str
-    at: datetime
-    type: str
-    data: dict[str, Any]
+        """The view of a raw order record."""
+        return cls.from_run(RunView.from_record(record, ["approval"]))
 
     @classmethod
-    def from_entry(cls, entry_id: str, kind: str, data: dict[str, Any]) -> HistoryEvent:
-        millis = int(entry_id.split("-", 1)[0])
+    def from_run(cls, run: RunView) -> OrderView:
+        summary = run.summary
         return cls(
-            id=entry_id, at=datetime.fromtimestamp(millis / 1000, tz=UTC), type=kind, data=data
+            id=run.id,
+            status=run.status,
+            total=Decimal(str(summary.get("total", "0"))),
+            items=int(summary.get("items") or 0),
+            card=summary.get("card", ""),
+            created_at=run.created_at,
+            updated_at=run.updated_at,
+            finished_at=run.finished_at,
+            current_step=run.current_step,
+            phase=run.phase,
+            epoch=run.epoch,
+            next_retry_at=run.next_retry_at,
+            result=run.result,
+            failure=run.failure,
+            approval=ApprovalView.of(run.gate("approval")),
+            steps=run.steps,
+            compensations=run.compensations,
         )

@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from fulfillment.embedded import free_port
+from fulfillment.engine.embedded import free_port
 from fulfillment.processes import flower_command
 
 from .support import Deployment, kill_tree, wait_until

@@ -3,7 +3,7 @@
 Loaded with ``-p tests.kombu_substitute`` before kombu's test modules are
 imported, so ``from kombu.transport.redis import Channel, Transport`` in them,
 ``redis.Channel`` in their fixtures and ``Connection('redis://...')`` all get
-:mod:`fulfillment.transport`'s subclasses.
+:mod:`fulfillment.engine.transport`'s subclasses.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import kombu.transport.redis as kombu_redis
 from kombu.utils import eventio
 
-from fulfillment import transport as ours
+from fulfillment.engine import transport as ours
 
 # kombu's unit tests patch ``eventio.poll`` and then import kombu.transport.redis,
 # which binds ``poll`` at import. This plugin imported it first (through

@@ -16,7 +16,7 @@ import struct
 import threading
 import time
 
-from fulfillment.embedded import free_port
+from fulfillment.engine.embedded import free_port
 
 
 class Proxy:

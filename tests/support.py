@@ -267,7 +267,7 @@ class Deployment:
             time.sleep(0.2)
 
     def ledger(self, order_id: str) -> dict[str, str]:
-        return self.client.store.ledger(order_id)
+        return self.client.ledger(order_id)
 
     # --- CLI ------------------------------------------------------------------------------
 

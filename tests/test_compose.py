@@ -26,7 +26,7 @@ import pytest
 import redis
 import yaml
 
-from fulfillment.embedded import free_port
+from fulfillment.engine.embedded import free_port
 
 from .support import REPO, Deployment, answers, kill_tree, order_doc, wait_until
 

@@ -1,4 +1,4 @@
-"""kombu's own Redis transport test suites, run against :mod:`fulfillment.transport`.
+"""kombu's own Redis transport test suites, run against :mod:`fulfillment.engine.transport`.
 
 The transport subclasses private parts of kombu's Redis channel, so kombu's own
 tests (``t/unit/transport/test_redis.py`` and ``t/integration/test_redis.py``
@@ -58,7 +58,7 @@ def run_suite(root: Path, path: str, **env: str) -> str:
         env={**base_env(), "PYTHONPATH": str(REPO), **env},
     )  # fmt: skip
     output = proc.stdout + proc.stderr
-    assert "substituted: fulfillment.transport.Transport" in output, output[-3000:]
+    assert "substituted: fulfillment.engine.transport.Transport" in output, output[-3000:]
     assert proc.returncode == 0, output[-6000:]
     passed = re.search(r"(\d+) passed", output)
     assert passed and int(passed.group(1)) > 100, output[-3000:]

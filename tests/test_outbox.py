@@ -15,10 +15,13 @@ from typing import Any
 import pytest
 
 from fulfillment import workflow
+from fulfillment.client import FulfillmentClient
+from fulfillment.engine import create_app, register
+from fulfillment.engine.transport import HeldPush, OutboxError, outbox, transport_for
+from fulfillment.engine.verdicts import Kind
 from fulfillment.errors import OrderConflict
-from fulfillment.models import parse_order
 from fulfillment.state import OrderStatus
-from fulfillment.transport import HeldPush, OutboxError, outbox, transport_for
+from fulfillment.workflow import order_workflow
 
 from .support import Deployment, order_doc
 
@@ -65,26 +68,30 @@ def test_complete_pushes_the_next_message_only_when_it_moves_the_order_on(deploy
     d.client.place_order(order_doc(order_id=oid))
     outbox = [HeldPush(TEST_QUEUE, "next-after-payment")]
 
-    assert store.begin(oid, "payment", 1, "task-p", "w:1")["v"] == "run"
-    out = store.complete(oid, "payment", 1, 1, "Payment processed", outbox)
-    assert (out["v"], out["step"], out["sent"]) == ("next", "inventory", 1)
+    assert store.begin(oid, "payment", 1, "task-p", "w:1").kind is Kind.RUN
+    out = store.complete(oid, "payment", 1, 1, "Payment processed", outbox=outbox,
+                         outbox_step="inventory")  # fmt: skip
+    assert (out.kind, out.step, out.dispatch) == (Kind.NEXT, "inventory", False)
     assert d.redis.lrange(TEST_QUEUE, 0, -1) == ["next-after-payment"]
 
     # the same call again (its reply was lost): answered as before, nothing sent twice
-    replay = store.complete(oid, "payment", 1, 1, "Payment processed", outbox)
-    assert replay["v"] == "next" and replay["replay"] is True
+    replay = store.complete(oid, "payment", 1, 1, "Payment processed", outbox=outbox,
+                            outbox_step="inventory")  # fmt: skip
+    assert replay.kind is Kind.NEXT and replay.replay is True
     assert d.redis.llen(TEST_QUEUE) == 1
 
     # a result from an attempt that is no longer the live one sends nothing
-    assert store.begin(oid, "inventory", 1, "task-i", "w:1")["v"] == "run"
-    stale = store.complete(oid, "inventory", 1, 7, "late", [HeldPush(TEST_QUEUE, "stale")])
-    assert stale["v"] == "stale"
+    assert store.begin(oid, "inventory", 1, "task-i", "w:1").kind is Kind.RUN
+    stale = store.complete(oid, "inventory", 1, 7, "late", outbox=[HeldPush(TEST_QUEUE, "stale")],
+                           outbox_step="delivery")  # fmt: skip
+    assert stale.kind is Kind.STALE
     assert d.redis.llen(TEST_QUEUE) == 1
 
     # cancelled while the step ran: the step is recorded, the order does not move on
     assert d.client.cancel_order(oid).status is OrderStatus.RUNNING
-    out = store.complete(oid, "inventory", 1, 1, "Inventory reserved", [HeldPush(TEST_QUEUE, "x")])
-    assert out["v"] == "cancelled"
+    out = store.complete(oid, "inventory", 1, 1, "Inventory reserved",
+                         outbox=[HeldPush(TEST_QUEUE, "x")], outbox_step="delivery")  # fmt: skip
+    assert out.kind is Kind.CANCELLED
     assert d.redis.llen(TEST_QUEUE) == 1
 
 
@@ -132,26 +139,25 @@ def test_separate_broker_sends_messages_itself(deploy, server, oid: str) -> None
         server.release(broker_db)
 
 
-def _held_first_step(d: Deployment, oid: str, **conf: Any) -> tuple[Any, list[HeldPush]]:
-    from fulfillment.celery_app import create_app
+def _client_with(d: Deployment, **conf: Any) -> FulfillmentClient:
+    """A client whose app has extra Celery settings (a queue with x-expires, a key prefix)."""
+    app = create_app("outbox-test", d.settings, set_as_current=False, **conf)
+    register(app, order_workflow(d.settings))
+    return FulfillmentClient(d.settings, app=app)
 
-    app = create_app(d.settings)
-    app.conf.update(conf)
-    sig = workflow.signature(app, "payment", oid, 1, None, d.settings.queue)
-    return app, workflow.held(lambda: sig.apply_async())
+
+def _held_first(client: FulfillmentClient, oid: str) -> list[HeldPush]:
+    return client.runtime.sender.hold_first(oid, "payment", {}, ["payment"])
 
 
 def test_outbox_keeps_the_expiry_of_a_queue_declared_with_x_expires(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
     from kombu import Queue
 
     d: Deployment = deploy()
-    queue = Queue(d.settings.queue, expires=60)  # x-expires: 60 s
-    _app, held = _held_first_step(d, oid, task_queues=[queue])
-    (push,) = held
+    client = _client_with(d, task_queues=[Queue(d.settings.queue, expires=60)])  # x-expires
+    (push,) = _held_first(client, oid + "-probe")
     assert push.expire_ms == 60_000 and push.key in push.expire_keys
-    order = parse_order(order_doc(order_id=oid), max_bytes=65536, max_items=100)
-    out = d.client.store.create(order, ["payment"], False, 30, held)
-    assert out["v"] == "created" and out["sent"] == 1
+    client.place_order(order_doc(order_id=oid))  # create.lua pushes the held message
     assert d.redis.llen(d.settings.queue) == 1
     assert 0 < d.redis.pttl(d.settings.queue) <= 60_000, "expires as kombu's own _put sets it"
 
@@ -161,11 +167,10 @@ def test_outbox_pushes_under_the_global_key_prefix(deploy, oid: str) -> None:  #
 
     d: Deployment = deploy()
     prefix = "tenant-a:"
-    _app, held = _held_first_step(d, oid, broker_transport_options={"global_keyprefix": prefix})
-    (push,) = held
+    client = _client_with(d, broker_transport_options={"global_keyprefix": prefix})
+    (push,) = _held_first(client, oid + "-probe")
     assert push.key == prefix + d.settings.queue
-    order = parse_order(order_doc(order_id=oid), max_bytes=65536, max_items=100)
-    assert d.client.store.create(order, ["payment"], False, 30, held)["sent"] == 1
+    client.place_order(order_doc(order_id=oid))
     assert d.redis.llen(d.settings.queue) == 0, "never under the key no consumer reads"
     # a kombu consumer with the same prefix receives it
     with Connection(

@@ -58,7 +58,7 @@ def test_up_runs_server_worker_and_flower_and_ctrl_c_stops_all(tmp_path) -> None
     """With no Redis URL: `up` starts the embedded server, a worker and Flower."""
     import urllib.request
 
-    from fulfillment.embedded import free_port, running_url
+    from fulfillment.engine.embedded import free_port, running_url
 
     from .support import base_env, order_doc
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from fulfillment.client import FulfillmentClient
-from fulfillment.embedded import free_port
+from fulfillment.engine.embedded import free_port
 from fulfillment.settings import load_settings
 
 from .support import EXPENSIVE, Deployment, answers, kill_tree, order_doc, wait_until

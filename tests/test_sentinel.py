@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from fulfillment.connection import parse_sentinel_url, redact
-from fulfillment.embedded import free_port
+from fulfillment.engine.connection import parse_sentinel_url, redact
+from fulfillment.engine.embedded import free_port
 from fulfillment.errors import ConfigError
 
 from .support import Deployment, kill_tree, order_doc, wait_until

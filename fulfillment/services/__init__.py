@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import redis
 
-from ..scripts import Scripts
-from ..settings import Settings
+from ..engine.connection import client_for
+from ..settings import Settings, get_settings
+from .base import service_scripts
 from .faults import clear_faults, list_faults, set_fault
 from .inventory import Inventory, catalogue, seed_stock
 from .payment import PaymentGateway
@@ -20,6 +23,7 @@ __all__ = [
     "clear_faults",
     "list_faults",
     "seed_stock",
+    "services",
     "set_fault",
 ]
 
@@ -27,7 +31,15 @@ __all__ = [
 class Services:
     """The three services a step may call, sharing one client and one script set."""
 
-    def __init__(self, client: redis.Redis, scripts: Scripts, settings: Settings) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        scripts = service_scripts(client)
         self.payment = PaymentGateway(client, scripts, settings)
         self.inventory = Inventory(client, scripts, settings)
         self.shipping = Shipping(client, scripts, settings)
+
+
+@cache
+def services() -> Services:
+    """The services of this process's deployment (the environment's settings)."""
+    settings = get_settings()
+    return Services(client_for(settings), settings)

@@ -8,11 +8,18 @@ from typing import Any
 
 import redis
 
+from ..engine.fencing import Token
+from ..engine.scripts import Scripts
 from ..errors import ServiceUnavailable, StaleAttempt
-from ..fencing import Token
 from ..keys import FAULTS, STOCK, OrderKeys
-from ..scripts import Scripts
 from ..settings import Settings
+
+SERVICE_SCRIPTS = ("charge", "refund", "reserve", "release", "ship", "cancel_shipment")
+
+
+def service_scripts(client: redis.Redis) -> Scripts:
+    """The services' Lua scripts (``services/lua``), fenced with the engine's helpers."""
+    return Scripts(client, "fulfillment.services", SERVICE_SCRIPTS)
 
 
 class SimulatedService:
@@ -41,11 +48,11 @@ class SimulatedService:
 
     def _call(self, script: str, token: Token, **args: Any) -> dict[str, Any]:
         self._latency()
-        k = OrderKeys(token.order_id)
+        k = OrderKeys(token.run_id)
         reply = self.scripts.call(
             script,
             [k.ledger, STOCK, FAULTS, k.record],
-            {"order_id": token.order_id, "token": token.as_json(), **args},
+            {"order_id": token.run_id, "token": token.as_json(), **args},
         )
         if reply["v"] == "stale":
             raise StaleAttempt(f"{self.name} refused a stale call: {reply['reason']}")

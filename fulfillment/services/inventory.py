@@ -10,8 +10,8 @@ from typing import Any
 
 import redis
 
+from ..engine.fencing import AttemptToken, UndoToken
 from ..errors import OutOfStock, UnknownItem
-from ..fencing import AttemptToken, UndoToken
 from ..keys import STOCK
 from ..models import OrderItem
 from .base import SimulatedService

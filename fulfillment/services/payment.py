@@ -6,8 +6,8 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from ..engine.fencing import AttemptToken, UndoToken
 from ..errors import CreditCardExpired
-from ..fencing import AttemptToken, UndoToken
 from ..models import CreditCard
 from .base import SimulatedService
 

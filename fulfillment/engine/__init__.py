@@ -1,0 +1,88 @@
+"""A durable workflow engine on Celery + Redis: give it a definition, it runs it durably.
+
+It knows nothing about orders. A workflow is an ordered list of steps (an activity,
+a retry policy, a time limit, an optional undo) and gates (a human signal with a
+timeout); the engine keeps every run's state in one Redis record changed only by
+atomic Lua scripts, runs each step as a Celery task, retries with Temporal's
+backoff, fails over a dead worker's step within its lease, fences every external
+call with a token, and undoes what a failed or cancelled run did::
+
+    from fulfillment.engine import Step, Undo, Workflow, create_app, register
+
+    app = create_app("returns")                 # settings from FULFILLMENT_* variables
+    returns = register(app, Workflow(name="returns", steps=[...]))
+    # worker:  celery -A mymodule worker
+    handle = returns.client().start({"item": "lamp"}, run_id="r-1")
+    print(handle.result(timeout=60))
+
+See README, "The engine".
+"""
+
+from celery import Celery
+
+from .app import create_app
+from .client import RunHandle, WorkflowClient
+from .context import ActivityContext, UndoContext
+from .definition import Gate, Policy, RetryPolicy, Step, StepOptions, Undo, Workflow
+from .errors import (
+    ConfigError,
+    InvalidArgument,
+    NonRetryableError,
+    ResultTimeout,
+    RunCancelled,
+    RunConflict,
+    RunFailed,
+    RunNotFound,
+    SignalError,
+    StaleAttempt,
+    StepTimeout,
+    WorkflowError,
+)
+from .fencing import AttemptToken, UndoToken
+from .keys import RunStatus
+from .runtime import Engine, WorkflowRuntime
+from .settings import EngineSettings
+from .views import Event, RunView, Timeline
+
+
+def register(app: Celery, workflow: Workflow) -> WorkflowRuntime:
+    """Register ``workflow`` on ``app`` (made by :func:`create_app`); its tasks are generated."""
+    return Engine.of(app).register(workflow)
+
+
+__all__ = [
+    "ActivityContext",
+    "AttemptToken",
+    "ConfigError",
+    "Engine",
+    "EngineSettings",
+    "Event",
+    "Gate",
+    "InvalidArgument",
+    "NonRetryableError",
+    "Policy",
+    "ResultTimeout",
+    "RetryPolicy",
+    "RunCancelled",
+    "RunConflict",
+    "RunFailed",
+    "RunHandle",
+    "RunNotFound",
+    "RunStatus",
+    "RunView",
+    "SignalError",
+    "StaleAttempt",
+    "Step",
+    "StepOptions",
+    "StepTimeout",
+    "Timeline",
+    "Undo",
+    "UndoContext",
+    "UndoToken",
+    "Workflow",
+    "WorkflowClient",
+    "WorkflowError",
+    "WorkflowRuntime",
+    "create_app",
+    "register",
+]

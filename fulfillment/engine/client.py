@@ -1,0 +1,322 @@
+"""The client of a workflow: start runs, signal their gates, cancel, wait, read history.
+
+::
+
+    runs = engine.register(returns).client()
+    handle = runs.start({"item": "lamp"}, run_id="r-1")
+    runs.signal("r-1", "inspection_passed", "approve", by="alice")
+    print(handle.result(timeout=60))
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    InvalidArgument,
+    ResultTimeout,
+    RunCancelled,
+    RunConflict,
+    RunFailed,
+    RunNotFound,
+    SignalError,
+)
+from .keys import RunStatus
+from .verdicts import Kind, Verdict
+from .views import Event, RunView, Timeline
+
+if TYPE_CHECKING:
+    from .runtime import WorkflowRuntime
+
+log = logging.getLogger(__name__)
+
+
+def default_actor() -> str:
+    """Who acts when nobody is named: the local user."""
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def canonical(data: Any) -> str:
+    """Stable JSON (sorted keys) of a pydantic model or JSON-able value."""
+    if hasattr(data, "model_dump"):
+        data = data.model_dump(mode="json")
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def digest(data: Any) -> str:
+    return hashlib.sha256(canonical(data).encode()).hexdigest()
+
+
+class WorkflowClient:
+    """Talks to the runs of one registered workflow."""
+
+    def __init__(self, runtime: WorkflowRuntime) -> None:
+        self.rt = runtime
+        self.store = runtime.store
+        self.noun = runtime.workflow.noun
+
+    # --- starting and reading --------------------------------------------------------
+
+    def start(
+        self,
+        input: Any,
+        *,
+        run_id: str,
+        options: dict[str, dict[str, Any]] | None = None,
+        gate_timeouts: Mapping[str, float] | None = None,
+        fields: Mapping[str, str] | None = None,
+        event: Mapping[str, Any] | None = None,
+        content_digest: str | None = None,
+    ) -> RunHandle:
+        """Store the run and send its first step. Idempotent on ``run_id``.
+
+        Starting the same input under the same id again returns a handle to the existing
+        run; a different input raises :class:`RunConflict`. ``options``: step options
+        for this run only (the last layer); ``gate_timeouts``: seconds, per gate;
+        ``fields``: extra fields of the run record (the workflow's own);
+        ``content_digest``: what identifies the input (default: a hash of it).
+        """
+        wf = self.rt.workflow
+        timeouts = {g: self.check_timeout(g, t) for g, t in (gate_timeouts or {}).items()}
+        plan = self.rt.plan(input, options=options, gate_timeouts=timeouts)
+        names = [p["name"] for p in plan]
+        summary = dict(wf.summary(input)) if wf.summary else {}
+        held = None
+        if self.rt.engine.holds_messages:  # the first message goes out with the run
+            held = self.rt.sender.hold_first(run_id, names[0], summary, names)
+        out = self.store.create(
+            run_id,
+            workflow=wf.name,
+            input=wf.encode(input) if wf.encode else canonical(input),
+            digest=content_digest or digest(input),
+            summary=json.dumps(summary),
+            plan=plan,
+            fields={"cancel_error": wf.cancel_error, **(fields or {})},
+            event=dict(event or {}),
+            outbox=held,
+            outbox_step=names[0] if held is not None else None,
+        )
+        if out.kind is Kind.CONFLICT:
+            raise RunConflict(
+                f"{self.noun} id {run_id!r} is already used by a different {self.noun} "
+                f"(status {out.status})"
+            )
+        if out.kind is Kind.CREATED and held is None:
+            try:
+                self.rt.sender.dispatch(run_id, names[0], 1, summary, names)
+            except Exception:  # stored durably: the watchdog sends it once the broker is back
+                log.warning("%s %s stored but not yet sent; the watchdog will send it",
+                            self.noun, run_id)  # fmt: skip
+        return RunHandle(self, run_id)
+
+    def check_timeout(self, gate: str, seconds: object) -> float:
+        """``seconds`` as a gate's timeout for one run, or :class:`InvalidArgument`."""
+        maximum = self.rt.settings.approval_timeout_max
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise InvalidArgument(f"{gate} timeout must be a number of seconds, not {seconds!r}")
+        if not math.isfinite(seconds) or not 0 < seconds <= maximum:
+            raise InvalidArgument(
+                f"{gate} timeout must be more than 0 and at most {maximum:g} seconds "
+                f"(got {seconds!r})"
+            )
+        return float(seconds)
+
+    def handle(self, run_id: str) -> RunHandle:
+        """A handle to an existing run."""
+        self.get(run_id)
+        return RunHandle(self, run_id)
+
+    def view(self, record: dict[str, str]) -> RunView:
+        return RunView.from_record(record, [g.name for g in self.rt.workflow.gates])
+
+    def get(self, run_id: str) -> RunView:
+        """The run's current state. Raises :class:`RunNotFound`."""
+        record = self.store.record(run_id)
+        if not record:
+            raise RunNotFound(run_id, self.noun)
+        return self.view(record)
+
+    def history(self, run_id: str) -> list[Event]:
+        """Every event of the run, oldest first."""
+        events = [Event.from_entry(*e) for e in self.store.history(run_id)]
+        if not events and not self.store.record(run_id):
+            raise RunNotFound(run_id, self.noun)
+        return events
+
+    def timeline(self, run_id: str) -> Timeline:
+        """Every step and every attempt of the run, rebuilt from its history."""
+        return Timeline.build(self.get(run_id), self.history(run_id))
+
+    def list(
+        self, status: str | None = None, *, retrying: bool = False, limit: int = 50
+    ) -> list[RunView]:
+        """Newest runs first, optionally only one status or only those retrying."""
+        if status is not None and status not in RunStatus.__members__.values():
+            allowed = ", ".join(s.value for s in RunStatus)
+            raise InvalidArgument(f"unknown status {status!r}; statuses are {allowed}")
+        ids = self.store.run_ids(status, retrying=retrying, limit=limit)
+        return [self.view(r) for r in self.store.records(ids) if r]
+
+    # --- waiting ------------------------------------------------------------------------
+
+    def wait(self, run_id: str, timeout: float | None = None) -> RunView:
+        """Block until the run is finished and its compensations ran; return it."""
+        self.wait_settled(run_id, timeout)
+        return self.get(run_id)
+
+    def wait_settled(
+        self, run_id: str, timeout: float | None = None, *, known: bool = False
+    ) -> dict[str, Any]:
+        """Block until the run is settled; return how it ended (``status``, ``result``).
+
+        Blocks on the run's doorbell, so it wakes once, when the run is settled, not
+        on each of its events. ``known``: the run was seen to exist (a handle), so a
+        missing run is only noticed after the first block of at most 5 s.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not known and self.store.status(run_id) is None:
+            raise RunNotFound(run_id, self.noun)
+        while True:
+            remaining = 5.0 if deadline is None else deadline - time.monotonic()
+            # at most 5 s at a time: then look again (e.g. the run expired meanwhile)
+            outcome = self.store.wait_settled(run_id, max(min(remaining, 5.0), 0.001))
+            if outcome is not None:
+                return outcome
+            status = self.store.status(run_id)
+            if status is None:
+                raise RunNotFound(run_id, self.noun)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(
+                    f"{self.noun} {run_id} not finished after {timeout}s (status {status})"
+                )
+
+    def wait_for(
+        self,
+        run_id: str,
+        condition: Callable[[RunView], bool],
+        timeout: float | None = None,
+        what: str = "in the expected state",
+    ) -> RunView:
+        """Block until ``condition(view)`` holds; return that view.
+
+        Wakes on the run's own history stream (XREAD BLOCK): every state change appends
+        an event, so this returns as soon as it can, without polling.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        record, last = self.store.snapshot(run_id)
+        while True:
+            if not record:
+                raise RunNotFound(run_id, self.noun)
+            view = self.view(record)
+            if condition(view):
+                return view
+            remaining = 5.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise ResultTimeout(
+                    f"{self.noun} {run_id} not {what} after {timeout}s (status {view.status.value})"
+                )
+            last = (
+                self.store.wait_for_event(run_id, last, int(min(remaining, 5.0) * 1000) or 1)
+                or last
+            )
+            record = self.store.record(run_id)
+
+    # --- signals and cancel -------------------------------------------------------------
+
+    def _refused(self, run_id: str, action: str, out: Verdict) -> SignalError | RunNotFound | None:
+        if out.kind is Kind.MISSING:
+            return RunNotFound(run_id, self.noun)
+        if out.kind is Kind.FINISHED:
+            done = f" (approval {out.decision} by {out.by})" if out.decision else ""
+            return SignalError(
+                f"cannot {action} {self.noun} {run_id}: it is already {out.status}{done}"
+            )
+        if out.kind is Kind.DECIDED:
+            return SignalError(
+                f"cannot {action} {self.noun} {run_id}: approval already decided "
+                f"({out.decision} by {out.by})"
+            )
+        if out.kind is Kind.NOT_REQUIRED:
+            return SignalError(f"cannot {action} {self.noun} {run_id}: it does not need approval")
+        return None
+
+    def signal(
+        self, run_id: str, gate: str, decision: str, *, by: str | None = None, reason: str = ""
+    ) -> RunView:
+        """Approve (``decision="approve"``) or reject a gate of the run.
+
+        A decision sent before the run reached the gate counts when it gets there;
+        one at or after the gate's deadline finds it timed out. Raises
+        :class:`SignalError` if the gate is already decided or the run finished.
+        """
+        if decision not in ("approve", "reject"):
+            raise InvalidArgument(f"decision must be approve or reject, not {decision!r}")
+        if gate not in {g.name for g in self.rt.workflow.gates}:
+            raise InvalidArgument(f"{self.rt.workflow.name} has no gate {gate!r}")
+        out = self.store.signal(run_id, gate, decision, by=by or default_actor(), reason=reason)
+        self.rt.sender.act(run_id, out)
+        refused = self._refused(run_id, decision, out)
+        if refused is not None:
+            raise refused
+        return self.get(run_id)
+
+    def cancel(self, run_id: str, *, reason: str | None = None, by: str | None = None) -> RunView:
+        """Cancel a run that has not finished.
+
+        Between steps it is cancelled at once; while a step runs, that step finishes
+        first (or is presumed lost), then the run is cancelled. Effects already made
+        are compensated.
+        """
+        actor = by or default_actor()
+        out = self.store.cancel(run_id, by=actor, reason=reason or f"Cancelled by {actor}")
+        self.rt.sender.act(run_id, out)
+        refused = self._refused(run_id, "cancel", out)
+        if refused is not None:
+            raise refused
+        return self.get(run_id)
+
+
+class RunHandle:
+    """A started run: ask for its state, wait for its result, read its history."""
+
+    def __init__(self, client: WorkflowClient, run_id: str) -> None:
+        self.client = client
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.client.rt.workflow.name} {self.id}>"
+
+    def status(self) -> RunStatus:
+        return self.client.get(self.id).status
+
+    def view(self) -> RunView:
+        return self.client.get(self.id)
+
+    def history(self) -> list[Event]:
+        return self.client.history(self.id)
+
+    def result(self, timeout: float | None = None) -> str:
+        """Wait for the run; return its result or raise.
+
+        Raises :class:`RunFailed` (with ``type``, ``message``, ``compensations``),
+        :class:`RunCancelled`, or :class:`ResultTimeout`.
+        """
+        outcome = self.client.wait_settled(self.id, timeout, known=True)
+        if outcome["status"] == RunStatus.COMPLETED:
+            return str(outcome["result"])
+        view = self.client.get(self.id)
+        failure = view.failure
+        ftype = failure.type if failure else view.status.value
+        message = failure.message if failure else ""
+        cls = RunCancelled if view.status is RunStatus.CANCELLED else RunFailed
+        raise cls(self.id, ftype, message, view.compensated, self.client.noun)

@@ -1,0 +1,114 @@
+"""Redis connections: which server, and the one client of each URL.
+
+This is the only place a Redis client is built. redis-py's connection pools notice a
+fork and open new connections in the child, so one client per URL serves every
+thread and process without a cache keyed by process id.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, AuthorizationError
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from .embedded import ensure_server
+from .errors import ConfigError
+from .settings import EngineSettings
+
+
+@cache
+def _embedded_url(data_dir: Path) -> str:
+    return ensure_server(data_dir)
+
+
+def resolve_redis_url(settings: EngineSettings) -> str:
+    """``FULFILLMENT_REDIS_URL``, or the embedded server (started on demand)."""
+    return settings.redis_url or _embedded_url(Path(settings.data_dir))
+
+
+def resolve_broker_url(settings: EngineSettings) -> str:
+    """The broker: ``FULFILLMENT_BROKER_URL`` if set, else the Redis URL."""
+    return settings.broker_url or resolve_redis_url(settings)
+
+
+class _Retry(Retry):
+    """Retry lost connections, but never a refused password: that will not heal."""
+
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):  # type: ignore[no-untyped-def]
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, AuthenticationError | AuthorizationError):
+                return False
+            return is_retryable(error) if is_retryable else True
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
+def _options() -> dict[str, Any]:
+    return {
+        "decode_responses": True,
+        "socket_timeout": 10,
+        "socket_connect_timeout": 2,
+        "health_check_interval": 30,
+        "retry": _Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str | None, int]:
+    """``sentinel://[:pw@]host:port[;sentinel://host:port...][/db]`` (Celery's form).
+
+    Returns the sentinels, the master's password and the database number.
+    """
+    sentinels: list[tuple[str, int]] = []
+    password: str | None = None
+    db = 0
+    for part in url.split(";"):
+        parsed = urlsplit(part.strip())
+        if parsed.scheme != "sentinel" or not parsed.hostname:
+            raise ConfigError(f"not a sentinel URL: {redact(part)}")
+        sentinels.append((parsed.hostname, parsed.port or 26379))
+        password = unquote(parsed.password) if parsed.password else password
+        if parsed.path.strip("/"):
+            try:
+                db = int(parsed.path.strip("/"))
+            except ValueError:
+                raise ConfigError(f"bad database number in {redact(part)}") from None
+    return sentinels, password, db
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``**``."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1**@", url)
+
+
+@cache
+def redis_client(url: str, sentinel_master: str = "mymaster") -> redis.Redis:
+    """The client of ``url`` (shared by every thread; a forked child gets new connections).
+
+    ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs connect directly; a
+    ``sentinel://`` URL asks the sentinels for the current master of
+    ``sentinel_master`` and follows it when it fails over.
+
+    Commands are retried for about 15 s on connection errors, so a Redis restart
+    pauses callers instead of failing them. Every transition script is a
+    compare-and-set, so running one twice is safe.
+    """
+    if url.startswith("sentinel://"):
+        sentinels, password, db = parse_sentinel_url(url)
+        return Sentinel(sentinels, socket_timeout=2).master_for(
+            sentinel_master, db=db, password=password, **_options()
+        )
+    return redis.Redis.from_url(url, **_options())
+
+
+def client_for(settings: EngineSettings) -> redis.Redis:
+    """The client of the deployment ``settings`` describe."""
+    return redis_client(resolve_redis_url(settings), settings.sentinel_master)

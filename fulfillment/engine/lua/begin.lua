@@ -1,0 +1,69 @@
+-- begin.lua: a worker starts an attempt of A.step under A.epoch.
+-- A: id, step, epoch, task_id, worker + common settings.
+-- Replies v =
+--   run      start attempt `attempt`; `input` is the run's input (JSON), `steps` its
+--            plan, `summary` what may be shown of it; for the last step, `results`
+--            holds every step's recorded result (for the run's result)
+--   done     the step already completed; `result` is its recorded result
+--   busy     another attempt of this step holds the lease
+--   stale    the message was superseded (re-driven, or the run moved on)
+--   finished the run is terminal
+--   missing  no such run
+local K = run_keys()
+local A = cjson.decode(ARGV[1])
+local id = A.id
+local sk = 's:' .. A.step .. ':'
+
+local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'task_id',
+  sk .. 'attempts', 'worker', 'created', 'sched', 'input', 'p:' .. A.step, 'steps',
+  sk .. 'state', sk .. 'result', 'suspect', 'summary')
+local status, step, phase, epoch = o[1], o[2], o[3], tonumber(o[4])
+if not status then return reply({v = 'missing'}) end
+if TERMINAL[status] then return reply({v = 'finished', status = status}) end
+if step ~= A.step then
+  if o[13] == 'completed' then return reply({v = 'done', result = o[14]}) end
+  return reply({v = 'stale', reason = 'run is at step ' .. step})
+end
+if epoch ~= tonumber(A.epoch) then
+  return reply({v = 'stale', reason = 'superseded by epoch ' .. epoch})
+end
+
+local attempt = tonumber(o[6] or '0')
+if phase == 'running' then
+  if o[5] ~= A.task_id then
+    return reply({v = 'busy', reason = 'attempt ' .. attempt .. ' holds the lease'})
+  end
+  -- This very message again while its attempt "runs": the broker handed it back
+  -- because the process running it died (task_reject_on_worker_lost).
+  emit(K, 'attempt_lost', {step = A.step, attempt = attempt, worker = o[7],
+    reason = 'message redelivered: the process running the attempt died'})
+elseif phase ~= 'queued' and phase ~= 'retry_wait' then
+  return reply({v = 'stale', reason = 'step is ' .. tostring(phase)})
+end
+
+local now = now_us()
+attempt = attempt + 1
+local lease = now + cjson.decode(o[11]).lease_us
+redis.call('HSET', K.record, 'phase', 'running', 'lease_until', int(lease),
+  'worker', A.worker, 'task_id', A.task_id, 'started', int(now), 'updated', int(now),
+  sk .. 'state', 'running', sk .. 'attempts', attempt)
+if o[15] then redis.call('HDEL', K.record, 'suspect') end
+if status == 'pending' then set_status(K, id, status, 'running', o[8]) end
+if phase == 'retry_wait' then redis.call('ZREM', K.retrying, id) end
+schedule(K, id, 'leases', lease, o[9])
+emit(K, 'attempt_started', {step = A.step, attempt = attempt, worker = A.worker,
+  task_id = A.task_id})
+local out = {v = 'run', attempt = attempt, input = o[10], steps = o[12], summary = o[16]}
+if not next_step(o[12], A.step) then
+  local steps = split(o[12])
+  local fields = {}
+  for i, s in ipairs(steps) do fields[i] = 's:' .. s .. ':result' end
+  local values = redis.call('HMGET', K.record, unpack(fields))
+  local results = {}
+  for i, s in ipairs(steps) do
+    if values[i] then results[s] = values[i] end
+  end
+  out.results = results
+  out.last = true
+end
+return reply(out)

@@ -1,0 +1,86 @@
+-- complete.lua: record a successful attempt and move the run on.
+-- A: id, step, epoch, attempt, result, final (the run's result, if this was its last
+--    step), outbox_step (the step the held message starts) + common settings;
+--    ARGV[2..]: the next step's message (outbox), pushed only with reply `next` for
+--    that very step.
+-- Replies v = next (step, sent; dispatch: send it, the outbox did not), completed
+--   (result), cancelled | failed (compensations, send), compensate (send: a late effect
+--   of a presumed-dead attempt on a run that failed or was cancelled; its undo runs
+--   again), stale (reason).
+local K = run_keys()
+local A = cjson.decode(ARGV[1])
+local id = A.id
+A.outcome = 'succeeded'
+local sk = 's:' .. A.step .. ':'
+
+local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', sk .. 'attempts',
+  sk .. 'state', 'result', 'started', 'steps', 'cancel_requested', 'cancel_reason', 'created',
+  'sched', 'cancel_by')
+local status = o[1]
+
+-- The same call again (the client retried after losing the reply): answer as before.
+if o[6] == 'completed' and tonumber(o[5]) == tonumber(A.attempt)
+    and tonumber(o[4]) == tonumber(A.epoch) then
+  if status == 'completed' then return reply({v = 'completed', result = o[7], replay = true}) end
+  if TERMINAL[status] then return reply({v = status, compensations = '', replay = true}) end
+  return reply({v = 'next', step = o[2], replay = true})
+end
+
+local now = now_us()
+local why = stale_fields(o, A)
+if why then
+  -- A success that arrives too late still happened. On a run that failed or was
+  -- cancelled, the step's undo must run (again): its effect may postdate the undo.
+  local pol = status and policy(K, A.step)
+  local undo = pol and pol.undo
+  if (status == 'failed' or status == 'cancelled') and undo then
+    local p = 'c:' .. undo
+    local state = redis.call('HGET', K.record, p)
+    emit(K, 'result_discarded', {step = A.step, attempt = A.attempt, epoch = A.epoch,
+      outcome = A.outcome, reason = why, undo = undo})
+    local comps = split(redis.call('HGET', K.record, 'compensations'))
+    local listed = false
+    for _, a in ipairs(comps) do listed = listed or a == undo end
+    if not listed then
+      comps[#comps + 1] = undo
+      redis.call('HSET', K.record, 'compensations', table.concat(comps, ','))
+    end
+    if state == 'running' then
+      redis.call('HSET', K.record, p .. ':again', '1')  -- undone.lua sends it again
+      return reply({v = 'stale', reason = why})
+    end
+    if state == 'pending' then return reply({v = 'stale', reason = why}) end
+    unsettle(K, A)
+    local send = open_compensation(K, undo, now, 0)
+    schedule_compensations(K, id, A)
+    return reply({v = 'compensate', send = send, reason = why})
+  end
+  return discard(K, A, why, status ~= nil)
+end
+
+redis.call('HSET', K.record, sk .. 'state', 'completed', sk .. 'result', A.result,
+  'updated', int(now))
+emit(K, 'attempt_succeeded', {step = A.step, attempt = A.attempt,
+  duration_us = int(now - tonumber(o[8])), result = A.result})
+local cur = {status = status, created = o[12], sched = o[13], phase = 'running', steps = o[9]}
+
+-- An accepted cancel wins, even over the last step: its effects are undone.
+if o[10] == '1' then
+  return fail_run(K, id, now, {type = 'Cancelled', message = o[11], step = A.step}, A, cur,
+    {reason = o[11], by = o[14]})
+end
+local moved = advance(K, id, A.step, tonumber(o[4]), now, A, cur)
+if moved.failed then return moved.failed end
+if moved.completed then
+  local result = A.final or ''
+  redis.call('HSET', K.record, 'result', result)
+  finish(K, id, 'completed', now, nil, A, cur)
+  emit(K, 'run_completed', {result = result})
+  return reply({v = 'completed', result = result})
+end
+if moved.step == A.outbox_step then
+  send_outbox(A)
+  return reply({v = 'next', step = moved.step, sent = #ARGV - 1})
+end
+return reply({v = 'next', step = moved.step, epoch = tonumber(o[4]), dispatch = true,
+  summary = redis.call('HGET', K.record, 'summary'), steps = o[9]})

@@ -1,0 +1,154 @@
+-- redrive.lua: the watchdog's look at one run whose schedule came due.
+-- KEYS: the run's keys (lib.lua), then the held-message sets of the live workers.
+-- A: id, reason (due | worker_lost), worker (the dead worker, for worker_lost),
+--    grace_us (retry / gate grace), backlog (messages waiting in the queues), stall_us,
+--    interval_us (heartbeat period), held_from (first held-set KEY) + common settings.
+-- Replies v =
+--   dispatch   send the run's step `step` under the new `epoch` (after countdown_us)
+--   compensate send the compensations in `send` ("action:n", comma-joined)
+--   failed | cancelled (compensations, send): also a gate's wait past its deadline
+--   noop       nothing to do (not due, still on its way, or already handled)
+local K = run_keys()
+local A = cjson.decode(ARGV[1])
+local id = A.id
+local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'lease_until',
+  'next_at', 'queued_at', 'worker', 'cancel_requested', 'cancel_reason', 'redrives',
+  'compensations', 'summary', 'created', 'sched', 'steps', 'cancel_by')
+local status, step, phase, epoch = o[1], o[2], o[3], tonumber(o[4])
+if not status then
+  redis.call('ZREM', K.leases, id)
+  redis.call('ZREM', K.timers, id)
+  redis.call('ZREM', K.queued, id)
+  redis.call('ZREM', K.retrying, id)
+  return reply({v = 'noop', reason = 'gone'})
+end
+local now = now_us()
+local cur = {status = status, created = o[14], sched = o[15], phase = phase, steps = o[16]}
+
+if TERMINAL[status] then
+  -- Compensations: a running one whose lease ran out is sent again; a pending one
+  -- whose message is really missing is sent again, each time after a longer wait.
+  local send = {}
+  local later = nil
+  for _, a in ipairs(split(o[12])) do
+    local p = 'c:' .. a
+    local c = redis.call('HMGET', K.record, p, p .. ':n', p .. ':sent', p .. ':not_before',
+      p .. ':lease', p .. ':claims')
+    local state, n = c[1], tonumber(c[2] or '0')
+    local not_before = tonumber(c[4] or '0')
+    if state == 'running' and now >= tonumber(c[5]) then
+      emit(K, 'compensation_lost', {action = a, claim = tonumber(c[6]),
+        reason = 'no result within its lease'})
+      send[#send + 1] = open_compensation(K, a, now, 0)
+    elseif state == 'pending' and n == 0 then
+      if now >= not_before then send[#send + 1] = open_compensation(K, a, now, 0) end
+    elseif state == 'pending' then
+      local due = math.max(tonumber(c[3]), not_before) + A.comp_grace_us * 2 ^ (n - 1)
+      local lost, again = message_lost(K, p .. ':suspect', message_id(id, a, n), due, now, A)
+      if lost then
+        emit(K, 'compensation_resent', {action = a, message = n + 1,
+          reason = 'message ' .. message_id(id, a, n) .. ' not started'})
+        send[#send + 1] = open_compensation(K, a, now, 0)
+      elseif again and (not later or again < later) then
+        later = again
+      end
+    end
+  end
+  local open = schedule_compensations(K, id, A)
+  if later and open > 0 then
+    local current = tonumber(redis.call('ZSCORE', K.timers, id) or '0')
+    if current == 0 or later < current then redis.call('ZADD', K.timers, later, id) end
+  end
+  if #send == 0 then return reply({v = 'noop', reason = 'compensations on their way'}) end
+  return reply({v = 'compensate', send = table.concat(send, ',')})
+end
+
+local sk = 's:' .. step .. ':'
+local function dispatch(reason, countdown_us)
+  emit(K, 'redriven', {step = step, epoch = epoch + 1, reason = reason,
+    countdown_us = int(countdown_us)})
+  return reply({v = 'dispatch', step = step, epoch = epoch + 1,
+    countdown_us = int(countdown_us), summary = o[13], steps = o[16]})
+end
+
+if phase == 'running' then
+  local lost_worker = A.reason == 'worker_lost' and o[8] == A.worker
+  if not lost_worker and now < tonumber(o[5]) then
+    schedule(K, id, 'leases', tonumber(o[5]), o[15])
+    return reply({v = 'noop', reason = 'lease still valid'})
+  end
+  local attempt = tonumber(redis.call('HGET', K.record, sk .. 'attempts') or '0')
+  local why
+  if lost_worker then
+    why = 'worker ' .. o[8] .. ' stopped sending heartbeats'
+  else
+    why = 'lease expired: no result within the time limit'
+  end
+  emit(K, 'attempt_lost', {step = step, attempt = attempt, worker = o[8], reason = why})
+  local lost = redis.call('HINCRBY', K.record, sk .. 'lost', 1)
+  -- The lost attempt may still be alive (a paused process): until its lease runs out,
+  -- nothing may undo this step's effect (see finish and open_compensation).
+  redis.call('HSET', K.record, sk .. 'error', 'AttemptLost: ' .. why, 'updated', int(now),
+    sk .. 'fence_until', o[5])
+  if o[9] == '1' then
+    redis.call('HSET', K.record, sk .. 'state', 'failed')
+    return fail_run(K, id, now, {type = 'AttemptLost', message = why, step = step}, A, cur,
+      {reason = o[10], by = o[17]})
+  end
+  local pol = policy(K, step)
+  if pol.max_attempts > 0 and attempt >= pol.max_attempts then
+    redis.call('HSET', K.record, sk .. 'state', 'failed')
+    return fail_run(K, id, now, {type = 'AttemptLost',
+      message = why .. ' (gave up after ' .. attempt .. ' attempts)', step = step}, A, cur, nil)
+  end
+  if lost < 2 then
+    -- First loss: the worker died, not the step. Carry on at once elsewhere.
+    queue_step(K, id, step, epoch + 1, now, A, cur)
+    redis.call('HSET', K.record, sk .. 'state', 'queued')
+    return dispatch(why, 0)
+  end
+  -- The step keeps losing its worker (a poison step?): back off as for a failure.
+  local delay = math.min(pol.initial_us * pol.coefficient ^ (attempt - 1), pol.maximum_us)
+  redis.call('HSET', K.record, 'epoch', epoch + 1, 'phase', 'retry_wait',
+    'next_at', int(now + delay), sk .. 'state', 'retrying')
+  schedule(K, id, 'timers', now + delay + A.grace_us, o[15])
+  redis.call('ZADD', K.retrying, now, id)
+  return dispatch(why, delay)
+end
+
+-- A queued step or a retry whose message has not started: sent again only if it is
+-- really lost, each re-send waiting twice as long as the one before.
+if phase == 'queued' or phase == 'retry_wait' then
+  local redrives = tonumber(o[11] or '0')
+  local base, grace, zset = tonumber(o[7]), A.queue_grace_us, 'queued'
+  if phase == 'retry_wait' then base, grace, zset = tonumber(o[6]), A.grace_us, 'timers' end
+  local due = base + grace * 2 ^ redrives
+  local msg = message_id(id, step, epoch)
+  local lost, again = message_lost(K, 'suspect', msg, due, now, A)
+  if not lost then
+    schedule(K, id, zset, again, o[15])
+    return reply({v = 'noop', reason = 'message ' .. msg .. ' on its way'})
+  end
+  queue_step(K, id, step, epoch + 1, now, A, cur)
+  redis.call('HSET', K.record, 'redrives', redrives + 1)
+  schedule(K, id, 'queued', now + A.queue_grace_us * 2 ^ (redrives + 1), 'queued')
+  local late = int((now - base) / 1000)
+  if phase == 'retry_wait' then
+    return dispatch('retry message lost: attempt not started ' .. late ..
+      ' ms after it was due', 0)
+  end
+  return dispatch('queued message lost: step not started ' .. late ..
+    ' ms after it was queued', 0)
+end
+
+if phase == 'waiting' then
+  local deadline = tonumber(redis.call('HGET', K.record, 'g:' .. step .. ':deadline'))
+  if now < deadline then
+    schedule(K, id, 'timers', deadline + A.grace_us, o[15])
+    return reply({v = 'noop', reason = 'gate deadline not reached'})
+  end
+  return time_out_gate(K, id, step, now, deadline, 'watchdog', A, cur)
+end
+
+unschedule(K, id, o[15], phase)
+return reply({v = 'noop', reason = 'phase ' .. tostring(phase)})

@@ -1,0 +1,211 @@
+"""The engine on a Celery app, and the workflows registered on it.
+
+:class:`Engine` belongs to one Celery app (``Engine.of(app)``); registering a
+:class:`~fulfillment.engine.definition.Workflow` on it generates the workflow's
+Celery tasks (:mod:`fulfillment.engine.tasks`) and gives a
+:class:`WorkflowRuntime`: the workflow's store, sender and resolved step policies.
+Every worker of the app runs the watchdog for every workflow registered on it.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import redis
+from celery import Celery
+
+from .connection import client_for, resolve_broker_url, resolve_redis_url
+from .definition import Gate, Policy, Step, Workflow, resolve
+from .errors import ConfigError
+from .keys import KeySpace
+from .scripts import Scripts, engine_scripts
+from .sender import Sender
+from .settings import EngineSettings
+from .store import RunStore, us
+from .transport import transport_for
+
+if TYPE_CHECKING:
+    from .client import WorkflowClient
+
+ENGINE_ATTRIBUTE = "fulfillment_engine"
+
+
+class Engine:
+    """The durable-workflow runtime of one Celery app."""
+
+    def __init__(self, app: Celery, settings: EngineSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.workflows: dict[str, WorkflowRuntime] = {}
+        setattr(app, ENGINE_ATTRIBUTE, self)
+
+    @staticmethod
+    def of(app: Celery) -> Engine:
+        """The engine of ``app`` (made by :func:`fulfillment.engine.create_app`)."""
+        engine = getattr(app, ENGINE_ATTRIBUTE, None)
+        if engine is None:
+            raise ConfigError(f"Celery app {app.main!r} has no workflow engine (use create_app)")
+        return engine
+
+    def register(self, workflow: Workflow, *, queue: str | None = None) -> WorkflowRuntime:
+        """Register ``workflow``: generate its Celery tasks; return its runtime.
+
+        Registering the same definition again returns the runtime already there.
+        """
+        from .tasks import register_tasks
+
+        existing = self.workflows.get(workflow.name)
+        if existing is not None:
+            if existing.workflow is workflow:
+                return existing
+            raise ConfigError(f"a different workflow named {workflow.name!r} is registered")
+        runtime = WorkflowRuntime(self, workflow, queue or self.settings.queue)
+        register_tasks(runtime)
+        self.workflows[workflow.name] = runtime
+        return runtime
+
+    def check_overrides(self) -> None:
+        """Every step ``FULFILLMENT_STEP_POLICIES`` names is a step of a registered workflow."""
+        steps = sorted({s.name for rt in self.workflows.values() for s in rt.workflow.activities})
+        unknown = sorted(set(self.settings.step_policies) - set(steps))
+        if unknown:
+            raise ConfigError(
+                f"FULFILLMENT_STEP_POLICIES: unknown step(s) {unknown}; steps are {steps}"
+            )
+
+    @cached_property
+    def url(self) -> str:
+        return resolve_redis_url(self.settings)
+
+    @property
+    def client(self) -> redis.Redis:
+        return client_for(self.settings)
+
+    @cached_property
+    def scripts(self) -> Scripts:
+        return engine_scripts(self.client)
+
+    @cached_property
+    def holds_messages(self) -> bool:
+        """Can the run store's scripts push this app's messages (the outbox)?
+
+        Only when the broker is exactly the store's Redis URL (same server, same
+        database) and goes through :mod:`fulfillment.engine.transport`.
+        """
+        url = self.app.conf.broker_url
+        if not isinstance(url, str) or url != resolve_broker_url(self.settings):
+            return False
+        ours = transport_for(url)
+        return url == self.url and ours is not None and self.app.conf.broker_transport == ours
+
+    @property
+    def queues(self) -> list[str]:
+        """The broker's lists of every registered workflow's queue (``global_keyprefix``)."""
+        prefix = (self.app.conf.broker_transport_options or {}).get("global_keyprefix", "")
+        return sorted({prefix + rt.queue for rt in self.workflows.values()})
+
+
+class WorkflowRuntime:
+    """A workflow registered on an engine: its policies, store and sender."""
+
+    def __init__(self, engine: Engine, workflow: Workflow, queue: str) -> None:
+        self.engine = engine
+        self.workflow = workflow
+        self.queue = queue
+        self.settings = engine.settings
+        self.space = KeySpace(workflow.keys_namespace, workflow.name, workflow.companions)
+        self.sender = Sender(self)
+        self._policies = {s.name: self._resolve(s) for s in workflow.activities}
+        self._tasks: dict[str, str] = {}
+
+    def _resolve(self, step: Step, run: dict[str, Any] | None = None) -> Policy:
+        s = self.settings
+        deployment_defaults = {
+            "time_limit": s.step_time_limit,
+            "initial_interval": s.retry_initial_interval,
+            "backoff_coefficient": s.retry_backoff_coefficient,
+            "maximum_interval": s.retry_maximum_interval,
+            "maximum_attempts": s.retry_maximum_attempts,
+        }
+        override = s.step_policies.get(step.name)
+        return resolve(
+            deployment_defaults,
+            self.workflow.defaults,
+            step.options(),
+            override.model_dump(exclude_none=True) if override else None,
+            run,
+        )
+
+    def policy(self, step: str) -> Policy:
+        """The deployment's resolved policy of ``step``."""
+        return self._policies[step]
+
+    @cached_property
+    def store(self) -> RunStore:
+        return RunStore(self.engine.client, self.engine.scripts, self.space, self.settings)
+
+    def plan(
+        self,
+        input: Any,
+        *,
+        options: dict[str, dict[str, Any]] | None = None,
+        gate_timeouts: dict[str, float] | None = None,
+    ) -> list[dict[str, str]]:
+        """The run's plan: every step and gate that applies to ``input``, with its policy.
+
+        ``options``: the run's own step options (the last layer); ``gate_timeouts``:
+        the run's own gate timeouts.
+        """
+        options = options or {}
+        unknown = set(options) - {s.name for s in self.workflow.activities}
+        if unknown:
+            raise ConfigError(f"options for unknown step(s) {sorted(unknown)}")
+        plan = []
+        for element in self.workflow.steps:
+            if isinstance(element, Gate):
+                if not element.applies(input):
+                    continue
+                timeout = (gate_timeouts or {}).get(element.name, element.timeout)
+                spec: dict[str, Any] = {
+                    "kind": "gate",
+                    "timeout_us": us(timeout),
+                    "reject_error": element.reject_error,
+                    "timeout_error": element.timeout_error,
+                    "timeout_message": element.timeout_message,
+                    "cancel_decides": element.cancel_decides,
+                }
+            else:
+                policy = self._resolve(element, options.get(element.name))
+                spec = {
+                    "kind": "step",
+                    "lease_us": us(self.settings.lease_for(policy.time_limit)),
+                    "initial_us": us(policy.initial_interval),
+                    "coefficient": policy.backoff_coefficient,
+                    "maximum_us": us(policy.maximum_interval),
+                    "max_attempts": policy.maximum_attempts,
+                }
+                if element.undo is not None:
+                    spec["undo"] = element.undo.name
+            plan.append({"name": element.name, "policy": json.dumps(spec)})
+        return plan
+
+    def task_registered(self, task_name: str, step: str) -> None:
+        self._tasks[task_name] = step
+
+    def step_of_task(self, task_name: str) -> str | None:
+        return self._tasks.get(task_name)
+
+    def parse_input(self, raw: str | None) -> Any:
+        """The run's input, as the workflow's input model (or the decoded JSON)."""
+        data = json.loads(raw or "null")
+        model = self.workflow.input
+        if model is not None and hasattr(model, "model_validate"):
+            return model.model_validate(data)  # type: ignore[attr-defined]
+        return data
+
+    def client(self) -> WorkflowClient:
+        from .client import WorkflowClient
+
+        return WorkflowClient(self)

@@ -1,0 +1,79 @@
+"""Runs Lua scripts: the engine's own and a workflow's (its services'), each after ``lib.lua``.
+
+Every script documents its keys and arguments at its top. They all take one JSON
+argument (``ARGV[1]``, plus any raw payloads after it) and reply with one JSON
+object; :meth:`Scripts.call` is the one caller of all of them (EVALSHA, reloaded
+after a server restart by redis-py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+import redis
+
+
+@cache
+def library() -> str:
+    """The engine's ``lib.lua``: helpers every script may use (fencing included)."""
+    return (files("fulfillment.engine") / "lua" / "lib.lua").read_text()
+
+
+@cache
+def source(package: str, name: str) -> str:
+    """The full text of script ``name`` of ``package``'s ``lua`` directory.
+
+    The engine's ``lib.lua`` comes first, then the package's own ``lib.lua`` if it
+    has one, then the script.
+    """
+    lua = files(package) / "lua"
+    own = lua / "lib.lua"
+    parts = [library()]
+    if package != "fulfillment.engine" and own.is_file():
+        parts.append(own.read_text())
+    parts.append((lua / f"{name}.lua").read_text())
+    return "\n".join(parts)
+
+
+class Scripts:
+    """The scripts of one package's ``lua`` directory, registered on one client."""
+
+    def __init__(self, client: redis.Redis, package: str, names: Iterable[str]) -> None:
+        self._scripts = {name: client.register_script(source(package, name)) for name in names}
+
+    def call(
+        self, name: str, keys: list[str], args: dict[str, Any], extra: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Run script ``name``; return its decoded JSON reply.
+
+        ``args`` is the script's JSON argument (``ARGV[1]``; None values left out);
+        ``extra`` are further arguments passed as they are (``ARGV[2]``, ...).
+        """
+        payload = json.dumps({k: v for k, v in args.items() if v is not None})
+        reply = self._scripts[name](keys=keys, args=[payload, *(extra or ())])
+        return json.loads(reply)
+
+
+ENGINE_SCRIPTS = (
+    "create",
+    "begin",
+    "complete",
+    "retry",
+    "fail",
+    "gate",
+    "signal",
+    "cancel",
+    "redrive",
+    "begin_undo",
+    "undone",
+    "undo_failed",
+    "tick",
+)
+
+
+def engine_scripts(client: redis.Redis) -> Scripts:
+    return Scripts(client, "fulfillment.engine", ENGINE_SCRIPTS)

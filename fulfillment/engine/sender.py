@@ -1,0 +1,200 @@
+"""The one sender: every message the engine sends is decided here, from a verdict.
+
+A step's message (and the chain of steps after it, as Celery chains carry it), a
+retry, a gate's countdown, a re-drive, a compensation: the client (starting a run,
+signals, cancels), the tasks (outbox, retries, gates, compensations) and the
+watchdog hand their verdicts to :class:`Sender` and send nothing themselves.
+
+Messages carry only ``(run_id, epoch)``: a worker reads the run from Redis, so no
+input (a card number, say) travels through the broker. Their task ids say what they
+are (``keys.message_id``), and what Flower shows as their arguments is the run id
+and its summary.
+
+Where the broker is the run store's own Redis database, the message that starts a
+run and the message of each next step are built here but held back
+(:meth:`Sender.hold_first`, :meth:`Sender.hold_next`) and pushed by the transition
+script that stores the run or records the step (``create.lua``, ``complete.lua``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from celery import Task, chain
+from celery.canvas import Signature
+from celery.canvas import signature as as_signature
+
+from .definition import Gate
+from .keys import message_id
+from .transport import Outbox, outbox
+from .verdicts import Kind, Verdict
+
+if TYPE_CHECKING:
+    from .runtime import WorkflowRuntime
+
+
+def held(send: Callable[[], object]) -> Outbox:
+    """Run ``send`` (which publishes messages) and return its pushes, held back."""
+    with outbox() as box:
+        send()
+    return box
+
+
+class Sender:
+    """Turns verdicts of one workflow's runs into messages."""
+
+    def __init__(self, runtime: WorkflowRuntime) -> None:
+        self.rt = runtime
+
+    @property
+    def app(self) -> Any:
+        return self.rt.engine.app
+
+    # --- building ------------------------------------------------------------------------
+
+    def _display(self, run_id: str, epoch: int, summary: dict[str, Any]) -> dict[str, str]:
+        """What Flower and logs show as the task's arguments: the run id and its summary."""
+        return {"argsrepr": repr((run_id,)), "kwargsrepr": repr({"epoch": epoch, **summary})}
+
+    def signature(self, step: str, run_id: str, epoch: int, summary: dict[str, Any]) -> Signature:
+        """The immutable signature of one step's (or gate's) message.
+
+        ``ignore_result``: nobody waits on Celery results here (the run record is the
+        result), and a client that sends tasks by name would otherwise subscribe to
+        each task's result channel. ``task_id``: :func:`~fulfillment.engine.keys.message_id`
+        of the step and epoch, which the watchdog looks for in the workers' heartbeats.
+        """
+        element = self.rt.workflow.element(step)
+        options: dict[str, Any] = {}
+        if not isinstance(element, Gate):
+            limit = self.rt.policy(step).time_limit
+            options = {
+                "soft_time_limit": limit,
+                "time_limit": limit + self.rt.settings.hard_time_limit_slack,
+            }
+        return self.app.signature(
+            self.rt.workflow.task_name(element),
+            args=(run_id,),
+            kwargs={"epoch": epoch},
+            immutable=True,
+            queue=self.rt.queue,
+            ignore_result=True,
+            task_id=message_id(run_id, step, epoch),
+            **options,
+            **self._display(run_id, epoch, summary),
+        )
+
+    def _chain(
+        self, step: str, run_id: str, epoch: int, summary: dict[str, Any], plan: Sequence[str]
+    ) -> Signature:
+        steps = self.rt.workflow.chain_from(step, plan or None)
+        sigs = [self.signature(s, run_id, epoch, summary) for s in steps]
+        return sigs[0] if len(sigs) == 1 else chain(*sigs)
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def dispatch(
+        self,
+        run_id: str,
+        step: str,
+        epoch: int,
+        summary: dict[str, Any],
+        plan: Sequence[str] = (),
+        countdown: float = 0,
+    ) -> None:
+        """Send the chain that runs the run from ``step`` on."""
+        options = {"countdown": countdown} if countdown > 0 else {}
+        self._chain(step, run_id, epoch, summary, plan).apply_async(**options)
+
+    def hold_first(
+        self, run_id: str, step: str, summary: dict[str, Any], plan: Sequence[str]
+    ) -> Outbox:
+        """The first message of a new run, held for ``create.lua`` to push."""
+        return held(lambda: self.dispatch(run_id, step, 1, summary, plan))
+
+    def hold_next(
+        self, run_id: str, step: str, epoch: int, request: Any, summary: dict[str, Any],
+        plan: Sequence[str],
+    ) -> tuple[Outbox, str | None]:  # fmt: skip
+        """The next message after ``step`` completes, held for ``complete.lua``.
+
+        The running task's chain goes on as Celery's tracer would send it (same
+        ``parent_id`` and ``root_id``); at the end of a chain (a gate next), the
+        next step's chain is built afresh. Returns the pushes and the step they start.
+        """
+        if request.chain:
+            nxt = self.rt.step_of_task(request.chain[-1]["task"])
+            return held(lambda: self.continue_chain(request)), nxt
+        names = list(plan)
+        if step not in names or names.index(step) + 1 >= len(names):
+            return [], None
+        nxt = names[names.index(step) + 1]
+        return held(lambda: self.dispatch(run_id, nxt, epoch, summary, plan)), nxt
+
+    def next_in_chain(self, request: Any) -> str | None:
+        """The step Celery's chain sends after the running task, if any."""
+        return self.rt.step_of_task(request.chain[-1]["task"]) if request.chain else None
+
+    def continue_chain(self, request: Any) -> None:
+        """Send the next task of the running task's chain, as Celery's tracer does on success."""
+        remaining = request.chain
+        priority = None
+        if self.app.conf.task_inherit_parent_priority:
+            priority = (request.delivery_info or {}).get("priority")
+        as_signature(remaining[-1], app=self.app).apply_async(
+            chain=remaining[:-1], parent_id=request.id, root_id=request.root_id, priority=priority
+        )
+
+    def retry(self, task: Task, exc: BaseException | None, delay: float) -> Any:
+        """Send the running task's message again after ``delay`` (Celery's own retry: same
+        task id, its retry count up, ``task-retried`` for Flower). Raises ``Retry``."""
+        return task.retry(exc=exc, countdown=delay, max_retries=None, throw=True)
+
+    def gate_countdown(
+        self, run_id: str, gate: str, epoch: int, seconds: float, task_id: str | None = None
+    ) -> None:
+        """The gate's timeout message, due when its wait ends."""
+        element = self.rt.workflow.element(gate)
+        assert isinstance(element, Gate)
+        self.app.signature(
+            self.rt.workflow.timeout_task_name(element),
+            args=(run_id,),
+            kwargs={"epoch": epoch},
+            queue=self.rt.queue,
+            immutable=True,
+            ignore_result=True,
+            task_id=task_id or message_id(run_id, f"{gate}_timeout", epoch),
+        ).apply_async(countdown=max(seconds, 0))
+
+    # --- compensations ---------------------------------------------------------------------
+
+    def undo(self, run_id: str, send: Sequence[tuple[str, int]]) -> None:
+        """One message per compensation, each with its own message id."""
+        for action, number in send:
+            _step, undo = self.rt.workflow.undo(action)
+            self.app.signature(
+                self.rt.workflow.task_name(undo),
+                args=(run_id,),
+                queue=self.rt.queue,
+                immutable=True,
+                ignore_result=True,
+                task_id=message_id(run_id, action, number),
+            ).apply_async()
+
+    # --- verdicts --------------------------------------------------------------------------
+
+    def act(self, run_id: str, verdict: Verdict) -> None:
+        """Send what a transition's verdict asks for."""
+        if verdict.kind is Kind.DISPATCH or (verdict.kind is Kind.NEXT and verdict.dispatch):
+            assert verdict.step is not None and verdict.epoch is not None
+            self.dispatch(
+                run_id,
+                verdict.step,
+                verdict.epoch,
+                verdict.summary_dict,
+                verdict.plan,
+                countdown=verdict.countdown,
+            )
+        if verdict.send:
+            self.undo(run_id, verdict.send)

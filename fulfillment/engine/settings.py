@@ -1,0 +1,126 @@
+"""The engine's settings, read from ``FULFILLMENT_*`` environment variables (pydantic-settings).
+
+Durations are seconds and accept fractions, so tests and demos can shrink time.
+A workflow's own settings extend :class:`EngineSettings` (the order workflow's
+``fulfillment.settings.Settings`` does).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+from .validation import one_line, problems
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "fulfillment"
+
+
+class StepOverride(BaseModel):
+    """A deployment's override of one step's options (``FULFILLMENT_STEP_POLICIES``)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    time_limit: float | None = Field(default=None, gt=0)
+    initial_interval: float | None = Field(default=None, gt=0)
+    backoff_coefficient: float | None = Field(default=None, ge=1)
+    maximum_interval: float | None = Field(default=None, gt=0)
+    maximum_attempts: int | None = Field(default=None, ge=0)
+
+
+class EngineSettings(BaseSettings):
+    """Where the engine keeps its state, how it delivers, and how fast it fails over."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FULFILLMENT_", extra="ignore", allow_inf_nan=False
+    )
+
+    # --- connections -------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for broker, results and run state. Unset: embedded server.",
+    )
+    broker_url: str | None = Field(
+        default=None, description="Separate broker URL (defaults to the Redis URL)."
+    )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where the embedded server keeps its append-only file and Flower its state.",
+    )
+    sentinel_master: str = Field(
+        default="mymaster", description="Master name, for sentinel:// URLs."
+    )
+    queue: str = Field(default="fulfillment", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    # --- step defaults (Temporal's): a definition or an override may change them ----
+    step_time_limit: float = Field(default=5.0, gt=0)
+    retry_initial_interval: float = Field(default=1.0, gt=0)
+    retry_backoff_coefficient: float = Field(default=2.0, ge=1)
+    retry_maximum_interval: float = Field(default=100.0, gt=0)
+    retry_maximum_attempts: int = Field(default=0, ge=0)
+    step_policies: dict[str, StepOverride] = Field(
+        default_factory=dict, description='JSON, e.g. {"inventory": {"time_limit": 10}}'
+    )
+    approval_timeout_max: float = Field(
+        default=86400.0, gt=0, description="Longest gate (approval) timeout a run may ask for."
+    )
+
+    # --- durability ----------------------------------------------------------------
+    watchdog_interval: float = Field(default=0.5, gt=0, description="Also the heartbeat period.")
+    worker_dead_after: float = Field(default=2.0, gt=0)
+    lease_grace: float = Field(default=1.0, ge=0)
+    redrive_grace: float = Field(default=1.0, ge=0)
+    queue_grace: float = Field(default=2.0, gt=0)
+    queue_stall_limit: float = Field(default=300.0, gt=0)
+    approval_grace: float = Field(default=0.5, ge=0)
+    compensation_grace: float = Field(default=5.0, gt=0)
+    retention: float = Field(default=7 * 24 * 3600.0, gt=0)
+
+    # --- monitoring ----------------------------------------------------------------
+    task_sent_events: bool = Field(
+        default=False, description="Also send task-sent events (Flower's 'sent' time)."
+    )
+
+    @property
+    def hard_time_limit_slack(self) -> float:
+        """Extra time between the soft limit (a retryable overrun) and the hard kill."""
+        return 1.0
+
+    def lease_for(self, time_limit: float) -> float:
+        """How long an attempt with ``time_limit`` holds its lease before it is presumed lost."""
+        return time_limit + self.hard_time_limit_slack + self.lease_grace
+
+    @property
+    def longest_countdown(self) -> float:
+        """The longest countdown this deployment publishes (a gate's timeout or a retry)."""
+        longest = max(self.approval_timeout_max, self.retry_maximum_interval)
+        for override in self.step_policies.values():
+            longest = max(longest, override.maximum_interval or 0)
+        return longest
+
+
+def explain(exc: ValidationError) -> str:
+    """One line naming every bad variable."""
+    return one_line(
+        "invalid configuration: ",
+        problems(exc, lambda loc: f"FULFILLMENT_{str(loc[0]).upper()}"),
+        limit=10,
+    )
+
+
+S = TypeVar("S", bound=EngineSettings)
+
+
+def load(cls: type[S], **overrides: Any) -> S:
+    """Read ``cls`` from the environment; raise :class:`ConfigError` naming a bad variable."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(explain(exc)) from None

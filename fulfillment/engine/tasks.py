@@ -1,0 +1,247 @@
+"""The Celery tasks of a registered workflow, generated from its definition.
+
+Every step gets a task (``begin.lua``, the activity, ``complete.lua``), every undo a
+task (``begin_undo.lua``, the undo activity, ``undone.lua``), every gate two (one
+enters the wait and schedules the timeout, one times it out). Nothing is written
+by hand per step. Task names come from the definition (``Step.task_name``) or are
+``<workflow prefix>.<step>``.
+
+Retries: the step's policy decides *what* is retried (anything but a
+:class:`~fulfillment.engine.errors.NonRetryableError` or a type the policy names)
+and ``retry.lua`` *when* (Temporal's backoff, from the run's plan); the sender then
+re-sends the task's own message with Celery's retry. Celery's autoretry only covers
+the case of Redis being unreachable before an attempt began.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+import redis
+from celery import Task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+from .context import ActivityContext, UndoContext
+from .definition import Gate, Step, Undo
+from .errors import NonRetryableError, StaleAttempt, StepTimeout
+from .fencing import AttemptToken, UndoToken
+from .identity import worker_id
+from .runtime import WorkflowRuntime
+from .verdicts import US, Kind
+
+log = logging.getLogger(__name__)
+
+
+class EngineTask(Task):
+    """Base of every generated task: late acks, no result, JSON arguments."""
+
+    acks_late = True
+    ignore_result = True
+    typing = False
+    max_retries = None
+    default_retry_delay = 1
+    # Redis unreachable before the attempt began: send the message again
+    autoretry_for = (redis.RedisError, OSError)
+    # a business refusal is part of normal operation: no ERROR with a traceback
+    throws = (NonRetryableError,)
+
+
+def describe(exc: BaseException) -> tuple[str, str]:
+    """(error type, message) of an exception, as recorded in the history."""
+    return type(exc).__name__, str(exc) or type(exc).__name__
+
+
+def _iso(micros: int | None) -> str:
+    moment = datetime.fromtimestamp((micros or 0) / US, tz=UTC)
+    return moment.isoformat(timespec="milliseconds")
+
+
+# --- steps ------------------------------------------------------------------------------
+
+
+def run_step(rt: WorkflowRuntime, step: Step, task: Task, run_id: str, epoch: int) -> str:
+    """Run one attempt of ``step`` for the run, if this message is the live one."""
+    request = task.request
+    begun = rt.store.begin(run_id, step.name, epoch, request.id, worker_id())
+    if begun.kind is not Kind.RUN:
+        request.chain = None
+        return begun.result or "" if begun.kind is Kind.DONE else begun.describe()
+    assert begun.attempt is not None
+    token = AttemptToken(run_id, step.name, epoch, begun.attempt)
+    context = ActivityContext(
+        run_id, step.name, rt.parse_input(begun.input), token, request.id, worker_id()
+    )
+    try:
+        output = step.activity(context)
+    except SoftTimeLimitExceeded:
+        limit = rt.policy(step.name).time_limit
+        return _failed(rt, task, token, StepTimeout(f"attempt exceeded its {limit:g}s time limit"))
+    except Exception as exc:
+        return _failed(rt, task, token, exc)
+    result = output if isinstance(output, str) else json.dumps(output)
+
+    final = None
+    if begun.last:
+        done = {s.name: begun.results[s.name] for s in rt.workflow.activities
+                if s.name in begun.results}  # fmt: skip
+        done[step.name] = result
+        final = rt.workflow.result(done)
+    summary = begun.summary_dict
+    if rt.engine.holds_messages:
+        box, nxt = rt.sender.hold_next(run_id, step.name, epoch, request, summary, begun.plan)
+        out = rt.store.complete(
+            run_id, step.name, epoch, token.attempt, result, final=final, outbox=box,
+            outbox_step=nxt,
+        )  # fmt: skip
+        request.chain = None  # complete.lua sent it, or the run did not move on
+    else:  # Celery's chain sends the next step after this task returns
+        out = rt.store.complete(
+            run_id, step.name, epoch, token.attempt, result, final=final,
+            outbox_step=rt.sender.next_in_chain(request),
+        )  # fmt: skip
+    if out.kind is not Kind.NEXT:
+        request.chain = None
+    rt.sender.act(run_id, out)
+    if out.kind is Kind.STALE:
+        return f"{result} [discarded: {out.reason}]"
+    return result
+
+
+def _failed(rt: WorkflowRuntime, task: Task, token: AttemptToken, exc: Exception) -> str:
+    """Record a failed attempt: the run fails now, or the step is retried after its delay."""
+    request = task.request
+    error_type, message = describe(exc)
+    args = (token.run_id, token.step, token.epoch, token.attempt, error_type, message)
+    if not rt.policy(token.step).retryable(exc):
+        request.chain = None
+        out = rt.store.fail(*args)
+        rt.sender.act(token.run_id, out)
+        if out.kind is Kind.STALE:
+            raise Ignore()
+        log.warning("%s %s failed: %s: %s (not retried)", rt.workflow.noun, token.run_id,
+                    error_type, message)  # fmt: skip
+        raise exc
+    out = rt.store.retry(*args)
+    if out.kind is Kind.RETRY:
+        return rt.sender.retry(task, exc, out.delay)  # type: ignore[no-any-return]
+    request.chain = None
+    rt.sender.act(token.run_id, out)
+    if out.kind is Kind.FAILED:
+        raise exc  # attempts exhausted: the task fails with the last error
+    raise Ignore()  # stale, or the run was cancelled
+
+
+def _register_step(rt: WorkflowRuntime, step: Step) -> None:
+    policy = rt.policy(step.name)
+    name = rt.workflow.task_name(step)
+
+    def body(self: Task, run_id: str, epoch: int = 1) -> str:
+        return run_step(rt, step, self, run_id, epoch)
+
+    body.__name__ = body.__qualname__ = step.name
+    body.__doc__ = step.activity.__doc__
+    rt.engine.app.task(
+        name=name,
+        bind=True,
+        shared=False,
+        base=EngineTask,
+        soft_time_limit=policy.time_limit,
+        time_limit=policy.time_limit + rt.settings.hard_time_limit_slack,
+    )(body)
+    rt.task_registered(name, step.name)
+
+
+# --- gates -------------------------------------------------------------------------------
+
+
+def _register_gate(rt: WorkflowRuntime, gate: Gate) -> None:
+    app = rt.engine.app
+
+    def enter(self: Task, run_id: str, epoch: int = 1) -> str:
+        """Enter the gate's wait and start its countdown; the wait ends with a signal."""
+        self.request.chain = None
+        out = rt.store.gate(run_id, gate.name, epoch, self.request.id, worker_id())
+        if out.kind is Kind.WAITING:
+            rt.sender.gate_countdown(run_id, gate.name, epoch, out.remaining)
+            return f"Approval required: waiting until {_iso(out.deadline_us)}"
+        return out.result or "" if out.kind is Kind.DONE else out.describe()
+
+    def timeout(self: Task, run_id: str, epoch: int = 1) -> str:
+        """The gate's countdown: fail the run if nobody decided by the deadline."""
+        out = rt.store.signal(run_id, gate.name, "timeout", source="countdown task", epoch=epoch)
+        if out.kind is Kind.EARLY:  # fired before the deadline on Redis's clock: wait the rest
+            rt.sender.gate_countdown(run_id, gate.name, epoch, out.remaining, self.request.id)
+            return f"not due yet: {out.remaining:.3f}s left"
+        rt.sender.act(run_id, out)
+        return gate.timeout_message if out.kind is Kind.FAILED else out.describe()
+
+    for func, name in (
+        (enter, rt.workflow.task_name(gate)),
+        (timeout, rt.workflow.timeout_task_name(gate)),
+    ):
+        func.__name__ = func.__qualname__ = name.rsplit(".", 1)[-1]
+        app.task(name=name, bind=True, shared=False, base=EngineTask)(func)
+    rt.task_registered(rt.workflow.task_name(gate), gate.name)
+
+
+# --- compensations -------------------------------------------------------------------------
+
+
+def run_undo(rt: WorkflowRuntime, step: Step, undo: Undo, task: Task, run_id: str) -> str:
+    """Claim the compensation, undo the step's effect, record it; a no-op if not claimable."""
+    request = task.request
+    lease = rt.settings.lease_for(rt.policy(step.name).time_limit)
+    claimed = rt.store.begin_undo(run_id, undo.name, request.id, worker_id(), lease)
+    if claimed.kind is not Kind.RUN:
+        return claimed.describe()
+    assert claimed.claim is not None
+    token = UndoToken(run_id, undo.name, claimed.claim)
+    context = UndoContext(
+        run_id, undo.name, step.name, rt.parse_input(claimed.input), token, request.id, worker_id()
+    )
+    try:
+        undone, summary = undo.activity(context)
+    except StaleAttempt as exc:
+        return f"skipped (stale: {exc})"
+    except Exception as exc:
+        failed = rt.store.undo_failed(run_id, undo.name, token.claim, step.name, *describe(exc))
+        if failed.kind is Kind.RETRY:
+            return rt.sender.retry(task, exc, failed.delay)  # type: ignore[no-any-return]
+        return failed.describe()
+    out = rt.store.undone(run_id, undo.name, token.claim, undone, summary)
+    rt.sender.act(run_id, out)
+    return summary if out.kind is Kind.OK else out.describe()
+
+
+def _register_undo(rt: WorkflowRuntime, step: Step, undo: Undo) -> None:
+    policy = rt.policy(step.name)
+
+    def body(self: Task, run_id: str) -> str:
+        return run_undo(rt, step, undo, self, run_id)
+
+    body.__name__ = body.__qualname__ = undo.name
+    body.__doc__ = undo.activity.__doc__
+    rt.engine.app.task(
+        name=rt.workflow.task_name(undo),
+        bind=True,
+        shared=False,
+        base=EngineTask,
+        soft_time_limit=policy.time_limit,
+        time_limit=policy.time_limit + rt.settings.hard_time_limit_slack,
+    )(body)
+
+
+def register_tasks(rt: WorkflowRuntime) -> None:
+    """Generate the Celery tasks of ``rt``'s workflow on its engine's app."""
+    for element in rt.workflow.steps:
+        if isinstance(element, Gate):
+            _register_gate(rt, element)
+        else:
+            _register_step(rt, element)
+            if element.undo is not None:
+                _register_undo(rt, element, element.undo)
+
+
+__all__ = ["EngineTask", "describe", "register_tasks", "run_step", "run_undo"]

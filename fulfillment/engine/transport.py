@@ -1,0 +1,184 @@
+"""kombu's Redis transport, with one redis-py client per channel instead of one per command.
+
+kombu's Redis ``Channel`` builds a new ``redis.Redis`` object for every publish,
+every delivered message (the unacked bookkeeping), every ack and every event it
+sends (``Channel.conn_or_acquire`` -> ``_create_client``). The connection is
+reused from the pool, but the object is not, and building one fills redis-py's
+response-callback table each time: in the profile of a worker that was about a
+tenth of its CPU (``bench/RESULTS.md``). A redis-py client is thread-safe and
+holds nothing but its pool, so these transports build it once per channel and
+pool, and otherwise change nothing. The blocking ``BRPOP`` client and the
+pub/sub client stay as kombu makes them. kombu's own Redis transport test suites
+run against these classes in CI (``tests/test_kombu_suite.py``).
+
+They also let a caller hold back the messages it publishes (:func:`outbox`):
+inside the block, the final ``LPUSH`` of each message is collected instead of
+sent, so that a Lua transition script can push it in the same atomic step that
+moves the order on (the transactional outbox, see ``lua/lib.lua``). Celery and
+kombu still build every message, run the publish signals and route it; only the
+last command changes hands. Everything kombu's ``_put`` would do is held: the
+``global_keyprefix`` of the key, and the ``x-expires`` of the queue. What cannot
+be held (a publish batch) raises :class:`OutboxError` instead of slipping out
+at once; a fanout message (an event) is held as a ``PUBLISH``.
+
+``celeryconfig.build`` selects them by the broker URL's scheme
+(:func:`transport_for`); any other scheme keeps kombu's own transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPush:
+    """One message held back: the list it goes to, and what kombu would expire with it.
+
+    A fanout message (Celery's events, e.g. ``task-sent``) is held as a ``PUBLISH``
+    to the pub/sub channel ``key`` instead: it goes out only if the message it
+    announces does.
+    """
+
+    key: str
+    message: str
+    #: the queue's lists to ``PEXPIRE`` after the push (a queue declared with x-expires)
+    expire_keys: tuple[str, ...] = ()
+    expire_ms: int = 0
+    publish: bool = False
+
+
+#: the pushes held back, in publish order
+Outbox = list[HeldPush]
+
+
+class OutboxError(RuntimeError):
+    """A message was published inside :func:`outbox` that cannot be held back."""
+
+
+_holding: ContextVar[Outbox | None] = ContextVar("fulfillment_outbox", default=None)
+
+_TRANSPORTS = {
+    "redis": "fulfillment.engine.transport:Transport",
+    "rediss": "fulfillment.engine.transport:Transport",
+    "sentinel": "fulfillment.engine.transport:SentinelTransport",
+}
+
+
+class _ReusedClientAndOutbox:
+    """Mixin for kombu's Redis channels: reuse the synchronous client; honour :func:`outbox`."""
+
+    _reused_client: Any = None
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]
+        client = self._reused_client
+        try:
+            pool = self.pool  # type: ignore[attr-defined]
+        except AttributeError:
+            # kombu detached this channel's transport from its Connection (the
+            # connection was lost and is being collected) before closing the
+            # channel, whose close restores unacknowledged messages; building a
+            # new pool from the Connection's parameters then fails, and the
+            # AttributeError kills the worker ("Unrecoverable error"). Use the
+            # client this channel already has; without one, fail as a lost
+            # connection does, which kombu and Celery recover from.
+            if self.connection.client is not None:  # type: ignore[attr-defined]
+                raise
+            if client is None:
+                raise redis.ConnectionError("channel closed: its connection was lost") from None
+            return client
+        if client is None or client.connection_pool is not pool:
+            # first use, or kombu replaced the pool (e.g. after a reconnect)
+            client = super()._create_client()  # type: ignore[misc]
+            if not isinstance(client, redis.Redis):
+                return client  # only a redis-py client is known to be safe to share
+            self._reused_client = client
+        return client
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        held = _holding.get()
+        if held is None:
+            return super()._put(queue, message, **kwargs)  # type: ignore[misc]
+        if kwargs.get("_publish_batch") is not None:
+            raise OutboxError("the outbox cannot hold a batch publish")
+        prefix = self.global_keyprefix  # type: ignore[attr-defined]
+        priority = self._get_message_priority(message, reverse=False)  # type: ignore[attr-defined]
+        key = prefix + self._q_for_pri(queue, priority)  # type: ignore[attr-defined]
+        expires = self._expires.get(queue) if self._expires else None  # type: ignore[attr-defined]
+        if expires is None:
+            held.append(HeldPush(key, dumps(message)))
+            return None
+        steps = self.priority_steps  # type: ignore[attr-defined]
+        lists = tuple(prefix + self._q_for_pri(queue, p) for p in steps)  # type: ignore[attr-defined]
+        held.append(HeldPush(key, dumps(message), lists, int(expires)))
+        return None
+
+    def _put_fanout(
+        self, exchange: str, message: dict[str, Any], routing_key: str, **kw: Any
+    ) -> None:
+        held = _holding.get()
+        if held is None:
+            return super()._put_fanout(exchange, message, routing_key, **kw)  # type: ignore[misc]
+        if kw.get("_publish_batch") is not None:
+            raise OutboxError("the outbox cannot hold a batch publish")
+        self.pool  # type: ignore[attr-defined]  # noqa: B018 - kombu fills in the db of the topic here
+        prefix = self.global_keyprefix  # type: ignore[attr-defined]
+        payload = dumps(message)
+        for topic in self._get_publish_topics(exchange, routing_key):  # type: ignore[attr-defined]
+            held.append(HeldPush(prefix + topic, payload, publish=True))
+        return None
+
+
+class Channel(_ReusedClientAndOutbox, kombu_redis.Channel):
+    """kombu's Redis channel with its synchronous client reused."""
+
+
+class SentinelChannel(kombu_redis.SentinelChannel, Channel):
+    """kombu's Sentinel channel with its synchronous client reused (and a :class:`Channel`).
+
+    kombu's Sentinel channel overrides neither ``_create_client`` nor ``_put`` /
+    ``_put_fanout``, so the mixin's still apply after it in the method order.
+    """
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport (``redis://``, ``rediss://``) using :class:`Channel`."""
+
+    Channel = Channel
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport (``sentinel://``) using :class:`SentinelChannel`."""
+
+    Channel = SentinelChannel
+
+
+@contextmanager
+def outbox() -> Iterator[Outbox]:
+    """Collect, instead of sending, the queue pushes of messages published in the block.
+
+    Only messages going through these transports are held; the caller must hand
+    the collected pushes to a script running on the broker's own Redis database,
+    or they are never sent.
+    """
+    held: Outbox = []
+    token = _holding.set(held)
+    try:
+        yield held
+    finally:
+        _holding.reset(token)
+
+
+def transport_for(url: str) -> str | None:
+    """The transport class for a broker URL, or None for kombu's choice by scheme."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    return _TRANSPORTS.get(scheme)

@@ -1,0 +1,232 @@
+"""The worker side of the engine: identity, heartbeat and the watchdog, as a Celery bootstep.
+
+Every worker runs a small thread that, every ``watchdog_interval`` seconds, runs
+``tick.lua``: it records the worker's heartbeat, with the ids of the messages the
+worker holds (prefetched, waiting for a countdown, running), and tries to take (or
+keep) the watchdog lock. The lock holder looks at what is due in every workflow
+registered on the app:
+
+* running attempts whose lease expired, or whose worker stopped heartbeating
+  (then it does not wait for the lease: failover takes ``worker_dead_after``);
+* queued steps, retries and compensations whose message is really lost: not
+  started in time, not held by any live worker and not waiting in a queue with a
+  backlog (both trusted up to ``queue_stall_limit``);
+* gates past their deadline (the countdown task was lost);
+* compensations whose claim's lease ran out.
+
+Every re-send waits twice as long as the one before, so a slow queue never
+multiplies messages. Any live worker takes over the lock when its holder dies;
+there is no separate singleton process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import billiard.pool
+from billiard.exceptions import SoftTimeLimitExceeded
+from celery import bootsteps
+from celery.signals import task_postrun, task_prerun, worker_shutdown
+
+from .identity import set_worker_id, worker_id
+from .keys import WATCHDOG_LOCK, WORKERS, held_set
+from .runtime import Engine, WorkflowRuntime
+from .verdicts import US, Kind, Tick
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY = 20  # ticks between two scans for expired runs in the status indexes
+
+
+def held_messages() -> list[str]:
+    """Ids of the messages this worker process holds: prefetched, scheduled, running.
+
+    Celery keeps them in ``celery.worker.state.requests`` (main process) until the
+    task is done (and drops them when the broker connection is lost); the heartbeat
+    reports them so that the watchdog never takes a message that is only waiting for
+    a free pool process for a lost one.
+    """
+    from celery.worker import state
+
+    try:
+        return list(state.requests)
+    except RuntimeError:  # changed while copied: report the next heartbeat
+        return []
+
+
+class Watchdog(threading.Thread):
+    """Heartbeat of one worker, and the watchdog while it holds the lock."""
+
+    def __init__(self, engine: Engine, worker: str) -> None:
+        super().__init__(name="fulfillment-watchdog", daemon=True)
+        self.engine = engine
+        self.worker = worker
+        self.settings = engine.settings
+        self.runtimes: list[WorkflowRuntime] = list(engine.workflows.values())
+        self._stopping = threading.Event()
+        self._connected_since: float | None = None
+        self._last_error_log = 0.0
+        self._ticks = 0
+        self._tick = engine.scripts
+        self._backlog = 0
+        self._alive: tuple[str, ...] = ()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout=5)
+        try:
+            self.leave()
+        except Exception:  # Redis gone at shutdown: the heartbeat just ages out
+            log.debug("could not remove heartbeat of %s", self.worker, exc_info=True)
+
+    def leave(self) -> None:
+        """A worker shutting down cleanly stops counting as alive at once."""
+        client = self.engine.client
+        client.zrem(WORKERS, self.worker)
+        client.delete(held_set(self.worker))
+        if client.get(WATCHDOG_LOCK) == self.worker:
+            client.delete(WATCHDOG_LOCK)
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.settings.watchdog_interval):
+            try:
+                self.tick()
+                if self._connected_since is None:
+                    self._connected_since = time.monotonic()
+            except Exception as exc:
+                self._connected_since = None
+                if time.monotonic() - self._last_error_log > 10:
+                    self._last_error_log = time.monotonic()
+                    log.warning("watchdog tick failed (will keep trying): %r", exc)
+
+    def heartbeat(self, limit: int = 200) -> Tick:
+        s = self.settings
+        keys = [WORKERS, WATCHDOG_LOCK, held_set(self.worker)]
+        for rt in self.runtimes:
+            keys += rt.space.schedules
+        keys += self.engine.queues
+        reply = self.engine.scripts.call(
+            "tick",
+            keys,
+            {
+                "worker": self.worker,
+                "lock_ttl_ms": int(max(3 * s.watchdog_interval, 1.0) * 1000),
+                "dead_after_us": int(s.worker_dead_after * US),
+                "limit": limit,
+                "nw": len(self.runtimes),
+                "held": held_messages(),
+            },
+        )
+        return Tick.parse(reply)
+
+    def tick(self) -> None:
+        """One heartbeat; if this worker holds the lock, re-drive what is due."""
+        due = self.heartbeat()
+        if not due.leader:
+            return
+        self._ticks += 1
+        self._backlog = due.backlog
+        self._alive = due.alive
+        for rt, ids in zip(self.runtimes, due.due, strict=False):
+            if self._ticks % PRUNE_EVERY == 1:
+                rt.store.prune_expired(due.now_us)
+            for run_id in ids:
+                self.redrive(rt, run_id, "due")
+        if due.dead and self._trusts_heartbeats():
+            for rt, running in zip(self.runtimes, due.running, strict=False):
+                self.redrive_dead_workers(rt, due.dead, list(running))
+            horizon = due.now_us - int(self.settings.worker_dead_after * US)
+            self.engine.client.zremrangebyscore(WORKERS, "-inf", horizon)
+
+    def _trusts_heartbeats(self) -> bool:
+        # Right after this watchdog was cut off from Redis, everyone's heartbeats look
+        # old: wait one dead-after period before believing any of them.
+        if self._connected_since is None:
+            return False
+        return time.monotonic() - self._connected_since >= self.settings.worker_dead_after
+
+    def redrive_dead_workers(
+        self, rt: WorkflowRuntime, dead: frozenset[str], running: list[str]
+    ) -> None:
+        if not running:
+            return
+        for run_id, holder in zip(running, rt.store.workers_of(running), strict=True):
+            if holder in dead:
+                self.redrive(rt, run_id, "worker_lost", holder)
+
+    def redrive(
+        self, rt: WorkflowRuntime, run_id: str, reason: str, worker: str | None = None
+    ) -> None:
+        out = rt.store.redrive(run_id, reason, worker, backlog=self._backlog, alive=self._alive)
+        rt.sender.act(run_id, out)
+        if out.kind is not Kind.NOOP:
+            log.info("watchdog: %s %s: %s %s", rt.workflow.noun, run_id, out.kind.value,
+                     out.reason or out.step or "")  # fmt: skip
+
+
+# --- soft time limits that arrive late ------------------------------------------------
+#
+# billiard's main process times each job and sends its pool process SIGUSR1 when the
+# soft limit passes. If the main process was paused (SIGSTOP) or busy while the job
+# finished, it still sends it once it runs again: to a process that is idle, or
+# already receiving its next job. billiard's handler then raises
+# SoftTimeLimitExceeded in the middle of reading that job from its pipe; the pool
+# process dies, the job it was reading is lost, and the worker holds that message
+# forever (seen in the chaos suite). A soft limit means "the running task took too
+# long": with no task running, it is ignored.
+
+_task_running = False
+
+
+@task_prerun.connect(weak=False)
+def _task_starts(**_: Any) -> None:
+    global _task_running
+    _task_running = True
+
+
+@task_postrun.connect(weak=False)
+def _task_ends(**_: Any) -> None:
+    global _task_running
+    _task_running = False
+
+
+def _soft_timeout_if_running(signum: int, frame: Any) -> None:
+    if _task_running:
+        raise SoftTimeLimitExceeded()
+    log.warning("ignored a soft time limit that arrived after its task had finished")
+
+
+class WatchdogStep(bootsteps.StartStopStep):
+    """Worker bootstep: fixes the worker's identity and runs its :class:`Watchdog`."""
+
+    label = "fulfillment watchdog"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        # Set before the pool forks, so pool processes inherit the identity.
+        set_worker_id(worker.hostname)
+        # billiard installs this module attribute as each pool process's handler
+        billiard.pool.soft_timeout_sighandler = _soft_timeout_if_running
+        Engine.of(worker.app).check_overrides()
+        self.watchdog: Watchdog | None = None
+        super().__init__(worker, **kwargs)
+
+    def start(self, worker: Any) -> None:
+        self.watchdog = Watchdog(Engine.of(worker.app), worker_id())
+        self.watchdog.start()
+
+        # Keep heartbeating until the pool has drained (warm shutdown):
+        # worker_shutdown is sent after every bootstep stopped.
+        def _on_shutdown(sender: Any = None, **_: Any) -> None:
+            if self.watchdog is not None:
+                self.watchdog.stop()
+                self.watchdog = None
+
+        self._on_shutdown = _on_shutdown  # keep a strong reference for the signal
+        worker_shutdown.connect(_on_shutdown, weak=False)
+
+    def stop(self, worker: Any) -> None:
+        """Nothing here: the heartbeat must outlive the pool (see ``start``)."""

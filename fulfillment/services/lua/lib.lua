@@ -1,0 +1,30 @@
+-- lib.lua of the simulated services: prepended to each of their scripts, after the
+-- engine's lib.lua (whose stale_attempt / stale_claim do the fencing).
+--
+-- KEYS of every service script: 1 the run's ledger (hash), 2 stock (hash: item ->
+-- units), 3 faults (hash), 4 the run's record (the engine's).
+-- A: order_id, token (the caller's fencing token: {step, epoch, attempt} for a
+-- step's attempt, {action, claim} for a compensation), then the script's own.
+
+-- May this call act? A stale token is refused before anything is written (and a
+-- call for an order that does not exist writes nothing at all). Returns the refusal
+-- reply, or nil if the call may go ahead.
+local function refuse_stale(A)
+  local tok = A.token or {}
+  local why
+  if tok.action then why = stale_claim(KEYS[4], tok) else why = stale_attempt(KEYS[4], tok) end
+  if not why then return nil end
+  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HINCRBY', KEYS[1], 'refused_calls', 1) end
+  return reply({v = 'stale', reason = why})
+end
+
+-- Is `service` down for this call? Returns the fault mode or nil. A fault set for
+-- one order (field "<service>:<order id>") wins over one set for all.
+local function fault_for(service, order_id, attempt)
+  local spec = redis.call('HMGET', KEYS[3], service .. ':' .. order_id, service)
+  local f = spec[1] or spec[2]
+  if not f then return nil end
+  f = cjson.decode(f)
+  if f.attempts >= 0 and attempt > f.attempts then return nil end
+  return f.mode
+end
