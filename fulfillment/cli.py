@@ -23,6 +23,7 @@ from .engine import embedded
 from .engine.errors import WorkflowError
 from .errors import InvalidOrder, OrderFailed
 from .settings import Settings, get_settings
+from .state import OrderStatus
 
 
 def _client():  # type: ignore[no-untyped-def]
@@ -158,9 +159,7 @@ def show(order_id: str, as_json: bool) -> None:
 @click.option(
     "--status",
     "status_",
-    type=click.Choice(
-        ["pending", "awaiting_approval", "running", "completed", "failed", "cancelled", "retrying"]
-    ),
+    type=click.Choice([*(s.value for s in OrderStatus), "retrying"]),
     default=None,
     help="Only orders in this status ('retrying': a failed step waits for its next attempt).",
 )

@@ -176,9 +176,12 @@ class FulfillmentClient:
         self, status: str | None = None, *, retrying: bool = False, limit: int = 50
     ) -> list[OrderView]:
         """Newest orders first, optionally only one status or only those retrying."""
-        return [
-            OrderView.from_run(v) for v in self.orders.list(status, retrying=retrying, limit=limit)
-        ]
+        if status is not None and status not in OrderStatus.__members__.values():
+            allowed = ", ".join(s.value for s in OrderStatus)
+            raise InvalidArgument(f"unknown status {status!r}; statuses are {allowed}")
+        run_status = OrderStatus(status).run_status if status else None
+        views = self.orders.list(run_status, retrying=retrying, limit=limit)
+        return [OrderView.from_run(v) for v in views]
 
     def wait(self, order_id: str, timeout: float | None = None) -> OrderView:
         """Block until the order is finished and its compensations ran; return it.

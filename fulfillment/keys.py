@@ -16,11 +16,11 @@ ORDERS = KeySpace(PREFIX, "order", companions=("ledger",))
 STOCK = f"{PREFIX}:inventory:stock"  # hash: item name -> units in stock
 FAULTS = f"{PREFIX}:faults"  # hash: service -> JSON fault spec
 
-STATUSES = tuple(s.value for s in RunStatus)
-
 
 def status_index(status: str) -> str:
-    """Zset of the orders in ``status`` (score: creation time)."""
+    """Zset of the orders in ``status`` (an order's or a run's status; score: creation time)."""
+    if status == "awaiting_approval":
+        status = RunStatus.WAITING
     return ORDERS.status_index(status)
 
 

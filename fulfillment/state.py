@@ -9,22 +9,51 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 
 from pydantic import BaseModel, computed_field
 
 from .engine.keys import RunStatus
 from .engine.views import CompensationView, Event, FailureView, GateView, RunView, StepView
 
-#: an order's status is its run's
-OrderStatus = RunStatus
 HistoryEvent = Event
 
-#: the run-level history events, as an order's history names them
+
+class OrderStatus(StrEnum):
+    """An order's status: its run's (:class:`~fulfillment.engine.RunStatus`), in its words.
+
+    A run ``waiting`` at its gate is an order ``awaiting_approval``.
+    """
+
+    PENDING = RunStatus.PENDING.value
+    AWAITING_APPROVAL = "awaiting_approval"
+    RUNNING = RunStatus.RUNNING.value
+    COMPLETED = RunStatus.COMPLETED.value
+    FAILED = RunStatus.FAILED.value
+    CANCELLED = RunStatus.CANCELLED.value
+
+    @property
+    def finished(self) -> bool:
+        return self.run_status.finished
+
+    @property
+    def run_status(self) -> RunStatus:
+        return RunStatus.WAITING if self is OrderStatus.AWAITING_APPROVAL else RunStatus(self.value)
+
+    @classmethod
+    def of(cls, status: RunStatus) -> OrderStatus:
+        return cls.AWAITING_APPROVAL if status is RunStatus.WAITING else cls(status.value)
+
+
+#: the engine's history events, as an order's history names them
 EVENT_NAMES = {
     "run_started": "order_placed",
     "run_completed": "order_completed",
     "run_failed": "order_failed",
     "run_cancelled": "order_cancelled",
+    "gate_waiting": "approval_requested",
+    "gate_decided": "approval_decided",
+    "gate_timed_out": "approval_timed_out",
 }
 
 
@@ -95,7 +124,7 @@ class OrderView(BaseModel):
         summary = run.summary
         return cls(
             id=run.id,
-            status=run.status,
+            status=OrderStatus.of(run.status),
             total=Decimal(str(summary.get("total", "0"))),
             items=int(summary.get("items") or 0),
             card=summary.get("card", ""),

@@ -234,20 +234,16 @@ class WorkflowClient:
     # --- signals and cancel -------------------------------------------------------------
 
     def _refused(self, run_id: str, action: str, out: Verdict) -> SignalError | RunNotFound | None:
+        what = f"cannot {action} {self.noun} {run_id}"
         if out.kind is Kind.MISSING:
             return RunNotFound(run_id, self.noun)
         if out.kind is Kind.FINISHED:
-            done = f" (approval {out.decision} by {out.by})" if out.decision else ""
-            return SignalError(
-                f"cannot {action} {self.noun} {run_id}: it is already {out.status}{done}"
-            )
+            done = f" ({out.gate} {out.decision} by {out.by})" if out.decision else ""
+            return SignalError(f"{what}: it is already {out.status}{done}")
         if out.kind is Kind.DECIDED:
-            return SignalError(
-                f"cannot {action} {self.noun} {run_id}: approval already decided "
-                f"({out.decision} by {out.by})"
-            )
+            return SignalError(f"{what}: {out.gate} already decided ({out.decision} by {out.by})")
         if out.kind is Kind.NOT_REQUIRED:
-            return SignalError(f"cannot {action} {self.noun} {run_id}: it does not need approval")
+            return SignalError(f"{what}: it does not need {out.gate}")
         return None
 
     def signal(

@@ -20,10 +20,10 @@ WATCHDOG_LOCK = f"{PREFIX}:watchdog:lock"
 
 
 class RunStatus(StrEnum):
-    """Where a run is. ``awaiting_approval``: it waits at a gate for a human signal."""
+    """Where a run is. ``waiting``: it waits at a gate for a human signal."""
 
     PENDING = "pending"
-    AWAITING_APPROVAL = "awaiting_approval"
+    WAITING = "waiting"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"

@@ -165,7 +165,7 @@ def _register_gate(rt: WorkflowRuntime, gate: Gate) -> None:
         out = rt.store.gate(run_id, gate.name, epoch, self.request.id, worker_id())
         if out.kind is Kind.WAITING:
             rt.sender.gate_countdown(run_id, gate.name, epoch, out.remaining)
-            return f"Approval required: waiting until {_iso(out.deadline_us)}"
+            return f"Waiting at {gate.name} until {_iso(out.deadline_us)}"
         return out.result or "" if out.kind is Kind.DONE else out.describe()
 
     def timeout(self: Task, run_id: str, epoch: int = 1) -> str:

@@ -72,6 +72,7 @@ class Verdict:
     status: str | None = None
     decision: str | None = None
     by: str | None = None
+    gate: str | None = None
     summary: str | None = None
     #: the run's plan (its step names), where the sender needs it to build a chain
     plan: tuple[str, ...] = ()
@@ -111,6 +112,7 @@ class Verdict:
             status=reply.get("status"),
             decision=reply.get("decision") or None,
             by=reply.get("by") or None,
+            gate=reply.get("gate") or None,
             summary=reply.get("summary"),
             plan=tuple(_csv(reply.get("steps"))),
             send=send,

@@ -25,13 +25,13 @@ for _, g in ipairs(split(o[5])) do
     local gs = redis.call('HMGET', K.record, 's:' .. g .. ':state', 'g:' .. g .. ':decision',
       'g:' .. g .. ':by', 'g:' .. g .. ':deadline')
     if gs[1] ~= 'pending' and gs[1] ~= 'queued' and gs[1] ~= 'waiting' then
-      return reply({v = 'decided', decision = gs[2] or gs[1], by = gs[3] or ''})
+      return reply({v = 'decided', decision = gs[2] or gs[1], by = gs[3] or '', gate = g})
     end
-    if gs[2] then return reply({v = 'decided', decision = gs[2], by = gs[3] or ''}) end
+    if gs[2] then return reply({v = 'decided', decision = gs[2], by = gs[3] or '', gate = g}) end
     if step == g and phase == 'waiting' and now >= tonumber(gs[4]) then
       local out = cjson.decode(time_out_gate(K, id, g, now, tonumber(gs[4]), 'deadline', A, cur))
       return reply({v = 'finished', status = 'failed', decision = 'timed_out', by = 'deadline',
-        send = out.send})
+        gate = g, send = out.send})
     end
   end
 end

@@ -35,8 +35,8 @@ local deadline = now + timeout
 redis.call('HSET', K.record, 'phase', 'waiting', gk .. 'deadline', int(deadline),
   sk .. 'state', 'waiting', sk .. 'attempts', 1, 'worker', A.worker,
   'task_id', A.task_id, 'started', int(now), 'updated', int(now))
-set_status(K, id, status, 'awaiting_approval', o[7])
+set_status(K, id, status, 'waiting', o[7])
 schedule(K, id, 'timers', deadline + A.grace_us, o[9])
-emit(K, 'approval_requested', {gate = A.step, deadline = int(deadline), timeout_us = int(timeout),
+emit(K, 'gate_waiting', {gate = A.step, deadline = int(deadline), timeout_us = int(timeout),
   worker = A.worker, task_id = A.task_id})
 return reply({v = 'waiting', deadline = int(deadline), remaining_us = int(timeout)})

@@ -7,7 +7,7 @@
 -- KEYS of every run transition (fulfillment/engine/keys.py: RunKeys.transition):
 --   1 record (hash)   2 history (stream)   3 settled (list: the doorbell)
 --   4 leases  5 timers  6 queued  7 retrying  (zsets of run ids: the watchdog's schedule)
---   8..13 status indexes: pending, awaiting_approval, running, completed, failed, cancelled
+--   8..13 status indexes: pending, waiting, running, completed, failed, cancelled
 --   then A.nc companion keys (the workflow's own keys of the run, kept and expired with it),
 --   then the outbox's keys (see send_outbox), or the held-message sets (see held).
 -- ARGV[1] is one JSON argument A. Every transition's A carries the common settings:
@@ -57,7 +57,7 @@ local function run_keys()
     record = KEYS[1], history = KEYS[2], settled = KEYS[3],
     leases = KEYS[4], timers = KEYS[5], queued = KEYS[6], retrying = KEYS[7],
     status = {
-      pending = KEYS[8], awaiting_approval = KEYS[9], running = KEYS[10],
+      pending = KEYS[8], waiting = KEYS[9], running = KEYS[10],
       completed = KEYS[11], failed = KEYS[12], cancelled = KEYS[13],
     },
   }
@@ -300,7 +300,7 @@ local function time_out_gate(K, id, gate, now, deadline, source, A, cur)
   redis.call('HSET', K.record, 'g:' .. gate .. ':decision', 'timed_out',
     'g:' .. gate .. ':by', source, 'g:' .. gate .. ':at', int(now),
     's:' .. gate .. ':state', 'failed')
-  emit(K, 'approval_timed_out', {gate = gate, source = source, late_by_us = int(now - deadline)})
+  emit(K, 'gate_timed_out', {gate = gate, source = source, late_by_us = int(now - deadline)})
   return fail_run(K, id, now, {type = pol.timeout_error, message = pol.timeout_message,
     step = gate}, A, cur, nil)
 end
@@ -382,7 +382,7 @@ end
 
 -- The run moves past `from` (a step that completed, or a gate that was passed) under
 -- `epoch`: the next step is queued, passing at once any gate already decided early
--- (an approval sent before the run reached its gate counts). Returns the reply for
+-- (a decision sent before the run reached its gate counts). Returns the reply for
 -- the caller's next move: {v = 'next', step = ...}, {v = 'completed'} when `from` was
 -- the last step, or the run's failure (a gate rejected early).
 local function advance(K, id, from, epoch, now, A, cur)

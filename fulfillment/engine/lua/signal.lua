@@ -26,12 +26,13 @@ local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'ste
 local status, step, phase, epoch = o[1], o[2], o[3], tonumber(o[4])
 if not status then return reply({v = 'missing'}) end
 if TERMINAL[status] then
-  return reply({v = 'finished', status = status, decision = o[9] or '', by = o[10] or ''})
+  return reply({v = 'finished', status = status, decision = o[9] or '', by = o[10] or '',
+    gate = G})
 end
-if not o[12] then return reply({v = 'not_required'}) end
+if not o[12] then return reply({v = 'not_required', gate = G}) end
 local state = o[11]
 if o[9] or (state ~= 'pending' and state ~= 'queued' and state ~= 'waiting') then
-  return reply({v = 'decided', decision = o[9] or state, by = o[10] or ''})
+  return reply({v = 'decided', decision = o[9] or state, by = o[10] or '', gate = G})
 end
 local pol = cjson.decode(o[12])
 local now = now_us()
@@ -52,14 +53,14 @@ end
 if at_gate and phase == 'waiting' and now >= tonumber(o[8]) then
   local out = cjson.decode(time_out_gate(K, id, G, now, tonumber(o[8]), 'deadline', A, cur))
   return reply({v = 'finished', status = 'failed', decision = 'timed_out', by = 'deadline',
-    send = out.send})
+    gate = G, send = out.send})
 end
 
 local decision = 'approved'
 if A.decision == 'reject' then decision = 'rejected' end
 redis.call('HSET', K.record, gk .. 'decision', decision, gk .. 'by', A.by, gk .. 'reason', A.reason,
   gk .. 'at', int(now))
-emit(K, 'approval_decided', {gate = G, decision = decision, by = A.by, reason = A.reason,
+emit(K, 'gate_decided', {gate = G, decision = decision, by = A.by, reason = A.reason,
   early = phase ~= 'waiting'})
 if not at_gate then
   -- The run has not reached the gate yet: the decision waits for it there (advance).
