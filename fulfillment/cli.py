@@ -26,13 +26,13 @@ from .settings import Settings, get_settings
 from .state import OrderStatus
 
 
-def _client():  # type: ignore[no-untyped-def]
+def _client():
     from .client import default_client
 
     return default_client()
 
 
-def _out():  # type: ignore[no-untyped-def]
+def _out():
     from .render import console
 
     return console()
@@ -266,9 +266,9 @@ def faults_inject(
         _client().store.client,
         service,
         attempts=None if forever else attempts,
-        mode=mode,
+        mode=mode,  # type: ignore[arg-type]  # click.Choice: "raise" or "hang"
         order_id=order_id,
-    )  # type: ignore[arg-type]
+    )
     scope = f"order {order_id}" if order_id else "every order"
     span = "every attempt until cleared" if forever else f"attempts 1..{attempts}"
     click.echo(f"{service} down ({mode}) for {span}, {scope}")

@@ -150,7 +150,7 @@ class FulfillmentClient:
 
     def ledger(self, order_id: str) -> dict[str, str]:
         """The simulated services' ledger of the order (charges, reservation, shipment)."""
-        return self.store.client.hgetall(OrderKeys(order_id).ledger)  # type: ignore[no-any-return]
+        return self.store.client.hgetall(OrderKeys(order_id).ledger)
 
     def handle(self, order_id: str) -> OrderHandle:
         """A handle to an existing order."""

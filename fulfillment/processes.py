@@ -137,14 +137,14 @@ def start_server(group: ProcessGroup, settings: Settings, timeout: float = 20.0)
     raise ConfigError(f"embedded server did not start; see {data_dir / embedded.LOG_FILE}")
 
 
-def live_workers(client, settings: Settings) -> list[str]:  # type: ignore[no-untyped-def]
+def live_workers(client, settings: Settings) -> list[str]:
     """Workers whose heartbeat is recent (``worker_dead_after``), by id."""
     now_s, now_us = client.time()
     now = now_s * US + now_us
     return list(client.zrangebyscore(WORKERS, now - int(settings.worker_dead_after * US), "+inf"))
 
 
-def wait_for_workers(client, settings: Settings, names: list[str], timeout: float) -> None:  # type: ignore[no-untyped-def]
+def wait_for_workers(client, settings: Settings, names: list[str], timeout: float) -> None:
     """Block until every worker in ``names`` (node names) heartbeats."""
     deadline = time.monotonic() + timeout
     hostname = os.uname().nodename

@@ -1,4 +1,4 @@
-"""``fulfillment demo``: the crash-free scenarios of DESIGN section 2, on workers it starts."""
+"""``fulfillment demo``: the crash-free scenarios of the contract, on workers it starts."""
 
 from __future__ import annotations
 

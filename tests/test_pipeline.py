@@ -1,4 +1,4 @@
-"""DESIGN section 2 against live workers: happy path, business errors, retries, compensation."""
+"""The behaviour contract on live workers: happy path, business errors, retries, compensation."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def resolve_broker_url(settings: EngineSettings) -> str:
 class _Retry(Retry):
     """Retry lost connections, but never a refused password: that will not heal."""
 
-    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):  # type: ignore[no-untyped-def]
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
         def retryable(error: Exception) -> bool:
             if isinstance(error, AuthenticationError | AuthorizationError):
                 return False

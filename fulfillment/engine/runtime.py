@@ -202,7 +202,7 @@ class WorkflowRuntime:
         data = json.loads(raw or "null")
         model = self.workflow.input
         if model is not None and hasattr(model, "model_validate"):
-            return model.model_validate(data)  # type: ignore[attr-defined]
+            return model.model_validate(data)
         return data
 
     def client(self) -> WorkflowClient:

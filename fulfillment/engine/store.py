@@ -254,7 +254,7 @@ class RunStore:
         removed = 0
         for status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
             index = self.space.status_index(status)
-            ids = self.client.zrangebyscore(index, "-inf", cutoff, start=0, num=limit)
+            ids: list[str] = self.client.zrangebyscore(index, "-inf", cutoff, start=0, num=limit)  # type: ignore[assignment]
             if not ids:
                 continue
             pipe = self.client.pipeline(transaction=False)

@@ -125,7 +125,7 @@ def _failed(rt: WorkflowRuntime, task: Task, token: AttemptToken, exc: Exception
         raise exc
     out = rt.store.retry(*args)
     if out.kind is Kind.RETRY:
-        return rt.sender.retry(task, exc, out.delay)  # type: ignore[no-any-return]
+        return rt.sender.retry(task, exc, out.delay)
     request.chain = None
     rt.sender.act(token.run_id, out)
     if out.kind is Kind.FAILED:
@@ -208,7 +208,7 @@ def run_undo(rt: WorkflowRuntime, step: Step, undo: Undo, task: Task, run_id: st
     except Exception as exc:
         failed = rt.store.undo_failed(run_id, undo.name, token.claim, step.name, *describe(exc))
         if failed.kind is Kind.RETRY:
-            return rt.sender.retry(task, exc, failed.delay)  # type: ignore[no-any-return]
+            return rt.sender.retry(task, exc, failed.delay)
         return failed.describe()
     out = rt.store.undone(run_id, undo.name, token.claim, undone, summary)
     rt.sender.act(run_id, out)

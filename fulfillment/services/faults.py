@@ -56,4 +56,5 @@ def clear_faults(
 
 def list_faults(client: redis.Redis) -> dict[str, dict]:
     """Active faults: field (``service`` or ``service:order``) -> spec."""
-    return {field: json.loads(spec) for field, spec in client.hgetall(FAULTS).items()}
+    faults: dict[str, str] = client.hgetall(FAULTS)  # type: ignore[assignment]
+    return {field: json.loads(spec) for field, spec in faults.items()}

@@ -1,0 +1,65 @@
+"""The tree's own rules, checked in CI: layers point one way, the engine names no order
+step, nothing cites a file outside the repository, lint and types are clean."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fulfillment.settings import load_settings
+from fulfillment.workflow import order_workflow
+
+from .support import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_layers_point_one_way() -> None:
+    """engine <- order workflow <- operations (import-linter, pyproject.toml)."""
+    out = run(str(BIN / "lint-imports"), "--no-cache")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout
+
+
+def test_engine_lua_names_no_order_step() -> None:
+    wf = order_workflow(load_settings(redis_url="redis://unused"))
+    names = {s.name for s in wf.steps} | {s.undo.name for s in wf.activities if s.undo}
+    names |= {wf.task_name(s) for s in wf.steps} | {"order", "orders", "ledger", "stock"}
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(names))) + r")\b", re.I)
+    scripts = sorted((REPO / "fulfillment" / "engine" / "lua").glob("*.lua"))
+    assert scripts
+    found = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in scripts
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line.split("--", 1)[0])
+    ]
+    assert found == [], found
+
+
+def test_nothing_cites_files_outside_the_repository() -> None:
+    pattern = re.compile(r"CELERY-NOTES|DESIGN(\.md| section)")
+    roots = [REPO / "fulfillment", REPO / "tests", REPO / "bench", REPO / "docs"]
+    files = [REPO / "celeryconfig.py", REPO / "README.md", REPO / "pyproject.toml"]
+    files += [p for root in roots for p in root.rglob("*") if p.suffix in (".py", ".lua", ".md")]
+    files = [p for p in files if p != Path(__file__)]
+    cited = [str(p.relative_to(REPO)) for p in files if pattern.search(p.read_text())]
+    assert cited == [], cited
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [("ruff", "format", "--check", "."), ("ruff", "check", "."), ("mypy",)],
+    ids=["ruff format", "ruff check", "mypy"],
+)
+def test_lint_and_types_are_clean(cmd: tuple[str, ...]) -> None:
+    out = run(str(BIN / cmd[0]), *cmd[1:])
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
