@@ -30,9 +30,13 @@ def worker_command(
     concurrency: int | None = None,
     loglevel: str = "INFO",
     extra: Sequence[str] = (),
+    app: str = "fulfillment",
 ) -> list[str]:
-    """``celery worker`` as this project runs it (prefork: it enforces time limits)."""
-    cmd = [sys.executable, "-m", "celery", "-A", "fulfillment", "worker", "--pool", "prefork"]
+    """``celery worker`` as this project runs it (prefork: it enforces time limits).
+
+    ``app``: the module of the Celery app (another app with workflows of its own).
+    """
+    cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "prefork"]
     if concurrency:
         cmd += ["--concurrency", str(concurrency)]
     cmd += ["--hostname", name, "--queues", queue, "--loglevel", loglevel]

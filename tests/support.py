@@ -183,14 +183,16 @@ class Deployment:
         name: str | None = None,
         wait: bool = True,
         loglevel: str = "INFO",
+        app: str = "fulfillment",
         **env: str,
     ) -> Worker:
+        """A worker of ``app`` (a module under the repository, e.g. a test's own app)."""
         name = name or f"w{next(self._names)}-{os.getpid()}@%h"
         log = self.workdir / f"{name.split('@')[0]}.log"
         cmd = worker_command(
-            name, queue=self.settings.queue, concurrency=concurrency, loglevel=loglevel
+            name, queue=self.settings.queue, concurrency=concurrency, loglevel=loglevel, app=app
         )
-        proc_env = {**self.env, **env}
+        proc_env = {**self.env, "PYTHONPATH": str(REPO), **env}
         with log.open("ab") as out:
             proc = subprocess.Popen(cmd, env=proc_env, stdout=out, stderr=out, cwd=self.workdir)
         worker = Worker(name, proc, log)

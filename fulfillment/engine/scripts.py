@@ -39,6 +39,16 @@ def source(package: str, name: str) -> str:
     return "\n".join(parts)
 
 
+def fenced_script(client: redis.Redis, lua: str) -> Any:
+    """A script of your own (a service's effect) with the engine's ``lib.lua`` before it.
+
+    In it, ``stale_attempt(record_key, token)`` and ``stale_claim(record_key, token)``
+    say whether a call's fencing token is still the live one (nil) or why not; check
+    it in the same script as the effect's write.
+    """
+    return client.register_script(library() + "\n" + lua)
+
+
 class Scripts:
     """The scripts of one package's ``lua`` directory, registered on one client."""
 

@@ -1,0 +1,50 @@
+"""The fraud screening service of the "Adding a step" variant (README)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from fulfillment.engine import AttemptToken, StaleAttempt
+from fulfillment.engine.connection import client_for
+from fulfillment.engine.scripts import Scripts
+from fulfillment.errors import BusinessError, ServiceUnavailable
+from fulfillment.keys import FAULTS, OrderKeys
+from fulfillment.models import Order
+from fulfillment.settings import get_settings
+
+
+class FraudSuspected(BusinessError):
+    """The screening refused the order: not retried, the order fails (its payment refunded)."""
+
+
+class FraudScreen:
+    """Scores an order once; a stale attempt's call is refused."""
+
+    def __init__(self) -> None:
+        self.scripts = Scripts(client_for(get_settings()), "tests.fraud_variant", ["fraud_check"])
+
+    def check(self, token: AttemptToken, order: Order) -> int:
+        keys = OrderKeys(token.run_id)
+        reply = self.scripts.call(
+            "fraud_check",
+            [keys.ledger, FAULTS, keys.record],
+            {
+                "order_id": token.run_id,
+                "token": token.as_json(),
+                "card": order.payment.credit_card.masked,
+                "total": str(order.total),
+                "items": len(order.items),
+            },
+        )
+        if reply["v"] == "stale":
+            raise StaleAttempt(reply["reason"])
+        if reply["v"] == "down":
+            raise ServiceUnavailable("Fraud screening down")
+        if reply["v"] == "suspected":
+            raise FraudSuspected(f"Fraud suspected: {reply['reason']}")
+        return int(reply["score"])
+
+
+@cache
+def fraud_screen() -> FraudScreen:
+    return FraudScreen()
