@@ -71,7 +71,11 @@ EFFECT = """
 -- A: token, name (the effect), value, undo (true: undo the effect).
 local A = cjson.decode(ARGV[1])
 local why
-if A.token.action then why = stale_claim(KEYS[2], A.token) else why = stale_attempt(KEYS[2], A.token) end
+if A.token.action then
+  why = stale_claim(KEYS[2], A.token)
+else
+  why = stale_attempt(KEYS[2], A.token)
+end
 if why then
   if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HINCRBY', KEYS[1], 'refused', 1) end
   return reply({v = 'stale', reason = why})
@@ -196,8 +200,8 @@ def effects(d: Deployment, run: WorkflowClient, run_id: str) -> dict[str, str]:
 
 
 def a_return(**fields: Any) -> Return:
-    return Return(id=f"ret-{next(_ids)}-{time.monotonic_ns()}", item="lamp", amount=Decimal("25.00"),
-                  **fields)  # fmt: skip
+    run_id = f"ret-{next(_ids)}-{time.monotonic_ns()}"
+    return Return(id=run_id, item="lamp", amount=Decimal("25.00"), **fields)
 
 
 def test_retry_with_backoff_then_the_gate_then_done(deploy) -> None:  # type: ignore[no-untyped-def]
