@@ -62,19 +62,13 @@ class KeySpace:
     companions: tuple[str, ...] = ()
 
     @property
-    def leases(self) -> str:
-        """zset: run id -> lease deadline (running attempts)."""
-        return f"{self.namespace}:leases"
+    def due(self) -> str:
+        """zset: run id -> when the watchdog looks at it next.
 
-    @property
-    def timers(self) -> str:
-        """zset: run id -> when the watchdog looks again (retry, gate, compensation)."""
-        return f"{self.namespace}:timers"
-
-    @property
-    def queued(self) -> str:
-        """zset: run id -> when a queued step's message counts as late."""
-        return f"{self.namespace}:queued"
+        The end of a running attempt's lease, when a queued step's message counts as
+        late, a retry's time, a gate's deadline, a compensation's next look.
+        """
+        return f"{self.namespace}:due"
 
     @property
     def retrying(self) -> str:
@@ -88,11 +82,6 @@ class KeySpace:
     @property
     def status_indexes(self) -> tuple[str, ...]:
         return tuple(self.status_index(s) for s in RunStatus)
-
-    @property
-    def schedules(self) -> tuple[str, str, str]:
-        """The zsets the watchdog reads, in the order ``tick.lua`` expects."""
-        return (self.leases, self.timers, self.queued)
 
     def run(self, run_id: str) -> RunKeys:
         return RunKeys(self, run_id)
@@ -135,9 +124,7 @@ class RunKeys:
             self.record,
             self.history,
             self.settled,
-            s.leases,
-            s.timers,
-            s.queued,
+            s.due,
             s.retrying,
             *s.status_indexes,
             *self.companions,

@@ -152,7 +152,7 @@ class WorkflowRuntime:
         *,
         options: dict[str, dict[str, Any]] | None = None,
         gate_timeouts: dict[str, float] | None = None,
-    ) -> list[dict[str, str]]:
+    ) -> list[dict[str, Any]]:
         """The run's plan: every step and gate that applies to ``input``, with its policy.
 
         ``options``: the run's own step options (the last layer); ``gate_timeouts``:
@@ -188,7 +188,10 @@ class WorkflowRuntime:
                 }
                 if element.undo is not None:
                     spec["undo"] = element.undo.name
-            plan.append({"name": element.name, "policy": json.dumps(spec)})
+            entry: dict[str, Any] = {"name": element.name, "policy": json.dumps(spec)}
+            if isinstance(element, Gate):
+                entry["gate"] = True
+            plan.append(entry)
         return plan
 
     def task_registered(self, task_name: str, step: str) -> None:

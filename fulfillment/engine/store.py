@@ -73,7 +73,7 @@ class RunStore:
         input: str,
         digest: str,
         summary: str,
-        plan: list[dict[str, str]],
+        plan: list[dict[str, Any]],
         fields: dict[str, str] | None = None,
         event: dict[str, Any] | None = None,
         outbox: Outbox | None = None,

@@ -153,8 +153,8 @@ class Tick:
     due: tuple[tuple[str, ...], ...] = ()
     alive: tuple[str, ...] = ()
     dead: frozenset[str] = frozenset()
-    #: per workflow: runs with a running attempt (read only when a worker is dead)
-    running: tuple[tuple[str, ...], ...] = ()
+    #: per workflow: every run in its due zset (read only when a worker is dead)
+    scheduled: tuple[tuple[str, ...], ...] = ()
 
     @classmethod
     def parse(cls, reply: dict[str, Any]) -> Tick:
@@ -167,7 +167,7 @@ class Tick:
             due=tuple(tuple(_list(ids)) for ids in _list(reply.get("due"))),
             alive=tuple(_list(reply.get("alive"))),
             dead=frozenset(_list(reply.get("dead"))),
-            running=tuple(tuple(_list(ids)) for ids in _list(reply.get("running"))),
+            scheduled=tuple(tuple(_list(ids)) for ids in _list(reply.get("scheduled"))),
         )
 
 

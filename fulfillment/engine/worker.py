@@ -106,8 +106,7 @@ class Watchdog(threading.Thread):
     def heartbeat(self, limit: int = 200) -> Tick:
         s = self.settings
         keys = [WORKERS, WATCHDOG_LOCK, held_set(self.worker)]
-        for rt in self.runtimes:
-            keys += rt.space.schedules
+        keys += [rt.space.due for rt in self.runtimes]
         keys += self.engine.queues
         reply = self.engine.scripts.call(
             "tick",
@@ -137,8 +136,8 @@ class Watchdog(threading.Thread):
             for run_id in ids:
                 self.redrive(rt, run_id, "due")
         if due.dead and self._trusts_heartbeats():
-            for rt, running in zip(self.runtimes, due.running, strict=False):
-                self.redrive_dead_workers(rt, due.dead, list(running))
+            for rt, scheduled in zip(self.runtimes, due.scheduled, strict=False):
+                self.redrive_dead_workers(rt, due.dead, list(scheduled))
             horizon = due.now_us - int(self.settings.worker_dead_after * US)
             self.engine.client.zremrangebyscore(WORKERS, "-inf", horizon)
 
@@ -150,11 +149,12 @@ class Watchdog(threading.Thread):
         return time.monotonic() - self._connected_since >= self.settings.worker_dead_after
 
     def redrive_dead_workers(
-        self, rt: WorkflowRuntime, dead: frozenset[str], running: list[str]
+        self, rt: WorkflowRuntime, dead: frozenset[str], scheduled: list[str]
     ) -> None:
-        if not running:
+        """Fail over the attempts the dead workers were running (without waiting for leases)."""
+        if not scheduled:
             return
-        for run_id, holder in zip(running, rt.store.workers_of(running), strict=True):
+        for run_id, holder in zip(scheduled, rt.store.workers_of(scheduled), strict=True):
             if holder in dead:
                 self.redrive(rt, run_id, "worker_lost", holder)
 

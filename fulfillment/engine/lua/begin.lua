@@ -15,13 +15,13 @@ local id = A.id
 local sk = 's:' .. A.step .. ':'
 
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'task_id',
-  sk .. 'attempts', 'worker', 'created', 'sched', 'input', 'p:' .. A.step, 'steps',
+  sk .. 'attempts', 'worker', 'created', 'input', 'p:' .. A.step, 'steps',
   sk .. 'state', sk .. 'result', 'suspect', 'summary')
 local status, step, phase, epoch = o[1], o[2], o[3], tonumber(o[4])
 if not status then return reply({v = 'missing'}) end
 if TERMINAL[status] then return reply({v = 'finished', status = status}) end
 if step ~= A.step then
-  if o[13] == 'completed' then return reply({v = 'done', result = o[14]}) end
+  if o[12] == 'completed' then return reply({v = 'done', result = o[13]}) end
   return reply({v = 'stale', reason = 'run is at step ' .. step})
 end
 if epoch ~= tonumber(A.epoch) then
@@ -43,19 +43,19 @@ end
 
 local now = now_us()
 attempt = attempt + 1
-local lease = now + cjson.decode(o[11]).lease_us
-redis.call('HSET', K.record, 'phase', 'running', 'lease_until', int(lease),
+local lease = now + cjson.decode(o[10]).lease_us
+redis.call('HSET', K.record, 'status', 'running', 'phase', 'running', 'lease_until', int(lease),
   'worker', A.worker, 'task_id', A.task_id, 'started', int(now), 'updated', int(now),
   sk .. 'state', 'running', sk .. 'attempts', attempt)
-if o[15] then redis.call('HDEL', K.record, 'suspect') end
-if status == 'pending' then set_status(K, id, status, 'running', o[8]) end
+if o[14] then redis.call('HDEL', K.record, 'suspect') end
+set_status(K, id, status, 'running', o[8], false)
 if phase == 'retry_wait' then redis.call('ZREM', K.retrying, id) end
-schedule(K, id, 'leases', lease, o[9])
+schedule(K, id, lease)
 emit(K, 'attempt_started', {step = A.step, attempt = attempt, worker = A.worker,
   task_id = A.task_id})
-local out = {v = 'run', attempt = attempt, input = o[10], steps = o[12], summary = o[16]}
-if not next_step(o[12], A.step) then
-  local steps = split(o[12])
+local out = {v = 'run', attempt = attempt, input = o[9], steps = o[11], summary = o[15]}
+if not next_step(o[11], A.step) then
+  local steps = split(o[11])
   local fields = {}
   for i, s in ipairs(steps) do fields[i] = 's:' .. s .. ':result' end
   local values = redis.call('HMGET', K.record, unpack(fields))

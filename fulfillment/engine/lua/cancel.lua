@@ -11,17 +11,17 @@ local A = cjson.decode(ARGV[1])
 local id = A.id
 
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'steps', 'created',
-  'sched', 'cancel_requested')
+  'gates', 'cancel_requested')
 local status, step, phase = o[1], o[2], o[3]
 if not status then return reply({v = 'missing'}) end
 if TERMINAL[status] then return reply({v = 'finished', status = status}) end
 if o[8] == '1' then return reply({v = 'cancel_requested'}) end
 local now = now_us()
-local cur = {status = status, created = o[6], sched = o[7], phase = phase, steps = o[5]}
+local cur = {status = status, created = o[6], gates = o[7], phase = phase, steps = o[5]}
 
-for _, g in ipairs(split(o[5])) do
+for _, g in ipairs(split(o[7])) do
   local pol = policy(K, g)
-  if pol.kind == 'gate' and pol.cancel_decides then
+  if pol.cancel_decides then
     local gs = redis.call('HMGET', K.record, 's:' .. g .. ':state', 'g:' .. g .. ':decision',
       'g:' .. g .. ':by', 'g:' .. g .. ':deadline')
     if gs[1] ~= 'pending' and gs[1] ~= 'queued' and gs[1] ~= 'waiting' then

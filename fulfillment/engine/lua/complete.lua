@@ -15,7 +15,7 @@ local sk = 's:' .. A.step .. ':'
 
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', sk .. 'attempts',
   sk .. 'state', 'result', 'started', 'steps', 'cancel_requested', 'cancel_reason', 'created',
-  'sched', 'cancel_by')
+  'gates', 'cancel_by')
 local status = o[1]
 
 -- The same call again (the client retried after losing the reply): answer as before.
@@ -58,23 +58,25 @@ if why then
   return discard(K, A, why, status ~= nil)
 end
 
-redis.call('HSET', K.record, sk .. 'state', 'completed', sk .. 'result', A.result,
-  'updated', int(now))
+local recorded = {sk .. 'state', 'completed', sk .. 'result', A.result}
 emit(K, 'attempt_succeeded', {step = A.step, attempt = A.attempt,
   duration_us = int(now - tonumber(o[8])), result = A.result})
-local cur = {status = status, created = o[12], sched = o[13], phase = 'running', steps = o[9]}
+local cur = {status = status, created = o[12], gates = o[13], phase = 'running', steps = o[9]}
 
 -- An accepted cancel wins, even over the last step: its effects are undone.
 if o[10] == '1' then
+  redis.call('HSET', K.record, unpack(recorded))
   return fail_run(K, id, now, {type = 'Cancelled', message = o[11], step = A.step}, A, cur,
     {reason = o[11], by = o[14]})
 end
-local moved = advance(K, id, A.step, tonumber(o[4]), now, A, cur)
+-- the step's result and the next step's queueing: one write
+local moved = advance(K, id, A.step, tonumber(o[4]), now, A, cur, recorded)
 if moved.failed then return moved.failed end
 if moved.completed then
   local result = A.final or ''
-  redis.call('HSET', K.record, 'result', result)
-  finish(K, id, 'completed', now, nil, A, cur)
+  recorded[#recorded + 1] = 'result'
+  recorded[#recorded + 1] = result
+  finish(K, id, 'completed', now, nil, A, cur, recorded, result)
   emit(K, 'run_completed', {result = result})
   return reply({v = 'completed', result = result})
 end

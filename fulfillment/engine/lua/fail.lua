@@ -8,7 +8,7 @@ local id = A.id
 A.outcome = 'failed: ' .. A.error_type
 local sk = 's:' .. A.step .. ':'
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', sk .. 'attempts',
-  'started', 'cancel_requested', 'cancel_reason', 'created', 'sched', 'steps', 'cancel_by')
+  'started', 'cancel_requested', 'cancel_reason', 'created', 'steps', 'cancel_by')
 local why = stale_fields(o, A)
 if why then return discard(K, A, why, o[1] ~= nil) end
 
@@ -16,8 +16,8 @@ local now = now_us()
 redis.call('HSET', K.record, sk .. 'state', 'failed', sk .. 'error', A.error_type .. ': ' .. A.error)
 emit(K, 'attempt_failed', {step = A.step, attempt = A.attempt, error_type = A.error_type,
   error = A.error, duration_us = int(now - tonumber(o[6])), retryable = false})
-local cur = {status = o[1], created = o[9], sched = o[10], phase = 'running', steps = o[11]}
+local cur = {status = o[1], created = o[9], phase = 'running', steps = o[10]}
 local cancel = nil
-if o[7] == '1' then cancel = {reason = o[8], by = o[12]} end
+if o[7] == '1' then cancel = {reason = o[8], by = o[11]} end
 return fail_run(K, id, now, {type = A.error_type, message = A.error, step = A.step,
   refused = true}, A, cur, cancel)

@@ -9,12 +9,12 @@ local gk = 'g:' .. A.step .. ':'
 local sk = 's:' .. A.step .. ':'
 
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'task_id',
-  'p:' .. A.step, 'created', gk .. 'deadline', 'sched', sk .. 'state', sk .. 'result')
+  'p:' .. A.step, 'created', gk .. 'deadline', sk .. 'state', sk .. 'result')
 local status, step, phase, epoch = o[1], o[2], o[3], tonumber(o[4])
 if not status then return reply({v = 'missing'}) end
 if TERMINAL[status] then return reply({v = 'finished', status = status}) end
 if step ~= A.step then
-  if o[10] == 'completed' then return reply({v = 'done', result = o[11]}) end
+  if o[9] == 'completed' then return reply({v = 'done', result = o[10]}) end
   return reply({v = 'stale', reason = 'run is at step ' .. step})
 end
 if epoch ~= tonumber(A.epoch) then
@@ -32,11 +32,11 @@ if phase ~= 'queued' then return reply({v = 'stale', reason = 'step is ' .. tost
 
 local timeout = cjson.decode(o[6]).timeout_us
 local deadline = now + timeout
-redis.call('HSET', K.record, 'phase', 'waiting', gk .. 'deadline', int(deadline),
-  sk .. 'state', 'waiting', sk .. 'attempts', 1, 'worker', A.worker,
+redis.call('HSET', K.record, 'status', 'waiting', 'phase', 'waiting', gk .. 'deadline',
+  int(deadline), sk .. 'state', 'waiting', sk .. 'attempts', 1, 'worker', A.worker,
   'task_id', A.task_id, 'started', int(now), 'updated', int(now))
-set_status(K, id, status, 'waiting', o[7])
-schedule(K, id, 'timers', deadline + A.grace_us, o[9])
+set_status(K, id, status, 'waiting', o[7], false)
+schedule(K, id, deadline + A.grace_us)
 emit(K, 'gate_waiting', {gate = A.step, deadline = int(deadline), timeout_us = int(timeout),
   worker = A.worker, task_id = A.task_id})
 return reply({v = 'waiting', deadline = int(deadline), remaining_us = int(timeout)})

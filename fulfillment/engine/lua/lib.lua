@@ -6,8 +6,10 @@
 --
 -- KEYS of every run transition (fulfillment/engine/keys.py: RunKeys.transition):
 --   1 record (hash)   2 history (stream)   3 settled (list: the doorbell)
---   4 leases  5 timers  6 queued  7 retrying  (zsets of run ids: the watchdog's schedule)
---   8..13 status indexes: pending, waiting, running, completed, failed, cancelled
+--   4 due (zset: run id -> when the watchdog looks at it next: a lease's end, a late
+--     message, a retry, a gate's deadline, a compensation)
+--   5 retrying (zset: runs whose failed step waits for its next attempt)
+--   6..11 status indexes: pending, waiting, running, completed, failed, cancelled
 --   then A.nc companion keys (the workflow's own keys of the run, kept and expired with it),
 --   then the outbox's keys (see send_outbox), or the held-message sets (see held).
 -- ARGV[1] is one JSON argument A. Every transition's A carries the common settings:
@@ -23,7 +25,7 @@
 --                   and for a gate timeout_us, reject_error, timeout_error, timeout_message,
 --                   cancel_decides (a cancel is one of the gate's decisions)
 -- Its state: status, step, phase (queued | running | retry_wait | waiting), epoch,
---   sched (the schedule zset the run is in now), s:<step>:state / attempts / result /
+--   gates (the gate names of the plan), s:<step>:state / attempts / result /
 --   error / lost / fence_until, g:<gate>:deadline / decision / by / reason / at,
 --   compensations and c:<action>:* (see open_compensation), result, failure:*,
 --   cancel_requested / cancel_reason / cancel_by, cancel_error (the failure type of a
@@ -54,11 +56,10 @@ end
 
 local function run_keys()
   return {
-    record = KEYS[1], history = KEYS[2], settled = KEYS[3],
-    leases = KEYS[4], timers = KEYS[5], queued = KEYS[6], retrying = KEYS[7],
+    record = KEYS[1], history = KEYS[2], settled = KEYS[3], due = KEYS[4], retrying = KEYS[5],
     status = {
-      pending = KEYS[8], waiting = KEYS[9], running = KEYS[10],
-      completed = KEYS[11], failed = KEYS[12], cancelled = KEYS[13],
+      pending = KEYS[6], waiting = KEYS[7], running = KEYS[8],
+      completed = KEYS[9], failed = KEYS[10], cancelled = KEYS[11],
     },
   }
 end
@@ -75,27 +76,23 @@ local function emit(K, kind, data)
   redis.call('XADD', K.history, '*', 'type', kind, 'data', cjson.encode(data))
 end
 
--- Move the run between status indexes and set its status field.
-local function set_status(K, id, old, new, created)
+-- Move the run between status indexes. The caller writes the status field (in the
+-- HSET it makes anyway) unless `write` says so.
+local function set_status(K, id, old, new, created, write)
   if old == new then return end
   if old and K.status[old] then redis.call('ZREM', K.status[old], id) end
   redis.call('ZADD', K.status[new], created, id)
-  redis.call('HSET', K.record, 'status', new)
+  if write then redis.call('HSET', K.record, 'status', new) end
 end
 
--- The run is in at most one schedule zset at a time (the `sched` field says which),
--- and in `retrying` while a failed step waits for its next attempt.
-local function schedule(K, id, zset, at, current)
-  if current and current ~= '' and current ~= zset then redis.call('ZREM', K[current], id) end
-  redis.call('ZADD', K[zset], at, id)
-  if current ~= zset then redis.call('HSET', K.record, 'sched', zset) end
+-- When the watchdog looks at the run next (one zset for every reason: a transition
+-- moves the run's score, it never moves the run between sets).
+local function schedule(K, id, at)
+  redis.call('ZADD', K.due, at, id)
 end
 
-local function unschedule(K, id, current, phase)
-  if current and current ~= '' then
-    redis.call('ZREM', K[current], id)
-    redis.call('HSET', K.record, 'sched', '')
-  end
+local function unschedule(K, id, phase)
+  redis.call('ZREM', K.due, id)
   if phase == 'retry_wait' then redis.call('ZREM', K.retrying, id) end
 end
 
@@ -108,14 +105,15 @@ local function next_step(steps_csv, step)
   return nil
 end
 
--- Put `step` in the queue under `epoch`: the message for it is on its way.
--- `cur` = {sched, phase} of the run before.
-local function queue_step(K, id, step, epoch, now, A, cur)
-  redis.call('HSET', K.record, 'step', step, 'phase', 'queued', 'epoch', epoch,
-    'queued_at', int(now), 'updated', int(now))
-  redis.call('HDEL', K.record, 'suspect')
+-- Put `step` in the queue under `epoch`: the message for it is on its way. `cur` is
+-- the run before ({phase}); `fields`: more fields to write in the same HSET.
+local function queue_step(K, id, step, epoch, now, A, cur, fields)
+  local args = {'step', step, 'phase', 'queued', 'epoch', epoch, 'queued_at', int(now),
+    'updated', int(now)}
+  for _, f in ipairs(fields or {}) do args[#args + 1] = f end
+  redis.call('HSET', K.record, unpack(args))
   if cur.phase == 'retry_wait' then redis.call('ZREM', K.retrying, id) end
-  schedule(K, id, 'queued', now + A.queue_grace_us, cur.sched)
+  schedule(K, id, now + A.queue_grace_us)
 end
 
 -- The transactional outbox: Celery messages the caller built for the step this
@@ -128,7 +126,7 @@ end
 -- recorded" and "next step sent" happen together or not at all, and a replayed
 -- call (its reply was lost) does not send them twice.
 local function send_outbox(A)
-  local k = 14 + A.nc
+  local k = 12 + A.nc
   for i, spec in ipairs(A.outbox or {}) do
     if spec.p then
       redis.call('PUBLISH', spec.p, ARGV[i + 1])
@@ -145,22 +143,24 @@ end
 -- list to itself (every waiter wakes, the element stays, and a late waiter returns at
 -- once), and start its retention, companion keys included. The element says how it
 -- ended, with the result of a completed run, so a waiter needs no further read.
-local function settle(K, status, A)
+local function settle(K, status, A, result)
   local ttl = math.max(1, math.floor(A.retention_s))
   local outcome = {status = status}
-  if status == 'completed' then outcome.result = redis.call('HGET', K.record, 'result') end
+  if status == 'completed' then
+    outcome.result = result or redis.call('HGET', K.record, 'result')
+  end
   redis.call('RPUSH', K.settled, cjson.encode(outcome))
   redis.call('EXPIRE', K.settled, ttl)
   redis.call('EXPIRE', K.record, ttl)
   redis.call('EXPIRE', K.history, ttl)
-  for i = 14, 13 + A.nc do redis.call('EXPIRE', KEYS[i], ttl) end
+  for i = 12, 11 + A.nc do redis.call('EXPIRE', KEYS[i], ttl) end
 end
 
 -- A finished run that has to act again (a late effect to undo) must not expire meanwhile.
 local function unsettle(K, A)
   redis.call('PERSIST', K.record)
   redis.call('PERSIST', K.history)
-  for i = 14, 13 + A.nc do redis.call('PERSIST', KEYS[i]) end
+  for i = 12, 11 + A.nc do redis.call('PERSIST', KEYS[i]) end
   redis.call('DEL', K.settled)
 end
 
@@ -206,12 +206,7 @@ local function schedule_compensations(K, id, A)
       if due and (not soonest or due < soonest) then soonest = due end
     end
   end
-  local sched = redis.call('HGET', K.record, 'sched')
-  if soonest then
-    schedule(K, id, 'timers', soonest, sched)
-  else
-    unschedule(K, id, sched, nil)
-  end
+  if soonest then schedule(K, id, soonest) else unschedule(K, id, nil) end
   return open
 end
 
@@ -250,13 +245,16 @@ end
 
 -- Make the run terminal. `failure` is nil for a completed run, else
 -- {type=, message=, step=, refused=} (refused: a business error of `step`).
--- `cur` = {status, created, sched, phase} of the run before.
+-- `cur` = {status, created, phase} of the run before; `fields`: more fields to write;
+-- `result`: a completed run's result (for its doorbell).
 -- Returns the compensations started (comma-joined) and those to send now ("a:n",
 -- comma-joined; the rest wait for their step's lost attempt to run out of lease).
-local function finish(K, id, status, now, failure, A, cur)
-  set_status(K, id, cur.status, status, cur.created)
-  unschedule(K, id, cur.sched, cur.phase)
-  redis.call('HSET', K.record, 'step', '', 'phase', '', 'finished', int(now), 'updated', int(now))
+local function finish(K, id, status, now, failure, A, cur, fields, result)
+  set_status(K, id, cur.status, status, cur.created, false)
+  unschedule(K, id, cur.phase)
+  local args = {'status', status, 'step', '', 'phase', '', 'finished', int(now), 'updated', int(now)}
+  for _, f in ipairs(fields or {}) do args[#args + 1] = f end
+  redis.call('HSET', K.record, unpack(args))
   local actions, send = {}, {}
   if failure then
     redis.call('HSET', K.record, 'failure:type', failure.type,
@@ -272,7 +270,7 @@ local function finish(K, id, status, now, failure, A, cur)
     redis.call('HSET', K.record, 'compensations', table.concat(actions, ','))
     schedule_compensations(K, id, A)
   else
-    settle(K, status, A)
+    settle(K, status, A, result)
   end
   return table.concat(actions, ','), table.concat(send, ',')
 end
@@ -370,9 +368,12 @@ local function message_lost(K, suspect_field, msg, due, now, A)
     redis.call('HDEL', K.record, suspect_field)
     return false, again
   end
-  local since = tonumber(redis.call('HGET', K.record, suspect_field) or '')
+  -- the field holds "<message id>|<since>": a suspicion of an earlier message is void
+  local seen = redis.call('HGET', K.record, suspect_field) or ''
+  local since = nil
+  if seen:sub(1, #msg + 1) == msg .. '|' then since = tonumber(seen:sub(#msg + 2)) end
   if not since then
-    redis.call('HSET', K.record, suspect_field, int(now))
+    redis.call('HSET', K.record, suspect_field, msg .. '|' .. int(now))
     return false, now + 2 * A.interval_us
   end
   if now - since < 2 * A.interval_us then return false, since + 2 * A.interval_us end
@@ -383,21 +384,28 @@ end
 -- The run moves past `from` (a step that completed, or a gate that was passed) under
 -- `epoch`: the next step is queued, passing at once any gate already decided early
 -- (a decision sent before the run reached its gate counts). Returns the reply for
--- the caller's next move: {v = 'next', step = ...}, {v = 'completed'} when `from` was
--- the last step, or the run's failure (a gate rejected early).
-local function advance(K, id, from, epoch, now, A, cur)
+-- the caller's next move: {step = <the step queued>}, {completed = true} when `from`
+-- was the last step, or {failed = <reply>} (a gate rejected early). `fields`: more fields
+-- to write with the run's next write (the result of the step that completed).
+local function advance(K, id, from, epoch, now, A, cur, fields)
   local nxt = next_step(cur.steps, from)
-  while nxt do
+  local gates = {}
+  for _, g in ipairs(split(cur.gates)) do gates[g] = true end
+  while nxt and gates[nxt] do
     local pol = policy(K, nxt)
-    if pol.kind ~= 'gate' then break end
     local g = redis.call('HMGET', K.record, 'g:' .. nxt .. ':decision', 'g:' .. nxt .. ':by',
       'g:' .. nxt .. ':reason')
     if g[1] == 'approved' then
-      redis.call('HSET', K.record, 's:' .. nxt .. ':state', 'completed',
-        's:' .. nxt .. ':result', 'Approved by ' .. g[2])
+      local args = {'s:' .. nxt .. ':state', 'completed', 's:' .. nxt .. ':result',
+        'Approved by ' .. g[2]}
+      for _, f in ipairs(fields or {}) do args[#args + 1] = f end
+      redis.call('HSET', K.record, unpack(args))
+      fields = nil
       nxt = next_step(cur.steps, nxt)
     elseif g[1] == 'rejected' then
-      redis.call('HSET', K.record, 's:' .. nxt .. ':state', 'failed')
+      local args = {'s:' .. nxt .. ':state', 'failed'}
+      for _, f in ipairs(fields or {}) do args[#args + 1] = f end
+      redis.call('HSET', K.record, unpack(args))
       return {failed = fail_run(K, id, now, {type = pol.reject_error, message = g[3], step = nxt},
         A, cur, nil)}
     else
@@ -405,6 +413,6 @@ local function advance(K, id, from, epoch, now, A, cur)
     end
   end
   if not nxt then return {completed = true} end
-  queue_step(K, id, nxt, epoch, now, A, cur)
+  queue_step(K, id, nxt, epoch, now, A, cur, fields)
   return {step = nxt}
 end

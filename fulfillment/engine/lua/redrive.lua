@@ -13,17 +13,15 @@ local A = cjson.decode(ARGV[1])
 local id = A.id
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'lease_until',
   'next_at', 'queued_at', 'worker', 'cancel_requested', 'cancel_reason', 'redrives',
-  'compensations', 'summary', 'created', 'sched', 'steps', 'cancel_by')
+  'compensations', 'summary', 'created', 'gates', 'steps', 'cancel_by')
 local status, step, phase, epoch = o[1], o[2], o[3], tonumber(o[4])
 if not status then
-  redis.call('ZREM', K.leases, id)
-  redis.call('ZREM', K.timers, id)
-  redis.call('ZREM', K.queued, id)
+  redis.call('ZREM', K.due, id)
   redis.call('ZREM', K.retrying, id)
   return reply({v = 'noop', reason = 'gone'})
 end
 local now = now_us()
-local cur = {status = status, created = o[14], sched = o[15], phase = phase, steps = o[16]}
+local cur = {status = status, created = o[14], gates = o[15], phase = phase, steps = o[16]}
 
 if TERMINAL[status] then
   -- Compensations: a running one whose lease ran out is sent again; a pending one
@@ -56,8 +54,8 @@ if TERMINAL[status] then
   end
   local open = schedule_compensations(K, id, A)
   if later and open > 0 then
-    local current = tonumber(redis.call('ZSCORE', K.timers, id) or '0')
-    if current == 0 or later < current then redis.call('ZADD', K.timers, later, id) end
+    local current = tonumber(redis.call('ZSCORE', K.due, id) or '0')
+    if current == 0 or later < current then schedule(K, id, later) end
   end
   if #send == 0 then return reply({v = 'noop', reason = 'compensations on their way'}) end
   return reply({v = 'compensate', send = table.concat(send, ',')})
@@ -74,7 +72,7 @@ end
 if phase == 'running' then
   local lost_worker = A.reason == 'worker_lost' and o[8] == A.worker
   if not lost_worker and now < tonumber(o[5]) then
-    schedule(K, id, 'leases', tonumber(o[5]), o[15])
+    schedule(K, id, tonumber(o[5]))
     return reply({v = 'noop', reason = 'lease still valid'})
   end
   local attempt = tonumber(redis.call('HGET', K.record, sk .. 'attempts') or '0')
@@ -103,15 +101,14 @@ if phase == 'running' then
   end
   if lost < 2 then
     -- First loss: the worker died, not the step. Carry on at once elsewhere.
-    queue_step(K, id, step, epoch + 1, now, A, cur)
-    redis.call('HSET', K.record, sk .. 'state', 'queued')
+    queue_step(K, id, step, epoch + 1, now, A, cur, {sk .. 'state', 'queued'})
     return dispatch(why, 0)
   end
   -- The step keeps losing its worker (a poison step?): back off as for a failure.
   local delay = math.min(pol.initial_us * pol.coefficient ^ (attempt - 1), pol.maximum_us)
   redis.call('HSET', K.record, 'epoch', epoch + 1, 'phase', 'retry_wait',
     'next_at', int(now + delay), sk .. 'state', 'retrying')
-  schedule(K, id, 'timers', now + delay + A.grace_us, o[15])
+  schedule(K, id, now + delay + A.grace_us)
   redis.call('ZADD', K.retrying, now, id)
   return dispatch(why, delay)
 end
@@ -120,18 +117,18 @@ end
 -- really lost, each re-send waiting twice as long as the one before.
 if phase == 'queued' or phase == 'retry_wait' then
   local redrives = tonumber(o[11] or '0')
-  local base, grace, zset = tonumber(o[7]), A.queue_grace_us, 'queued'
-  if phase == 'retry_wait' then base, grace, zset = tonumber(o[6]), A.grace_us, 'timers' end
+  local base, grace = tonumber(o[7]), A.queue_grace_us
+  if phase == 'retry_wait' then base, grace = tonumber(o[6]), A.grace_us end
   local due = base + grace * 2 ^ redrives
   local msg = message_id(id, step, epoch)
   local lost, again = message_lost(K, 'suspect', msg, due, now, A)
   if not lost then
-    schedule(K, id, zset, again, o[15])
+    schedule(K, id, again)
     return reply({v = 'noop', reason = 'message ' .. msg .. ' on its way'})
   end
   queue_step(K, id, step, epoch + 1, now, A, cur)
   redis.call('HSET', K.record, 'redrives', redrives + 1)
-  schedule(K, id, 'queued', now + A.queue_grace_us * 2 ^ (redrives + 1), 'queued')
+  schedule(K, id, now + A.queue_grace_us * 2 ^ (redrives + 1))
   local late = int((now - base) / 1000)
   if phase == 'retry_wait' then
     return dispatch('retry message lost: attempt not started ' .. late ..
@@ -144,11 +141,11 @@ end
 if phase == 'waiting' then
   local deadline = tonumber(redis.call('HGET', K.record, 'g:' .. step .. ':deadline'))
   if now < deadline then
-    schedule(K, id, 'timers', deadline + A.grace_us, o[15])
+    schedule(K, id, deadline + A.grace_us)
     return reply({v = 'noop', reason = 'gate deadline not reached'})
   end
   return time_out_gate(K, id, step, now, deadline, 'watchdog', A, cur)
 end
 
-unschedule(K, id, o[15], phase)
+unschedule(K, id, phase)
 return reply({v = 'noop', reason = 'phase ' .. tostring(phase)})

@@ -9,26 +9,25 @@ local id = A.id
 A.outcome = 'failed: ' .. A.error_type
 local sk = 's:' .. A.step .. ':'
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', sk .. 'attempts',
-  'started', 'cancel_requested', 'cancel_reason', 'created', 'sched', 'p:' .. A.step, 'steps',
+  'started', 'cancel_requested', 'cancel_reason', 'created', 'p:' .. A.step, 'steps',
   'cancel_by')
 local why = stale_fields(o, A)
 if why then return discard(K, A, why, o[1] ~= nil) end
 
 local now = now_us()
-local pol = cjson.decode(o[11])
+local pol = cjson.decode(o[10])
 local err = A.error_type .. ': ' .. A.error
-redis.call('HSET', K.record, sk .. 'error', err, 'updated', int(now))
 local event = {step = A.step, attempt = A.attempt, error_type = A.error_type, error = A.error,
   duration_us = int(now - tonumber(o[6])), retryable = true}
-local cur = {status = o[1], created = o[9], sched = o[10], phase = 'running', steps = o[12]}
+local cur = {status = o[1], created = o[9], phase = 'running', steps = o[11]}
 if o[7] == '1' then
-  redis.call('HSET', K.record, sk .. 'state', 'failed')
+  redis.call('HSET', K.record, sk .. 'state', 'failed', sk .. 'error', err)
   emit(K, 'attempt_failed', event)
   return fail_run(K, id, now, {type = A.error_type, message = A.error, step = A.step}, A, cur,
-    {reason = o[8], by = o[13]})
+    {reason = o[8], by = o[12]})
 end
 if pol.max_attempts > 0 and A.attempt >= pol.max_attempts then
-  redis.call('HSET', K.record, sk .. 'state', 'failed')
+  redis.call('HSET', K.record, sk .. 'state', 'failed', sk .. 'error', err)
   event.exhausted = true
   emit(K, 'attempt_failed', event)
   return fail_run(K, id, now, {type = A.error_type,
@@ -39,8 +38,8 @@ end
 local delay = math.min(pol.initial_us * pol.coefficient ^ (A.attempt - 1), pol.maximum_us)
 local next_at = now + delay
 redis.call('HSET', K.record, 'phase', 'retry_wait', 'next_at', int(next_at),
-  sk .. 'state', 'retrying')
-schedule(K, id, 'timers', next_at + A.grace_us, o[10])
+  sk .. 'state', 'retrying', sk .. 'error', err, 'updated', int(now))
+schedule(K, id, next_at + A.grace_us)
 redis.call('ZADD', K.retrying, now, id)
 event.retry_in_us = int(delay)
 event.next_at = int(next_at)

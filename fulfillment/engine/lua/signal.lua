@@ -22,7 +22,7 @@ local gk = 'g:' .. G .. ':'
 local sk = 's:' .. G .. ':'
 
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'steps',
-  'created', 'sched', gk .. 'deadline', gk .. 'decision', gk .. 'by', sk .. 'state', 'p:' .. G)
+  'created', 'gates', gk .. 'deadline', gk .. 'decision', gk .. 'by', sk .. 'state', 'p:' .. G)
 local status, step, phase, epoch = o[1], o[2], o[3], tonumber(o[4])
 if not status then return reply({v = 'missing'}) end
 if TERMINAL[status] then
@@ -36,7 +36,7 @@ if o[9] or (state ~= 'pending' and state ~= 'queued' and state ~= 'waiting') the
 end
 local pol = cjson.decode(o[12])
 local now = now_us()
-local cur = {status = status, created = o[6], sched = o[7], phase = phase, steps = o[5]}
+local cur = {status = status, created = o[6], gates = o[7], phase = phase, steps = o[5]}
 local at_gate = step == G
 
 if A.decision == 'timeout' then
@@ -73,7 +73,7 @@ if decision == 'rejected' then
   return reply({v = 'rejected', compensations = out.compensations, send = out.send})
 end
 redis.call('HSET', K.record, sk .. 'state', 'completed', sk .. 'result', 'Approved by ' .. A.by)
-set_status(K, id, status, 'running', o[6])
+set_status(K, id, status, 'running', o[6], true)
 cur.status = 'running'
 local moved = advance(K, id, G, epoch + 1, now, A, cur)
 if moved.failed then return moved.failed end

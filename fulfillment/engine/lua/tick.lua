@@ -1,13 +1,13 @@
 -- tick.lua: one watchdog tick of one worker: heartbeat, the messages it holds, take or
 -- keep the watchdog lock, and (for the holder only) collect what is due.
--- KEYS: workers, lock, this worker's held set, then for each of the A.nw workflows its
---       leases, timers and queued zsets, then the broker's queue lists.
+-- KEYS: workers, lock, this worker's held set, then the due zset of each of the A.nw
+--       workflows, then the broker's queue lists.
 -- A: worker, lock_ttl_ms, dead_after_us, limit, nw, held (ids of the messages this
 --    worker holds: prefetched, waiting for a countdown, running).
 -- Replies {leader = false} or, for the lock holder: leader, now, backlog (messages in
--- the queues), due (per workflow: the run ids now due in its three zsets), alive (live
--- workers), dead (workers presumed dead) and running (per workflow: runs with a
--- running attempt, only when a worker is dead).
+-- the queues), due (per workflow: the run ids now due), alive (live workers), dead
+-- (workers presumed dead) and scheduled (per workflow: every run in its due zset, only
+-- when a worker is dead: the watchdog looks for the runs it was running).
 local A = cjson.decode(ARGV[1])
 local now = now_us()
 redis.call('ZADD', KEYS[1], now, A.worker)
@@ -23,24 +23,15 @@ local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= A.worker then return reply({leader = false}) end
 redis.call('SET', KEYS[2], A.worker, 'PX', A.lock_ttl_ms)
 
-local first_queue = 4 + 3 * A.nw
 local backlog = 0
-for i = first_queue, #KEYS do backlog = backlog + redis.call('LLEN', KEYS[i]) end
+for i = 4 + A.nw, #KEYS do backlog = backlog + redis.call('LLEN', KEYS[i]) end
 local horizon = now - A.dead_after_us
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. int(horizon))
-local due, running = {}, {}
+local due, scheduled = {}, {}
 for w = 1, A.nw do
-  local base = 3 * w + 1
-  local ids = {}
-  for z = 0, 2 do
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[base + z], '-inf', now, 'LIMIT', 0,
-        A.limit)) do
-      ids[#ids + 1] = id
-    end
-  end
-  due[w] = ids
-  running[w] = {}
-  if #dead > 0 then running[w] = redis.call('ZRANGE', KEYS[base], 0, -1) end
+  due[w] = redis.call('ZRANGEBYSCORE', KEYS[3 + w], '-inf', now, 'LIMIT', 0, A.limit)
+  scheduled[w] = {}
+  if #dead > 0 then scheduled[w] = redis.call('ZRANGE', KEYS[3 + w], 0, -1) end
 end
 return reply({
   leader = true,
@@ -49,5 +40,5 @@ return reply({
   due = due,
   alive = redis.call('ZRANGEBYSCORE', KEYS[1], int(horizon), '+inf'),
   dead = dead,
-  running = running,
+  scheduled = scheduled,
 })

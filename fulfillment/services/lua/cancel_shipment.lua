@@ -6,10 +6,12 @@ local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
 local ledger = KEYS[1]
-redis.call('HINCRBY', ledger, 'cancel_shipment_calls', 1)
-if redis.call('HEXISTS', ledger, 'shipment') == 0 then return reply({v = 'nothing'}) end
-if redis.call('HEXISTS', ledger, 'shipment_cancelled') == 1 then
+local l = redis.call('HMGET', ledger, 'shipment', 'shipment_cancelled', 'cancel_shipment_calls')
+local calls = tonumber(l[3] or '0') + 1
+if not l[1] or l[2] then
+  redis.call('HSET', ledger, 'cancel_shipment_calls', calls)
+  if not l[1] then return reply({v = 'nothing'}) end
   return reply({v = 'ok', replay = true})
 end
-redis.call('HSET', ledger, 'shipment_cancelled', cjson.encode({at = int(now_us())}))
+redis.call('HSET', ledger, 'cancel_shipment_calls', calls, 'shipment_cancelled', '1')
 return reply({v = 'ok', replay = false})

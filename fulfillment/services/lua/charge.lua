@@ -6,13 +6,16 @@ local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
 local ledger = KEYS[1]
-redis.call('HINCRBY', ledger, 'charge_calls', 1)
+local l = redis.call('HMGET', ledger, 'charge', 'charge_calls', 'charge_effects')
+local calls = tonumber(l[2] or '0') + 1
 local mode = fault_for('payment', A.order_id, A.token.attempt)
-if mode then return reply({v = 'down', mode = mode}) end
-local existing = redis.call('HGET', ledger, 'charge')
-if existing then return reply({v = 'ok', replay = true, record = existing}) end
+if mode or l[1] then
+  redis.call('HSET', ledger, 'charge_calls', calls)
+  if mode then return reply({v = 'down', mode = mode}) end
+  return reply({v = 'ok', replay = true, record = l[1]})
+end
 local record = cjson.encode({id = 'ch_' .. string.sub(redis.sha1hex(A.order_id .. ':charge'), 1, 16),
-  amount = A.amount, card = A.card, at = int(now_us())})
-redis.call('HSET', ledger, 'charge', record)
-redis.call('HINCRBY', ledger, 'charge_effects', 1)
+  amount = A.amount, card = A.card})
+redis.call('HSET', ledger, 'charge_calls', calls, 'charge', record,
+  'charge_effects', tonumber(l[3] or '0') + 1)
 return reply({v = 'ok', replay = false, record = record})

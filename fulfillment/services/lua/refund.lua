@@ -6,12 +6,14 @@ local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
 local ledger = KEYS[1]
-redis.call('HINCRBY', ledger, 'refund_calls', 1)
-local charge = redis.call('HGET', ledger, 'charge')
-if not charge then return reply({v = 'nothing'}) end
-local existing = redis.call('HGET', ledger, 'refund')
-if existing then return reply({v = 'ok', replay = true, record = existing}) end
-local record = cjson.encode({charge = cjson.decode(charge).id,
-  amount = cjson.decode(charge).amount, at = int(now_us())})
-redis.call('HSET', ledger, 'refund', record)
+local l = redis.call('HMGET', ledger, 'charge', 'refund', 'refund_calls')
+local calls = tonumber(l[3] or '0') + 1
+if not l[1] or l[2] then
+  redis.call('HSET', ledger, 'refund_calls', calls)
+  if not l[1] then return reply({v = 'nothing'}) end
+  return reply({v = 'ok', replay = true, record = l[2]})
+end
+local charge = cjson.decode(l[1])
+local record = cjson.encode({charge = charge.id, amount = charge.amount})
+redis.call('HSET', ledger, 'refund_calls', calls, 'refund', record)
 return reply({v = 'ok', replay = false, record = record})

@@ -6,12 +6,15 @@ local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
 local ledger, stock = KEYS[1], KEYS[2]
-redis.call('HINCRBY', ledger, 'release_calls', 1)
-local reservation = redis.call('HGET', ledger, 'reservation')
-if not reservation then return reply({v = 'nothing'}) end
-if redis.call('HEXISTS', ledger, 'release') == 1 then return reply({v = 'ok', replay = true}) end
-for _, line in ipairs(cjson.decode(reservation).items) do
+local l = redis.call('HMGET', ledger, 'reservation', 'release', 'release_calls')
+local calls = tonumber(l[3] or '0') + 1
+if not l[1] or l[2] then
+  redis.call('HSET', ledger, 'release_calls', calls)
+  if not l[1] then return reply({v = 'nothing'}) end
+  return reply({v = 'ok', replay = true})
+end
+for _, line in ipairs(cjson.decode(l[1]).items) do
   redis.call('HINCRBY', stock, line[1], line[2])
 end
-redis.call('HSET', ledger, 'release', cjson.encode({at = int(now_us())}))
+redis.call('HSET', ledger, 'release_calls', calls, 'release', '1')
 return reply({v = 'ok', replay = false})

@@ -8,23 +8,33 @@ local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
 local ledger, stock = KEYS[1], KEYS[2]
-redis.call('HINCRBY', ledger, 'reserve_calls', 1)
+local l = redis.call('HMGET', ledger, 'reservation', 'reserve_calls', 'reserve_effects')
+local calls = tonumber(l[2] or '0') + 1
 local mode = fault_for('inventory', A.order_id, A.token.attempt)
-if mode then return reply({v = 'down', mode = mode}) end
-local existing = redis.call('HGET', ledger, 'reservation')
-if existing then return reply({v = 'ok', replay = true, record = existing}) end
-if redis.call('EXISTS', stock) == 0 then return reply({v = 'unseeded'}) end
-for _, line in ipairs(A.items) do
-  local have = redis.call('HGET', stock, line[1])
-  if not have then return reply({v = 'unknown', item = line[1]}) end
-  if tonumber(have) < line[2] then
-    return reply({v = 'out_of_stock', item = line[1], available = tonumber(have), wanted = line[2]})
+if mode or l[1] then
+  redis.call('HSET', ledger, 'reserve_calls', calls)
+  if mode then return reply({v = 'down', mode = mode}) end
+  return reply({v = 'ok', replay = true, record = l[1]})
+end
+local names = {}
+for i, line in ipairs(A.items) do names[i] = line[1] end
+local have = redis.call('HMGET', stock, unpack(names))
+local seeded = false
+for i, line in ipairs(A.items) do
+  if have[i] then seeded = true end
+end
+if not seeded and redis.call('EXISTS', stock) == 0 then return reply({v = 'unseeded'}) end
+redis.call('HSET', ledger, 'reserve_calls', calls)
+for i, line in ipairs(A.items) do
+  if not have[i] then return reply({v = 'unknown', item = line[1]}) end
+  if tonumber(have[i]) < line[2] then
+    return reply({v = 'out_of_stock', item = line[1], available = tonumber(have[i]),
+      wanted = line[2]})
   end
 end
 for _, line in ipairs(A.items) do
   redis.call('HINCRBY', stock, line[1], -line[2])
 end
-local record = cjson.encode({items = A.items, at = int(now_us())})
-redis.call('HSET', ledger, 'reservation', record)
-redis.call('HINCRBY', ledger, 'reserve_effects', 1)
+local record = cjson.encode({items = A.items})
+redis.call('HSET', ledger, 'reservation', record, 'reserve_effects', tonumber(l[3] or '0') + 1)
 return reply({v = 'ok', replay = false, record = record})

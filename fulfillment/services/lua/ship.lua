@@ -5,14 +5,16 @@ local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
 local ledger = KEYS[1]
-redis.call('HINCRBY', ledger, 'ship_calls', 1)
+local l = redis.call('HMGET', ledger, 'shipment', 'ship_calls', 'ship_effects')
+local calls = tonumber(l[2] or '0') + 1
 local mode = fault_for('delivery', A.order_id, A.token.attempt)
-if mode then return reply({v = 'down', mode = mode}) end
-local existing = redis.call('HGET', ledger, 'shipment')
-if existing then return reply({v = 'ok', replay = true, record = existing}) end
+if mode or l[1] then
+  redis.call('HSET', ledger, 'ship_calls', calls)
+  if mode then return reply({v = 'down', mode = mode}) end
+  return reply({v = 'ok', replay = true, record = l[1]})
+end
 local record = cjson.encode({
-  tracking = 'TRK' .. string.upper(string.sub(redis.sha1hex(A.order_id .. ':ship'), 1, 12)),
-  at = int(now_us())})
-redis.call('HSET', ledger, 'shipment', record)
-redis.call('HINCRBY', ledger, 'ship_effects', 1)
+  tracking = 'TRK' .. string.upper(string.sub(redis.sha1hex(A.order_id .. ':ship'), 1, 12))})
+redis.call('HSET', ledger, 'ship_calls', calls, 'shipment', record,
+  'ship_effects', tonumber(l[3] or '0') + 1)
 return reply({v = 'ok', replay = false, record = record})
