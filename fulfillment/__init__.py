@@ -30,6 +30,8 @@ _EXPORTS = {
     "get_order": ".client",
     "place_order": ".client",
     "reject_order": ".client",
+    "resume_order": ".client",
+    "retry_now": ".client",
     "BusinessError": ".errors",
     "CreditCardExpired": ".errors",
     "DecisionError": ".errors",
@@ -62,6 +64,10 @@ def __getattr__(name: str) -> Any:  # PEP 562: load a public name on first use
         raise AttributeError(f"module 'fulfillment' has no attribute {name!r}")
     value = getattr(import_module(module, __name__), name)
     globals()[name] = value
+    if name == "app":  # ``celery -A fulfillment flower``: Flower serves the Orders view too
+        from .ui import install_if_flower
+
+        install_if_flower()
     return value
 
 

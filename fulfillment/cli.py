@@ -44,7 +44,22 @@ def fail(message: str, code: int = 1) -> None:
 
 
 class Commands(click.Group):
-    """The command group: an expected error of any command is one line on stderr."""
+    """The command group: an expected error of any command, and a usage error, is one
+    line on stderr."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            fail("interrupted", 130)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "fulfillment"
+            fail(f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -90,10 +105,24 @@ def submit(source: str, wait: bool, timeout: float | None, approval_timeout: flo
     if not wait:
         click.echo(handle.id)
         return
+    _warn_if_no_worker()
     try:
         click.echo(f"{handle.id}: {handle.result(timeout)}")
     except OrderFailed as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail(f"interrupted; order {handle.id} was placed and goes on "
+             f"(see: fulfillment status {handle.id})", 130)  # fmt: skip
+
+
+def _warn_if_no_worker() -> None:
+    """Say so when no worker is alive: the order would wait silently until one starts."""
+    from .processes import live_workers
+
+    client = _client()
+    if not live_workers(client.store.client, client.settings):
+        click.echo("warning: no worker is alive; the order waits until one starts "
+                   "(fulfillment worker, or fulfillment up)", err=True)  # fmt: skip
 
 
 @main.command()
@@ -118,13 +147,40 @@ def reject(order_id: str, reason: str | None, by: str | None) -> None:
 @main.command()
 @click.argument("order_id")
 @click.option("--reason", default=None, help="Why (recorded on the order).")
-def cancel(order_id: str, reason: str | None) -> None:
+@click.option("--by", default=None, help="Who cancels (default: your user name).")
+def cancel(order_id: str, reason: str | None, by: str | None) -> None:
     """Cancel an unfinished order (a running step finishes first); effects are undone."""
-    view = _client().cancel_order(order_id, reason=reason)
+    view = _client().cancel_order(order_id, reason=reason, by=by)
     if view.status.value == "cancelled":
         click.echo(f"{order_id}: cancelled")
     else:
         click.echo(f"{order_id}: cancel requested; it stops after step {view.current_step}")
+
+
+@main.command()
+@click.argument("order_id")
+@click.option("--by", default=None, help="Who retries (default: your user name).")
+def retry(order_id: str, by: str | None) -> None:
+    """Run the step that waits out its retry backoff now."""
+    view = _client().retry_now(order_id, by=by)
+    click.echo(f"{order_id}: {view.current_step} runs again now (epoch {view.epoch})")
+
+
+@main.command()
+@click.argument("order_id")
+@click.option(
+    "--from",
+    "step",
+    required=True,
+    metavar="STEP",
+    help="The step to run again from (payment, inventory, delivery, approval).",
+)
+@click.option("--by", default=None, help="Who resumes (default: your user name).")
+def resume(order_id: str, step: str, by: str | None) -> None:
+    """Run a failed or cancelled order again from a step (steps whose effect was undone
+    run again too)."""
+    view = _client().resume_order(order_id, step, by=by)
+    click.echo(f"{order_id}: resumed from {view.current_step} (epoch {view.epoch})")
 
 
 @main.command()
@@ -139,6 +195,8 @@ def status(order_id: str, as_json: bool) -> None:
         _json(view.model_dump(mode="json"))
     else:
         _out().print(status_line(view))
+        if not view.status.finished:
+            _warn_if_no_worker()
 
 
 @main.command()

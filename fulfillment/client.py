@@ -263,6 +263,28 @@ class FulfillmentClient:
         _check_text("reason", why, 1000)
         return self._decided(order_id, lambda: self.orders.cancel(order_id, reason=why, by=actor))
 
+    def retry_now(self, order_id: str, *, by: str | None = None) -> OrderView:
+        """Run the step that waits out its retry backoff at once (a new epoch).
+
+        Raises :class:`DecisionError` if no step of the order waits for a retry.
+        """
+        actor = by or default_actor()
+        _check_text("by", actor, 200)
+        return self._decided(order_id, lambda: self.orders.retry_now(order_id, by=actor))
+
+    def resume_order(self, order_id: str, step: str, *, by: str | None = None) -> OrderView:
+        """Run a failed or cancelled order again from ``step`` (Temporal's reset).
+
+        An earlier step is kept only while its effect is still in place: a refunded
+        payment is charged again before anything ships. Raises :class:`DecisionError`
+        if the order is not failed or cancelled or a compensation has not finished.
+        """
+        actor = by or default_actor()
+        _check_text("by", actor, 200)
+        with _in_order_terms():
+            self.orders.resume(order_id, step, by=actor)
+        return self.get_order(order_id)
+
 
 class OrderHandle:
     """A placed order: ask for its status, wait for its result, read its history."""
@@ -340,6 +362,17 @@ def cancel_order(order_id: str, *, reason: str | None = None, by: str | None = N
     return default_client().cancel_order(order_id, reason=reason, by=by)
 
 
+def retry_now(order_id: str, *, by: str | None = None) -> OrderView:
+    """Run a step waiting out its retry backoff at once. See :meth:`FulfillmentClient.retry_now`."""
+    return default_client().retry_now(order_id, by=by)
+
+
+def resume_order(order_id: str, step: str, *, by: str | None = None) -> OrderView:
+    """Run a failed or cancelled order again from ``step``. See
+    :meth:`FulfillmentClient.resume_order`."""
+    return default_client().resume_order(order_id, step, by=by)
+
+
 __all__ = [
     "FulfillmentClient",
     "OrderHandle",
@@ -350,4 +383,6 @@ __all__ = [
     "get_order",
     "place_order",
     "reject_order",
+    "resume_order",
+    "retry_now",
 ]

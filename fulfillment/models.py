@@ -149,12 +149,25 @@ class Order(_Model):
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
     def summary(self) -> dict[str, Any]:
-        """What may be displayed anywhere (Flower, logs): no full card number."""
-        return {
+        """What may be displayed anywhere (Flower, logs): no full card number.
+
+        ``lines``: the first :data:`SUMMARY_LINES` items as ``[name, quantity]``;
+        ``more``: how many lines are left out.
+        """
+        lines = [[i.item_name, i.quantity] for i in self.items[:SUMMARY_LINES]]
+        out: dict[str, Any] = {
             "items": len(self.items),
+            "lines": lines,
             "total": str(self.total),
             "card": self.payment.credit_card.masked,
         }
+        if len(self.items) > SUMMARY_LINES:
+            out["more"] = len(self.items) - SUMMARY_LINES
+        return out
+
+
+#: how many of an order's lines its summary (Flower's task arguments, the list) names
+SUMMARY_LINES = 5
 
 
 def printable(value: str) -> str:

@@ -127,6 +127,13 @@ EVENT_TEXT = {
         f"{d.get('reason')}"
     ),
     "compensated": lambda d: f"compensation {d.get('action')}: {d.get('summary')}",
+    "retried_now": lambda d: (
+        f"retry now by {d.get('by')}: step {d.get('step')} runs again (epoch {d.get('epoch')})"
+    ),
+    "order_resumed": lambda d: (
+        f"resumed by {d.get('by')} from {d.get('step')} (asked: {d.get('requested')}, "
+        f"epoch {d.get('epoch')})"
+    ),
     "order_completed": lambda d: f"completed: {d.get('result')}",
     "order_failed": lambda d: (
         f"failed: {d.get('type')}: {d.get('message')}"

@@ -51,6 +51,7 @@ EVENT_NAMES = {
     "run_completed": "order_completed",
     "run_failed": "order_failed",
     "run_cancelled": "order_cancelled",
+    "run_resumed": "order_resumed",
     "gate_waiting": "approval_requested",
     "gate_decided": "approval_decided",
     "gate_timed_out": "approval_timed_out",

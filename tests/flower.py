@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import http.cookiejar
 import json
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -16,12 +19,15 @@ from .support import Deployment, kill_tree, wait_until
 
 
 class Flower:
-    def __init__(self, d: Deployment, db: Path) -> None:
+    def __init__(self, d: Deployment, db: Path, basic_auth: str | None = None) -> None:
         self.d = d
         self.port = free_port()
         self.db = db
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = d.workdir / "flower.log"
+        #: ``user:password`` for Flower's --basic-auth (None: no auth)
+        self.basic_auth = basic_auth
+        self.cookies = http.cookiejar.CookieJar()
 
     @property
     def url(self) -> str:
@@ -31,6 +37,8 @@ class Flower:
         settings = self.d.settings.model_copy(update={"flower_port": self.port})
         cmd = flower_command(settings)
         cmd = [a for a in cmd if not a.startswith("--db=")] + [f"--db={self.db}"]
+        if self.basic_auth:
+            cmd.append(f"--basic-auth={self.basic_auth}")
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(cmd, env=self.d.env, stdout=out, stderr=out)
         wait_until(self._healthy, 60, "Flower to answer")
@@ -46,8 +54,46 @@ class Flower:
             return False
 
     def get(self, path: str) -> str:
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
-            return response.read().decode()
+        return self.request("GET", path)[1]
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str] | list[tuple[str, str]] | None = None,
+        *,
+        auth: bool = True,
+        xsrf: bool = True,
+    ) -> tuple[int, str]:
+        """(status, body) of one request; with Flower's basic auth unless ``auth`` is off,
+        and for a POST the XSRF token (cookie and form field) unless ``xsrf`` is off."""
+        creds = {}
+        if self.basic_auth:
+            creds["Authorization"] = "Basic " + base64.b64encode(self.basic_auth.encode()).decode()
+        headers = creds if auth else {}
+        data = None
+        if method == "POST":
+            fields = list(form.items()) if isinstance(form, dict) else list(form or [])
+            if xsrf:  # a valid token (and cookie), even where the request has no credentials
+                fields.append(("_xsrf", self.xsrf_token(creds)))
+            data = urllib.parse.urlencode(fields).encode()
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.cookies), _NoRedirect()
+        )
+        request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
+        try:
+            with opener.open(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+
+    def xsrf_token(self, headers: dict[str, str]) -> str:
+        for cookie in self.cookies:
+            if cookie.name == "_xsrf":
+                return cookie.value
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+        opener.open(urllib.request.Request(self.url + "/orders", headers=headers), timeout=10)
+        return next(c.value for c in self.cookies if c.name == "_xsrf")
 
     def tasks(self, search: str) -> list[dict[str, Any]]:
         """What Flower's Tasks page lists for a search term (its datatable endpoint)."""
@@ -73,6 +119,13 @@ class Flower:
                 kill_tree(self.proc.pid)
                 self.proc.wait(5)
             self.proc = None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Report a redirect (a form's answer) instead of following it."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def settled_in_flower(flower: Flower, order_id: str, names: set[str]) -> list[dict[str, Any]]:

@@ -244,6 +244,8 @@ class WorkflowClient:
             return SignalError(f"{what}: {out.gate} already decided ({out.decision} by {out.by})")
         if out.kind is Kind.NOT_REQUIRED:
             return SignalError(f"{what}: it does not need {out.gate}")
+        if out.kind is Kind.NOOP:
+            return SignalError(f"{what}: {out.reason}")
         return None
 
     def signal(
@@ -277,6 +279,40 @@ class WorkflowClient:
         out = self.store.cancel(run_id, by=actor, reason=reason or f"Cancelled by {actor}")
         self.rt.sender.act(run_id, out)
         refused = self._refused(run_id, "cancel", out)
+        if refused is not None:
+            raise refused
+        return self.get(run_id)
+
+    def retry_now(self, run_id: str, *, by: str | None = None) -> RunView:
+        """Run a step that waits out its retry backoff at once.
+
+        The step is queued again under a new epoch, so the retry message a worker
+        holds for later finds itself stale. Raises :class:`SignalError` if no step of
+        the run waits for a retry.
+        """
+        out = self.store.retry_now(run_id, by=by or default_actor())
+        self.rt.sender.act(run_id, out)
+        refused = self._refused(run_id, "retry", out)
+        if refused is not None:
+            raise refused
+        return self.get(run_id)
+
+    def resume(self, run_id: str, step: str, *, by: str | None = None) -> RunView:
+        """Run a failed or cancelled run again from ``step`` (Temporal's reset).
+
+        It runs under a new epoch. An earlier step is kept only while its effect is
+        still in place: one whose effect was undone (its compensation ran), or that
+        never completed, runs again, and the run resumes from the first such step.
+        A step done again after its undo acts anew (a refunded payment is charged
+        again: its fencing token has a new round). Raises :class:`SignalError` if the
+        run is not failed or cancelled, a compensation has not finished, or the run
+        has no such step.
+        """
+        if step not in {s.name for s in self.rt.workflow.steps}:
+            raise InvalidArgument(f"{self.rt.workflow.name} has no step {step!r}")
+        out = self.store.resume(run_id, step, by=by or default_actor())
+        self.rt.sender.act(run_id, out)
+        refused = self._refused(run_id, f"resume {step} of", out)
         if refused is not None:
             raise refused
         return self.get(run_id)

@@ -24,14 +24,19 @@ class AttemptToken:
     step: str
     epoch: int
     attempt: int
+    #: 1, then one more each time a resumed run does the step again after its undo
+    round: int = 1
 
     @property
     def idempotency_key(self) -> str:
-        """The same for every attempt of the step: a retry replays, never repeats."""
-        return f"{self.run_id}:{self.step}"
+        """The same for every attempt of the step in one round: a retry replays, never
+        repeats; a resumed run that does the step again after its undo acts anew."""
+        base = f"{self.run_id}:{self.step}"
+        return base if self.round == 1 else f"{base}:r{self.round}"
 
     def as_json(self) -> dict[str, Any]:
-        return {"step": self.step, "epoch": self.epoch, "attempt": self.attempt}
+        return {"step": self.step, "epoch": self.epoch, "attempt": self.attempt,
+                "round": self.round}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,11 @@ class KeySpace:
         """zset: run id -> when it started waiting for the next attempt of a failed step."""
         return f"{self.namespace}:retrying"
 
+    @property
+    def metrics(self) -> str:
+        """hash: counters and histogram buckets of the workflow's events (``lua/lib.lua``)."""
+        return f"{self.namespace}:metrics"
+
     def status_index(self, status: str) -> str:
         """zset of the runs in ``status`` (score: creation time)."""
         return f"{self.namespace}:status:{status}"
@@ -127,6 +132,7 @@ class RunKeys:
             s.due,
             s.retrying,
             *s.status_indexes,
+            s.metrics,
             *self.companions,
             *(extra or ()),
         ]

@@ -168,31 +168,48 @@ class WorkflowRuntime:
                 if not element.applies(input):
                     continue
                 timeout = (gate_timeouts or {}).get(element.name, element.timeout)
-                spec: dict[str, Any] = {
-                    "kind": "gate",
-                    "timeout_us": us(timeout),
-                    "reject_error": element.reject_error,
-                    "timeout_error": element.timeout_error,
-                    "timeout_message": element.timeout_message,
-                    "cancel_decides": element.cancel_decides,
-                }
+                plan.append({"name": element.name, "policy": self._gate_spec(element, timeout),
+                             "gate": True})  # fmt: skip
             else:
-                policy = self._resolve(element, options.get(element.name))
-                spec = {
-                    "kind": "step",
-                    "lease_us": us(self.settings.lease_for(policy.time_limit)),
-                    "initial_us": us(policy.initial_interval),
-                    "coefficient": policy.backoff_coefficient,
-                    "maximum_us": us(policy.maximum_interval),
-                    "max_attempts": policy.maximum_attempts,
-                }
-                if element.undo is not None:
-                    spec["undo"] = element.undo.name
-            entry: dict[str, Any] = {"name": element.name, "policy": json.dumps(spec)}
-            if isinstance(element, Gate):
-                entry["gate"] = True
-            plan.append(entry)
+                run_options = options.get(element.name)
+                spec = (
+                    self._step_spec(element, self._resolve(element, run_options))
+                    if run_options
+                    else self._specs[element.name]
+                )
+                plan.append({"name": element.name, "policy": spec})
         return plan
+
+    @cached_property
+    def _specs(self) -> dict[str, str]:
+        """Each step's policy as a run's plan writes it, for runs without options of their own."""
+        return {s.name: self._step_spec(s, self.policy(s.name)) for s in self.workflow.activities}
+
+    def _step_spec(self, step: Step, policy: Policy) -> str:
+        spec: dict[str, Any] = {
+            "kind": "step",
+            "lease_us": us(self.settings.lease_for(policy.time_limit)),
+            "initial_us": us(policy.initial_interval),
+            "coefficient": policy.backoff_coefficient,
+            "maximum_us": us(policy.maximum_interval),
+            "max_attempts": policy.maximum_attempts,
+        }
+        if step.undo is not None:
+            spec["undo"] = step.undo.name
+        return json.dumps(spec)
+
+    @staticmethod
+    def _gate_spec(gate: Gate, timeout: float) -> str:
+        return json.dumps(
+            {
+                "kind": "gate",
+                "timeout_us": us(timeout),
+                "reject_error": gate.reject_error,
+                "timeout_error": gate.timeout_error,
+                "timeout_message": gate.timeout_message,
+                "cancel_decides": gate.cancel_decides,
+            }
+        )
 
     def task_registered(self, task_name: str, step: str) -> None:
         self._tasks[task_name] = step

@@ -77,6 +77,8 @@ ENGINE_SCRIPTS = (
     "gate",
     "signal",
     "cancel",
+    "retry_now",
+    "resume",
     "redrive",
     "begin_undo",
     "undone",

@@ -18,12 +18,14 @@ script that stores the run or records the step (``create.lua``, ``complete.lua``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery import Task, chain
 from celery.canvas import Signature
 from celery.canvas import signature as as_signature
+from celery.exceptions import Ignore
 
 from .definition import Gate
 from .keys import message_id
@@ -32,6 +34,8 @@ from .verdicts import Kind, Verdict
 
 if TYPE_CHECKING:
     from .runtime import WorkflowRuntime
+
+log = logging.getLogger(__name__)
 
 
 def held(send: Callable[[], object]) -> Outbox:
@@ -182,10 +186,34 @@ class Sender:
                 task_id=message_id(run_id, action, number),
             ).apply_async()
 
+    # --- what Flower shows of messages that did nothing ---------------------------------
+
+    def skipped(self, task: Task, why: str, **fields: Any) -> NoReturn:
+        """End a task whose message is not the live one (a duplicate, superseded, for a
+        finished run) or whose result was discarded: Flower shows it ``SKIPPED`` with
+        the reason, not as the step's success. Raises ``Ignore``."""
+        try:
+            task.send_event("task-skipped", reason=why, **fields)
+        except Exception:  # only what Flower shows: never fail the task for it
+            log.debug("task-skipped event not sent", exc_info=True)
+        log.info("%s[%s] %s", task.name, task.request.id, why)
+        raise Ignore()
+
+    def lost(self, task_id: str, reason: str) -> None:
+        """Tell Flower that the attempt run by message ``task_id`` was presumed lost, so
+        it does not stay ``STARTED`` forever (state ``LOST``, with the reason)."""
+        try:
+            with self.app.events.default_dispatcher() as dispatcher:
+                dispatcher.send("task-lost", uuid=task_id, reason=reason)
+        except Exception:
+            log.debug("task-lost event not sent", exc_info=True)
+
     # --- verdicts --------------------------------------------------------------------------
 
     def act(self, run_id: str, verdict: Verdict) -> None:
         """Send what a transition's verdict asks for."""
+        if verdict.lost_task:
+            self.lost(verdict.lost_task, verdict.reason or "presumed lost")
         if verdict.kind is Kind.DISPATCH or (verdict.kind is Kind.NEXT and verdict.dispatch):
             assert verdict.step is not None and verdict.epoch is not None
             self.dispatch(

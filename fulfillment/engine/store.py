@@ -185,6 +185,14 @@ class RunStore:
     def cancel(self, run_id: str, *, by: str, reason: str) -> Verdict:
         return self._call("cancel", run_id, by=by, reason=reason)
 
+    def retry_now(self, run_id: str, *, by: str) -> Verdict:
+        """A step waiting out its backoff is queued again at once, under a new epoch."""
+        return self._call("retry_now", run_id, by=by)
+
+    def resume(self, run_id: str, step: str, *, by: str) -> Verdict:
+        """A failed or cancelled run runs again from ``step`` (Temporal's reset)."""
+        return self._call("resume", run_id, step=step, by=by)
+
     def redrive(
         self,
         run_id: str,

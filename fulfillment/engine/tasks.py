@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 import redis
 from celery import Task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded
 
 from .context import ActivityContext, UndoContext
 from .definition import Gate, Step, Undo
@@ -67,9 +67,9 @@ def run_step(rt: WorkflowRuntime, step: Step, task: Task, run_id: str, epoch: in
     begun = rt.store.begin(run_id, step.name, epoch, request.id, worker_id())
     if begun.kind is not Kind.RUN:
         request.chain = None
-        return begun.result or "" if begun.kind is Kind.DONE else begun.describe()
+        rt.sender.skipped(task, begun.describe())
     assert begun.attempt is not None
-    token = AttemptToken(run_id, step.name, epoch, begun.attempt)
+    token = AttemptToken(run_id, step.name, epoch, begun.attempt, begun.round)
     context = ActivityContext(
         run_id, step.name, rt.parse_input(begun.input), token, request.id, worker_id()
     )
@@ -105,7 +105,7 @@ def run_step(rt: WorkflowRuntime, step: Step, task: Task, run_id: str, epoch: in
         request.chain = None
     rt.sender.act(run_id, out)
     if out.kind is Kind.STALE:
-        return f"{result} [discarded: {out.reason}]"
+        rt.sender.skipped(task, f"result discarded: {out.reason}", result=result)
     return result
 
 
@@ -119,7 +119,7 @@ def _failed(rt: WorkflowRuntime, task: Task, token: AttemptToken, exc: Exception
         out = rt.store.fail(*args)
         rt.sender.act(token.run_id, out)
         if out.kind is Kind.STALE:
-            raise Ignore()
+            rt.sender.skipped(task, f"failure discarded: {out.reason}")
         log.warning("%s %s failed: %s: %s (not retried)", rt.workflow.noun, token.run_id,
                     error_type, message)  # fmt: skip
         raise exc
@@ -130,7 +130,7 @@ def _failed(rt: WorkflowRuntime, task: Task, token: AttemptToken, exc: Exception
     rt.sender.act(token.run_id, out)
     if out.kind is Kind.FAILED:
         raise exc  # attempts exhausted: the task fails with the last error
-    raise Ignore()  # stale, or the run was cancelled
+    rt.sender.skipped(task, f"failure discarded: {out.describe()}")  # stale, or cancelled
 
 
 def _register_step(rt: WorkflowRuntime, step: Step) -> None:
@@ -166,7 +166,9 @@ def _register_gate(rt: WorkflowRuntime, gate: Gate) -> None:
         if out.kind is Kind.WAITING:
             rt.sender.gate_countdown(run_id, gate.name, epoch, out.remaining)
             return f"Waiting at {gate.name} until {_iso(out.deadline_us)}"
-        return out.result or "" if out.kind is Kind.DONE else out.describe()
+        if out.kind is Kind.DONE:
+            return out.result or ""
+        rt.sender.skipped(self, out.describe())
 
     def timeout(self: Task, run_id: str, epoch: int = 1) -> str:
         """The gate's countdown: fail the run if nobody decided by the deadline."""
@@ -195,7 +197,7 @@ def run_undo(rt: WorkflowRuntime, step: Step, undo: Undo, task: Task, run_id: st
     lease = rt.settings.lease_for(rt.policy(step.name).time_limit)
     claimed = rt.store.begin_undo(run_id, undo.name, request.id, worker_id(), lease)
     if claimed.kind is not Kind.RUN:
-        return claimed.describe()
+        rt.sender.skipped(task, claimed.describe())
     assert claimed.claim is not None
     token = UndoToken(run_id, undo.name, claimed.claim)
     context = UndoContext(
@@ -204,7 +206,7 @@ def run_undo(rt: WorkflowRuntime, step: Step, undo: Undo, task: Task, run_id: st
     try:
         undone, summary = undo.activity(context)
     except StaleAttempt as exc:
-        return f"skipped (stale: {exc})"
+        rt.sender.skipped(task, f"stale: {exc}")
     except Exception as exc:
         failed = rt.store.undo_failed(run_id, undo.name, token.claim, step.name, *describe(exc))
         if failed.kind is Kind.RETRY:

@@ -63,6 +63,10 @@ class Verdict:
     epoch: int | None = None
     attempt: int | None = None
     claim: int | None = None
+    #: the step's round: 1, then one more each time a resumed run does it again
+    round: int = 1
+    #: the Celery task id of an attempt that was presumed lost (for Flower)
+    lost_task: str | None = None
     input: str | None = None
     result: str | None = None
     results: dict[str, str] = field(default_factory=dict)
@@ -104,6 +108,8 @@ class Verdict:
             epoch=_int(reply.get("epoch")),
             attempt=_int(reply.get("attempt")),
             claim=_int(reply.get("claim")),
+            round=int(reply.get("round") or 1),
+            lost_task=reply.get("lost_task") or None,
             input=reply.get("input"),
             result=reply.get("result"),
             results=results if isinstance(results, dict) else {},

@@ -1,7 +1,8 @@
 -- begin.lua: a worker starts an attempt of A.step under A.epoch.
 -- A: id, step, epoch, task_id, worker + common settings.
 -- Replies v =
---   run      start attempt `attempt`; `input` is the run's input (JSON), `steps` its
+--   run      start attempt `attempt` (of the step's `round`: 1, or more after the run
+--            was resumed and the step's effect had been undone); `input` is the run's input (JSON), `steps` its
 --            plan, `summary` what may be shown of it; for the last step, `results`
 --            holds every step's recorded result (for the run's result)
 --   done     the step already completed; `result` is its recorded result
@@ -16,7 +17,7 @@ local sk = 's:' .. A.step .. ':'
 
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'task_id',
   sk .. 'attempts', 'worker', 'created', 'input', 'p:' .. A.step, 'steps',
-  sk .. 'state', sk .. 'result', 'suspect', 'summary')
+  sk .. 'state', sk .. 'result', 'suspect', 'summary', sk .. 'round')
 local status, step, phase, epoch = o[1], o[2], o[3], tonumber(o[4])
 if not status then return reply({v = 'missing'}) end
 if TERMINAL[status] then return reply({v = 'finished', status = status}) end
@@ -53,7 +54,8 @@ if phase == 'retry_wait' then redis.call('ZREM', K.retrying, id) end
 schedule(K, id, lease)
 emit(K, 'attempt_started', {step = A.step, attempt = attempt, worker = A.worker,
   task_id = A.task_id})
-local out = {v = 'run', attempt = attempt, input = o[9], steps = o[11], summary = o[15]}
+local out = {v = 'run', attempt = attempt, input = o[9], steps = o[11], summary = o[15],
+  round = tonumber(o[16] or '1')}
 if not next_step(o[11], A.step) then
   local steps = split(o[11])
   local fields = {}

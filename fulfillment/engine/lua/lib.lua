@@ -10,6 +10,7 @@
 --     message, a retry, a gate's deadline, a compensation)
 --   5 retrying (zset: runs whose failed step waits for its next attempt)
 --   6..11 status indexes: pending, waiting, running, completed, failed, cancelled
+--   12 metrics (hash: event counters and histogram buckets, see count_event)
 --   then A.nc companion keys (the workflow's own keys of the run, kept and expired with it),
 --   then the outbox's keys (see send_outbox), or the held-message sets (see held).
 -- ARGV[1] is one JSON argument A. Every transition's A carries the common settings:
@@ -61,6 +62,7 @@ local function run_keys()
       pending = KEYS[6], waiting = KEYS[7], running = KEYS[8],
       completed = KEYS[9], failed = KEYS[10], cancelled = KEYS[11],
     },
+    metrics = KEYS[12],
   }
 end
 
@@ -71,9 +73,52 @@ local function policy(K, step)
   return cjson.decode(p)
 end
 
--- Append one event to the run's history stream.
+-- Metrics: every event counts in the workflow's metrics hash (read by the Prometheus
+-- collector of fulfillment/ui/metrics.py), in the same atomic step as the event:
+--   n|<event>|<step, action or gate>       events (run_* events: n|<event>|)
+--   a|<step>|<outcome>                     attempts: succeeded | retried | failed
+--   c|<action>|<outcome>                   compensations: done | not_needed
+--   h|<name>|<i> / h|<name>|sum / h|<name>|n   histogram <name> (d:<step>: attempt
+--                                          durations, w:<gate>: waits at a gate), in
+--                                          microseconds; bucket i is <= BUCKETS_MS[i] ms
+local BUCKETS_MS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000}
+
+local function observe(K, name, us)
+  us = tonumber(us)
+  if not us then return end
+  local i = #BUCKETS_MS + 1
+  for j, ms in ipairs(BUCKETS_MS) do
+    if us <= ms * 1000 then i = j break end
+  end
+  local f = 'h|' .. name .. '|'
+  redis.call('HINCRBY', K.metrics, f .. i, 1)
+  redis.call('HINCRBY', K.metrics, f .. 'sum', math.floor(us))
+  redis.call('HINCRBY', K.metrics, f .. 'n', 1)
+end
+
+local function count_event(K, kind, data)
+  local name = data.step or data.action or data.gate or ''
+  if string.sub(kind, 1, 4) == 'run_' then name = '' end
+  redis.call('HINCRBY', K.metrics, 'n|' .. kind .. '|' .. name, 1)
+  if kind == 'attempt_succeeded' or kind == 'attempt_failed' then
+    local outcome = 'succeeded'
+    if kind == 'attempt_failed' then
+      outcome = 'failed'
+      if data.next_at then outcome = 'retried' end
+    end
+    redis.call('HINCRBY', K.metrics, 'a|' .. name .. '|' .. outcome, 1)
+    observe(K, 'd:' .. name, data.duration_us)
+  elseif kind == 'compensated' then
+    redis.call('HINCRBY', K.metrics, 'c|' .. name .. '|' .. tostring(data.outcome), 1)
+  elseif (kind == 'gate_decided' or kind == 'gate_timed_out') and data.waited_us then
+    observe(K, 'w:' .. name, data.waited_us)
+  end
+end
+
+-- Append one event to the run's history stream (and count it).
 local function emit(K, kind, data)
   redis.call('XADD', K.history, '*', 'type', kind, 'data', cjson.encode(data))
+  count_event(K, kind, data)
 end
 
 -- Move the run between status indexes. The caller writes the status field (in the
@@ -126,7 +171,7 @@ end
 -- recorded" and "next step sent" happen together or not at all, and a replayed
 -- call (its reply was lost) does not send them twice.
 local function send_outbox(A)
-  local k = 12 + A.nc
+  local k = 13 + A.nc
   for i, spec in ipairs(A.outbox or {}) do
     if spec.p then
       redis.call('PUBLISH', spec.p, ARGV[i + 1])
@@ -153,14 +198,14 @@ local function settle(K, status, A, result)
   redis.call('EXPIRE', K.settled, ttl)
   redis.call('EXPIRE', K.record, ttl)
   redis.call('EXPIRE', K.history, ttl)
-  for i = 12, 11 + A.nc do redis.call('EXPIRE', KEYS[i], ttl) end
+  for i = 13, 12 + A.nc do redis.call('EXPIRE', KEYS[i], ttl) end
 end
 
 -- A finished run that has to act again (a late effect to undo) must not expire meanwhile.
 local function unsettle(K, A)
   redis.call('PERSIST', K.record)
   redis.call('PERSIST', K.history)
-  for i = 12, 11 + A.nc do redis.call('PERSIST', KEYS[i]) end
+  for i = 13, 12 + A.nc do redis.call('PERSIST', KEYS[i]) end
   redis.call('DEL', K.settled)
 end
 
@@ -298,7 +343,8 @@ local function time_out_gate(K, id, gate, now, deadline, source, A, cur)
   redis.call('HSET', K.record, 'g:' .. gate .. ':decision', 'timed_out',
     'g:' .. gate .. ':by', source, 'g:' .. gate .. ':at', int(now),
     's:' .. gate .. ':state', 'failed')
-  emit(K, 'gate_timed_out', {gate = gate, source = source, late_by_us = int(now - deadline)})
+  emit(K, 'gate_timed_out', {gate = gate, source = source, late_by_us = int(now - deadline),
+    waited_us = int(now - deadline + pol.timeout_us)})
   return fail_run(K, id, now, {type = pol.timeout_error, message = pol.timeout_message,
     step = gate}, A, cur, nil)
 end

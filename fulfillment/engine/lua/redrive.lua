@@ -5,6 +5,8 @@
 --    interval_us (heartbeat period), held_from (first held-set KEY) + common settings.
 -- Replies v =
 --   dispatch   send the run's step `step` under the new `epoch` (after countdown_us)
+--   (any of them with lost_task: the Celery task id of an attempt presumed lost, and
+--   reason)
 --   compensate send the compensations in `send` ("action:n", comma-joined)
 --   failed | cancelled (compensations, send): also a gate's wait past its deadline
 --   noop       nothing to do (not due, still on its way, or already handled)
@@ -13,7 +15,7 @@ local A = cjson.decode(ARGV[1])
 local id = A.id
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'lease_until',
   'next_at', 'queued_at', 'worker', 'cancel_requested', 'cancel_reason', 'redrives',
-  'compensations', 'summary', 'created', 'gates', 'steps', 'cancel_by')
+  'compensations', 'summary', 'created', 'gates', 'steps', 'cancel_by', 'task_id')
 local status, step, phase, epoch = o[1], o[2], o[3], tonumber(o[4])
 if not status then
   redis.call('ZREM', K.due, id)
@@ -62,11 +64,18 @@ if TERMINAL[status] then
 end
 
 local sk = 's:' .. step .. ':'
+-- the Celery task id of an attempt presumed lost, for the sender to tell Flower
+local lost_task = nil
 local function dispatch(reason, countdown_us)
   emit(K, 'redriven', {step = step, epoch = epoch + 1, reason = reason,
     countdown_us = int(countdown_us)})
-  return reply({v = 'dispatch', step = step, epoch = epoch + 1,
-    countdown_us = int(countdown_us), summary = o[13], steps = o[16]})
+  return reply({v = 'dispatch', step = step, epoch = epoch + 1, reason = reason,
+    countdown_us = int(countdown_us), summary = o[13], steps = o[16], lost_task = lost_task})
+end
+local function with_lost(out, why)
+  local r = cjson.decode(out)
+  r.lost_task, r.reason = lost_task, why
+  return reply(r)
 end
 
 if phase == 'running' then
@@ -83,6 +92,7 @@ if phase == 'running' then
     why = 'lease expired: no result within the time limit'
   end
   emit(K, 'attempt_lost', {step = step, attempt = attempt, worker = o[8], reason = why})
+  lost_task = o[18]
   local lost = redis.call('HINCRBY', K.record, sk .. 'lost', 1)
   -- The lost attempt may still be alive (a paused process): until its lease runs out,
   -- nothing may undo this step's effect (see finish and open_compensation).
@@ -90,14 +100,15 @@ if phase == 'running' then
     sk .. 'fence_until', o[5])
   if o[9] == '1' then
     redis.call('HSET', K.record, sk .. 'state', 'failed')
-    return fail_run(K, id, now, {type = 'AttemptLost', message = why, step = step}, A, cur,
-      {reason = o[10], by = o[17]})
+    return with_lost(fail_run(K, id, now, {type = 'AttemptLost', message = why, step = step},
+      A, cur, {reason = o[10], by = o[17]}), why)
   end
   local pol = policy(K, step)
   if pol.max_attempts > 0 and attempt >= pol.max_attempts then
     redis.call('HSET', K.record, sk .. 'state', 'failed')
-    return fail_run(K, id, now, {type = 'AttemptLost',
-      message = why .. ' (gave up after ' .. attempt .. ' attempts)', step = step}, A, cur, nil)
+    return with_lost(fail_run(K, id, now, {type = 'AttemptLost',
+      message = why .. ' (gave up after ' .. attempt .. ' attempts)', step = step}, A, cur, nil),
+      why)
   end
   if lost < 2 then
     -- First loss: the worker died, not the step. Carry on at once elsewhere.

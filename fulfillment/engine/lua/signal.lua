@@ -60,8 +60,10 @@ local decision = 'approved'
 if A.decision == 'reject' then decision = 'rejected' end
 redis.call('HSET', K.record, gk .. 'decision', decision, gk .. 'by', A.by, gk .. 'reason', A.reason,
   gk .. 'at', int(now))
+local waited = nil
+if at_gate and phase == 'waiting' then waited = int(now - (tonumber(o[8]) - pol.timeout_us)) end
 emit(K, 'gate_decided', {gate = G, decision = decision, by = A.by, reason = A.reason,
-  early = phase ~= 'waiting'})
+  early = phase ~= 'waiting', waited_us = waited})
 if not at_gate then
   -- The run has not reached the gate yet: the decision waits for it there (advance).
   return reply({v = 'recorded', decision = decision})

@@ -1,11 +1,12 @@
 -- charge.lua: payment gateway charge, idempotent on the order id, fenced by the token.
--- KEYS: ledger, stock, faults, record.  A: order_id, token {step, epoch, attempt},
+-- KEYS: ledger, stock, faults, record.  A: order_id, token {step, epoch, attempt, round},
 -- amount, card (masked).
 -- Replies v = ok (record, replay) | down (mode) | stale (reason).
 local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
 local ledger = KEYS[1]
+local round = start_round(ledger, 'charge', 'refund', A.token.round)
 local l = redis.call('HMGET', ledger, 'charge', 'charge_calls', 'charge_effects')
 local calls = tonumber(l[2] or '0') + 1
 local mode = fault_for('payment', A.order_id, A.token.attempt)
@@ -14,7 +15,7 @@ if mode or l[1] then
   if mode then return reply({v = 'down', mode = mode}) end
   return reply({v = 'ok', replay = true, record = l[1]})
 end
-local record = cjson.encode({id = 'ch_' .. string.sub(redis.sha1hex(A.order_id .. ':charge'), 1, 16),
+local record = cjson.encode({id = 'ch_' .. string.sub(redis.sha1hex(A.order_id .. ':charge' .. round), 1, 16),
   amount = A.amount, card = A.card})
 redis.call('HSET', ledger, 'charge_calls', calls, 'charge', record,
   'charge_effects', tonumber(l[3] or '0') + 1)

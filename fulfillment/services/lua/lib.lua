@@ -28,3 +28,21 @@ local function fault_for(service, order_id, attempt)
   if f.attempts >= 0 and attempt > f.attempts then return nil end
   return f.mode
 end
+
+-- A resumed run does a step again, in a new round (A.token.round), only after the
+-- step's effect was undone. Such an undone effect (`effect` with its undo `undone`
+-- recorded) is archived under "<field>:<its round>", so the call acts anew; an
+-- effect still in place is kept, and the call replays it. Returns the round's suffix
+-- for ids made from the order id ('' in round 1).
+local function start_round(ledger, effect, undone, round)
+  round = tonumber(round or 1)
+  local l = redis.call('HMGET', ledger, effect, undone, effect .. '_round')
+  local had = tonumber(l[3] or '1')
+  if l[1] and l[2] and round > had then
+    redis.call('HSET', ledger, effect .. ':' .. had, l[1], undone .. ':' .. had, l[2],
+      effect .. '_round', round)
+    redis.call('HDEL', ledger, effect, undone)
+  end
+  if round > 1 then return ':r' .. round end
+  return ''
+end

@@ -1,6 +1,6 @@
 -- reserve.lua: reserve stock for every line, all or nothing, idempotent on the order
 -- id, fenced by the token.
--- KEYS: ledger, stock, faults, record.  A: order_id, token {step, epoch, attempt},
+-- KEYS: ledger, stock, faults, record.  A: order_id, token {step, epoch, attempt, round},
 -- items [[name, quantity], ...] with each name once.
 -- Replies v = ok (record, replay) | down (mode) | unknown (item)
 --           | out_of_stock (item, available, wanted) | unseeded | stale (reason).
@@ -8,6 +8,7 @@ local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
 local ledger, stock = KEYS[1], KEYS[2]
+start_round(ledger, 'reservation', 'release', A.token.round)
 local l = redis.call('HMGET', ledger, 'reservation', 'reserve_calls', 'reserve_effects')
 local calls = tonumber(l[2] or '0') + 1
 local mode = fault_for('inventory', A.order_id, A.token.attempt)

@@ -1,10 +1,11 @@
 -- ship.lua: create the shipment, idempotent on the order id, fenced by the token.
--- KEYS: ledger, stock, faults, record.  A: order_id, token {step, epoch, attempt}.
+-- KEYS: ledger, stock, faults, record.  A: order_id, token {step, epoch, attempt, round}.
 -- Replies v = ok (record, replay) | down (mode) | stale (reason).
 local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
 local ledger = KEYS[1]
+local round = start_round(ledger, 'shipment', 'shipment_cancelled', A.token.round)
 local l = redis.call('HMGET', ledger, 'shipment', 'ship_calls', 'ship_effects')
 local calls = tonumber(l[2] or '0') + 1
 local mode = fault_for('delivery', A.order_id, A.token.attempt)
@@ -14,7 +15,7 @@ if mode or l[1] then
   return reply({v = 'ok', replay = true, record = l[1]})
 end
 local record = cjson.encode({
-  tracking = 'TRK' .. string.upper(string.sub(redis.sha1hex(A.order_id .. ':ship'), 1, 12))})
+  tracking = 'TRK' .. string.upper(string.sub(redis.sha1hex(A.order_id .. ':ship' .. round), 1, 12))})
 redis.call('HSET', ledger, 'ship_calls', calls, 'shipment', record,
   'ship_effects', tonumber(l[3] or '0') + 1)
 return reply({v = 'ok', replay = false, record = record})

@@ -1,0 +1,140 @@
+"""What the Orders view shows, read from the order store (no Tornado here)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..client import FulfillmentClient
+from ..engine.keys import RunStatus
+from ..keys import ORDERS
+from ..models import Order
+from ..state import OrderStatus, OrderView
+from ..timeline import Timeline
+
+#: the filters the list offers: every status, and "retrying"
+FILTERS = (*(s.value for s in OrderStatus), "retrying")
+#: how many of the newest orders a search looks through
+SEARCH_DEPTH = 2000
+
+
+def counts(client: FulfillmentClient) -> dict[str, int]:
+    """Orders per status (and retrying), from the status indexes."""
+    redis = client.store.client
+    pipe = redis.pipeline(transaction=False)
+    for status in OrderStatus:
+        pipe.zcard(ORDERS.status_index(status.run_status))
+    pipe.zcard(ORDERS.retrying)
+    values = pipe.execute()
+    return dict(zip(FILTERS, (int(v) for v in values), strict=True))
+
+
+def _ids(client: FulfillmentClient, status: str | None, limit: int) -> list[str]:
+    if status == "retrying":
+        return client.store.run_ids(retrying=True, limit=limit)
+    run_status = OrderStatus(status).run_status if status else None
+    return client.store.run_ids(run_status, limit=limit)
+
+
+def _matches(order_id: str, summary: dict[str, Any], needle: str) -> bool | None:
+    """Does the order match? None: the summary names only some of its lines (look further)."""
+    if needle in order_id.lower():
+        return True
+    if any(needle in str(line[0]).lower() for line in summary.get("lines", ())):
+        return True
+    return None if summary.get("more") else False
+
+
+def _matches_input(raw: str | None, needle: str) -> bool:
+    if not raw:
+        return False
+    return any(needle in item.item_name.lower() for item in Order.model_validate_json(raw).items)
+
+
+@dataclass
+class Page:
+    """One page of the list."""
+
+    orders: list[OrderView]
+    summaries: dict[str, dict[str, Any]]
+    page: int
+    per_page: int
+    more: bool
+    searched: int
+
+
+def list_orders(
+    client: FulfillmentClient, status: str | None, query: str, page: int, per_page: int
+) -> Page:
+    """Newest first, filtered by status and by a search on the order id or an item name."""
+    if status and status not in FILTERS:
+        raise ValueError(f"unknown status {status!r}")
+    needle = query.strip().lower()
+    skip = (page - 1) * per_page
+    redis = client.store.client
+    if needle:
+        ids = _ids(client, status, SEARCH_DEPTH)
+        pipe = redis.pipeline(transaction=False)
+        for order_id in ids:
+            pipe.hget(ORDERS.run(order_id).record, "summary")
+        verdicts = [
+            _matches(i.lower(), json.loads(s), needle) if s else False
+            for i, s in zip(ids, pipe.execute(), strict=True)
+        ]
+        unsure = [i for i, v in zip(ids, verdicts, strict=True) if v is None]
+        if unsure:
+            pipe = redis.pipeline(transaction=False)
+            for order_id in unsure:
+                pipe.hget(ORDERS.run(order_id).record, "input")
+            inputs = dict(zip(unsure, pipe.execute(), strict=True))
+            verdicts = [
+                _matches_input(inputs[i], needle) if v is None else v
+                for i, v in zip(ids, verdicts, strict=True)
+            ]
+        found = [i for i, v in zip(ids, verdicts, strict=True) if v]
+        searched = len(ids)
+        ids = found[skip : skip + per_page + 1]
+    else:
+        searched = 0
+        ids = _ids(client, status, skip + per_page + 1)[skip:]
+    more = len(ids) > per_page
+    records = [r for r in client.store.records(ids[:per_page]) if r]
+    orders = [OrderView.from_record(r) for r in records]
+    summaries = {r["id"]: json.loads(r.get("summary") or "{}") for r in records}
+    return Page(orders, summaries, page, per_page, more, searched)
+
+
+@dataclass
+class Detail:
+    """Everything the order page shows."""
+
+    timeline: Timeline
+    order: Order | None
+    approval_requested_at: datetime | None
+    steps: list[str]
+    resumable: list[str]
+
+
+def detail(client: FulfillmentClient, order_id: str) -> Detail:
+    timeline = client.timeline(order_id)
+    record = client.store.record(order_id)
+    order = None
+    if record.get("input"):
+        order = Order.model_validate_json(record["input"])
+    requested = next(
+        (e.at for e in reversed(timeline.events) if e.type == "approval_requested"), None
+    )
+    view = timeline.order
+    steps = [s.name for s in view.steps]
+    resumable = steps if view.status.value in ("failed", "cancelled") and view.settled else []
+    return Detail(timeline, order, requested, steps, resumable)
+
+
+def status_of(view: OrderView) -> str:
+    """``retrying`` when a failed step waits for its next attempt, else the status."""
+    return "retrying" if view.retrying else view.status.value
+
+
+__all__ = ["FILTERS", "Detail", "Page", "RunStatus", "counts", "detail", "list_orders", "status_of"]
