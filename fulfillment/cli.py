@@ -356,18 +356,42 @@ def faults_list() -> None:
         click.echo(f"{target}: {spec['mode']}, {span}")
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--restock", is_flag=True, help="Reset stock to the catalogue's counts.")
-def inventory(restock: bool) -> None:
-    """Show the simulated inventory's stock."""
+@click.pass_context
+def inventory(ctx: click.Context, restock: bool) -> None:
+    """Show the simulated inventory's stock (or load a catalogue: inventory load FILE)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from .keys import STOCK
-    from .services import catalogue, seed_stock
+    from .services.inventory import current_catalogue, seed_stock
 
     client = _client().store.client
     seed_stock(client, reset=restock)
     stock = client.hgetall(STOCK)
-    for name, item in catalogue().items():
+    for name, item in current_catalogue(client).items():
         click.echo(f"{stock.get(name, '?'):>8}  {name} ({item['price']})")
+
+
+@inventory.command("load")
+@click.argument("source", metavar="FILE|-")
+def inventory_load(source: str) -> None:
+    """Replace the catalogue and stock with FILE's: this project's {"items": [{"name",
+    "price", "stock"}]} or the Temporal demo's [{"itemName", "itemPrice", "stock"}]."""
+    from .services.inventory import load_catalogue, parse_catalogue
+
+    if source == "-":
+        raw = sys.stdin.buffer.read(10_000_001)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"no such file: {source}")
+        raw = path.read_bytes()[:10_000_001]
+    if len(raw) > 10_000_000:
+        raise ValueError("invalid catalogue: larger than 10 MB")
+    items = parse_catalogue(raw)
+    load_catalogue(_client().store.client, items)
+    click.echo(f"loaded {len(items)} item(s), {sum(i['stock'] for i in items.values())} unit(s)")
 
 
 # --- running things -----------------------------------------------------------------------
@@ -394,7 +418,12 @@ def _redis_env(settings: Settings) -> dict[str, str]:
 def worker(
     concurrency: int | None, name: str | None, loglevel: str, celery_args: tuple[str, ...]
 ) -> None:
-    """Run a worker (celery -A fulfillment worker, prefork, events on); extra args go to Celery."""
+    """Run a Celery worker: it runs order steps and compensations and watches the others.
+
+    The same as ``celery -A fulfillment worker`` with the project's flags (prefork,
+    task events on, the order queue); any worker takes its turn as the watchdog that
+    fails over a dead worker's step. Extra arguments go to Celery.
+    """
     from .processes import worker_command
 
     settings = get_settings()
@@ -421,7 +450,14 @@ def flower(flower_args: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("-w", "--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Worker processes (two, so a failover can be shown by killing one).",
+)
 @click.option(
     "-c",
     "--concurrency",

@@ -24,6 +24,7 @@ from .generator import card
 from .processes import ProcessGroup, live_workers, wait_for_workers, worker_command
 from .render import STATUS_STYLE
 from .services import set_fault
+from .services.faults import clear_faults
 from .state import OrderStatus, OrderView
 
 
@@ -167,6 +168,7 @@ def run(client: FulfillmentClient, console: Console, *, workers: int, timeout: f
     settings = client.settings
     redis = client.store.client
     group = ProcessGroup()
+    runs: list[Scenario] = []
     try:
         if live_workers(redis, settings):
             console.print("Using the workers already running.")
@@ -180,7 +182,7 @@ def run(client: FulfillmentClient, console: Console, *, workers: int, timeout: f
                 )
             wait_for_workers(redis, settings, names, timeout=60)
 
-        runs = scenarios(settings.step_time_limit)
+        runs.extend(scenarios(settings.step_time_limit))
         started = time.monotonic()
         for scenario in runs:
             order_id = f"demo-{uuid.uuid4().hex[:10]}"
@@ -210,10 +212,15 @@ def run(client: FulfillmentClient, console: Console, *, workers: int, timeout: f
         console.print(
             f"{sum(s.ok for s in runs)}/{len(runs)} scenarios ended as expected "
             f"in {time.monotonic() - started:.1f} s. "
-            "Inspect one with: fulfillment show <order id>"
+            "Inspect one with: fulfillment show <order id>, or in Flower's Orders view "
+            f"(http://{settings.flower_address}:{settings.flower_port}/orders while "
+            "./dev up runs)"
         )
         return ok
     finally:
+        for scenario in runs:  # leave no fault injection behind
+            if scenario.fault and scenario.order.get("id"):
+                clear_faults(redis, scenario.fault["service"], scenario.order["id"])
         group.stop()
 
 

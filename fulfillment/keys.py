@@ -14,6 +14,7 @@ from .engine.keys import KeySpace, RunKeys, RunStatus
 PREFIX = "fulfillment"
 ORDERS = KeySpace(PREFIX, "order", companions=("ledger",))
 STOCK = f"{PREFIX}:inventory:stock"  # hash: item name -> units in stock
+CATALOGUE = f"{PREFIX}:inventory:catalogue"  # hash: item name -> JSON {price, stock}, if loaded
 FAULTS = f"{PREFIX}:faults"  # hash: service -> JSON fault spec
 
 

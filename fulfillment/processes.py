@@ -95,18 +95,25 @@ class ProcessGroup:
         return [(label, p.returncode) for label, p in self.procs if p.poll() is not None]
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM (Celery's warm shutdown), then SIGKILL whatever is left after ``timeout``."""
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
+        """SIGTERM (Celery's warm shutdown), then SIGKILL whatever is left after ``timeout``.
+
+        The server goes last: a worker's warm shutdown hands its unacknowledged
+        messages back to the broker, which must still be there to take them.
+        """
         deadline = time.monotonic() + timeout
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        servers = [p for label, p in self.procs if label == "server"]
+        others = [p for label, p in reversed(self.procs) if label != "server"]
+        for tier in (others, servers):
+            for proc in tier:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGTERM)
+            for proc in tier:
+                try:
+                    proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         for log in self._logs:
             log.close()
         self.procs.clear()

@@ -176,7 +176,8 @@ def timeline(tl: Timeline) -> Group:
 
     steps = Table(title="Steps and attempts", title_justify="left", expand=False)
     for column in ("step", "#", "started (UTC)", "duration", "worker", "celery task id", "outcome"):
-        steps.add_column(column, overflow="fold")
+        wrap = column == "outcome"
+        steps.add_column(column, overflow="fold", no_wrap=not wrap)
     for step in tl.steps:
         if step.name == "approval":
             continue
@@ -217,7 +218,9 @@ def order_table(views: list[OrderView]) -> Table:
     """``fulfillment list``."""
     table = Table(expand=False)
     for column in ("order", "status", "step", "attempts", "total", "created (UTC)", "detail"):
-        table.add_column(column, overflow="fold")
+        # an order id is copied from here: it is never wrapped nor cut (the detail folds)
+        width = max([len(column), *(len(v.id) for v in views)]) if column == "order" else None
+        table.add_column(column, overflow="fold", no_wrap=column == "order", min_width=width)
     for view in views:
         step = next((s for s in view.steps if s.name == view.current_step), None)
         detail = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fulfillment.keys import FAULTS
 from fulfillment.state import OrderStatus
 
 from .support import processes_using
@@ -18,3 +19,4 @@ def test_demo_runs_every_scenario_as_expected(deploy) -> None:  # type: ignore[n
     assert len(finished) == 8 and all(v.status.finished for v in finished)
     assert sum(v.status is OrderStatus.COMPLETED for v in finished) == 4
     assert processes_using(d.url) == [], "the demo stops the workers it started"
+    assert d.redis.hgetall(FAULTS) == {}, "the demo leaves no fault injection behind"

@@ -6,14 +6,13 @@ The browser test drives a real headless Chromium (Debian's ``chromium`` and
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from urllib.parse import unquote
 
 import pytest
 
+from .browser import chromium
 from .flower import STEP_TASKS, Flower, settled_in_flower
 from .support import ARTIFACTS, Deployment, order_doc
 
@@ -82,27 +81,6 @@ def test_flower_keeps_its_state_across_restarts(live, oid: str) -> None:  # type
     assert {t["name"] for t in flower.tasks(oid)} == STEP_TASKS
 
 
-def _browser():  # type: ignore[no-untyped-def]
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (chromium and driver):
-        if os.environ.get("FULFILLMENT_REQUIRE_BROWSER"):
-            pytest.fail("chromium / chromedriver not installed (CI installs them)")
-        pytest.skip("chromium / chromedriver not installed; .ci/run installs them")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", "--window-size=1920,1080",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
 @pytest.mark.browser
 def test_browser_search_order_and_open_a_task(live, oid: str) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
@@ -114,7 +92,7 @@ def test_browser_search_order_and_open_a_task(live, oid: str) -> None:  # type: 
     tasks = settled_in_flower(flower, oid, STEP_TASKS)
     payment = next(t["uuid"] for t in tasks if t["name"] == "fulfillment.process_payment")
     ARTIFACTS.mkdir(exist_ok=True)
-    browser = _browser()
+    browser = chromium()
     try:
         wait = WebDriverWait(browser, 20)
         browser.get(f"{flower.url}/tasks")

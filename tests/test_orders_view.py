@@ -23,8 +23,12 @@ CLEAR = re.compile(r"4111[ -]?1111[ -]?1111[ -]?1111")
 
 @pytest.fixture
 def live(deploy) -> Iterator[tuple[Deployment, Flower]]:  # type: ignore[no-untyped-def]
-    # retries wait 20 s, so an order stays "retrying" until someone retries it now
-    d = deploy(FULFILLMENT_RETRY_INITIAL_INTERVAL="20", FULFILLMENT_APPROVAL_TIMEOUT="120")
+    # retries wait 30 s, so an order stays "retrying" until someone retries it now
+    d = deploy(
+        FULFILLMENT_RETRY_INITIAL_INTERVAL="30",
+        FULFILLMENT_RETRY_MAXIMUM_INTERVAL="60",
+        FULFILLMENT_APPROVAL_TIMEOUT="120",
+    )
     flower = Flower(d, d.workdir / "flower.db", basic_auth=AUTH).start()
     d.start_worker(concurrency=2)
     try:
@@ -121,7 +125,7 @@ def test_operations_are_atomic_and_say_who(live, oid: str) -> None:  # type: ign
     refused = act(flower, oid, "approve")
     assert not refused["ok"] and "already completed" in str(refused["error"])
 
-    # retry now: the 20 s backoff is skipped; the held retry message finds itself stale
+    # retry now: the 30 s backoff is skipped; the held retry message finds itself stale
     slow = f"{oid}-r"
     set_fault(d.redis, "inventory", attempts=1, order_id=slow)
     d.client.place_order(order_doc(order_id=slow))

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from decimal import Decimal
 from functools import cache
 from importlib.resources import files
 from typing import Any
 
 import redis
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from ..engine.fencing import AttemptToken, UndoToken
+from ..engine.validation import field_path, one_line, problems
 from ..errors import OutOfStock, UnknownItem
-from ..keys import STOCK
-from ..models import OrderItem
+from ..keys import CATALOGUE, STOCK
+from ..models import OrderItem, printable
 from .base import SimulatedService
 
 
@@ -24,10 +35,69 @@ def catalogue() -> dict[str, dict[str, Any]]:
     return {item["name"]: item for item in data["items"]}
 
 
+class CatalogueItem(BaseModel):
+    """One entry of a catalogue file: the project's shape or the Temporal demo's."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(validation_alias=AliasChoices("name", "itemName"), min_length=1,
+                      max_length=200)  # fmt: skip
+    price: Decimal = Field(validation_alias=AliasChoices("price", "itemPrice"), ge=0,
+                           max_digits=12, decimal_places=2)  # fmt: skip
+    stock: int = Field(ge=0, le=10**9)
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        return printable(value)
+
+
+def parse_catalogue(raw: bytes) -> dict[str, dict[str, Any]]:
+    """A catalogue file: ``{"items": [{"name", "price", "stock"}]}`` (this project's) or
+    ``[{"itemName", "itemPrice", "stock"}]`` (the Temporal demo's ``stock_database.json``).
+    Raises :class:`ValueError` with one line naming what is wrong."""
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_float=Decimal)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"invalid catalogue: not valid JSON ({exc})") from None
+    if isinstance(data, dict) and set(data) <= {"items", "_comment"}:
+        data = data.get("items")
+    if not isinstance(data, list) or not data:
+        raise ValueError("invalid catalogue: expected a non-empty list of items "
+                         '(or {"items": [...]})')  # fmt: skip
+    try:
+        items = TypeAdapter(list[CatalogueItem]).validate_python(data)
+    except ValidationError as exc:
+        where = problems(exc, lambda loc: "catalogue" + field_path(loc))
+        raise ValueError(one_line("invalid catalogue: ", where)) from None
+    names = [i.name for i in items]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"invalid catalogue: item {twice[0]!r} is listed twice")
+    return {i.name: {"name": i.name, "price": str(i.price), "stock": i.stock} for i in items}
+
+
+def load_catalogue(client: redis.Redis, items: dict[str, dict[str, Any]]) -> None:
+    """Replace the catalogue and the stock with ``items`` (one atomic write)."""
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(CATALOGUE, STOCK)
+    pipe.hset(CATALOGUE, mapping={n: json.dumps(i) for n, i in items.items()})
+    pipe.hset(STOCK, mapping={n: i["stock"] for n, i in items.items()})
+    pipe.execute()
+
+
+def current_catalogue(client: redis.Redis) -> dict[str, dict[str, Any]]:
+    """The loaded catalogue if one was loaded, else the packaged one."""
+    loaded = client.hgetall(CATALOGUE)
+    if loaded:
+        return {str(n): json.loads(v) for n, v in loaded.items()}
+    return catalogue()
+
+
 def seed_stock(client: redis.Redis, reset: bool = False) -> None:
     """Load the catalogue's stock counts (only items not stocked yet, unless ``reset``)."""
     pipe = client.pipeline(transaction=True)
-    for name, item in catalogue().items():
+    for name, item in current_catalogue(client).items():
         if reset:
             pipe.hset(STOCK, name, item["stock"])
         else:

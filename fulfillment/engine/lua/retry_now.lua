@@ -15,6 +15,6 @@ if phase ~= 'retry_wait' then
     ' is ' .. tostring(phase) .. ')'})
 end
 local now = now_us()
-queue_step(K, id, step, epoch + 1, now, A, {phase = phase})
+queue_step(K, id, step, epoch + 1, now, A, {phase = phase}, {'s:' .. step .. ':state', 'queued'})
 emit(K, 'retried_now', {step = step, epoch = epoch + 1, by = A.by})
 return reply({v = 'dispatch', step = step, epoch = epoch + 1, steps = o[5], summary = o[6]})
