@@ -11,9 +11,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 fulfillment \
     && mkdir -p /data && chown fulfillment /data
 WORKDIR /app
-COPY pyproject.toml README.md celeryconfig.py ./
+# Dependencies first, in a layer of their own: it is rebuilt only when pyproject.toml
+# changes, not on every change to the code.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt && rm -rf /root/.cache /tmp/requirements.txt
+COPY README.md celeryconfig.py ./
 COPY fulfillment ./fulfillment
-RUN pip install . && rm -rf /root/.cache
+RUN pip install --no-deps . && rm -rf /root/.cache
 
 USER fulfillment
 ENV FULFILLMENT_DATA_DIR=/home/fulfillment/data

@@ -16,19 +16,33 @@ from celery import Celery
 from celery.canvas import Signature
 
 from . import activities
-from .engine import Engine, Gate, Step, Undo, Workflow
+from .engine import Engine, Gate, Step, Undo, Workflow, WorkflowRuntime, adopt
 from .engine.sender import Sender, held
 from .models import Order
 from .settings import Settings
 
 PREFIX = "fulfillment"
 
-__all__ = ["continue_chain", "fulfilled", "held", "order_workflow", "signature"]
+__all__ = ["continue_chain", "fulfilled", "held", "install", "order_workflow", "signature"]
 
 
 def fulfilled(results: Mapping[str, str]) -> str:
     """The result of a completed order: every step's own summary."""
     return "Order fulfilled: " + ", ".join(results.values())
+
+
+def install(app: Celery, settings: Settings | None = None) -> WorkflowRuntime:
+    """Run the order workflow on an existing Celery app (a Django project's own).
+
+    The engine goes on the app (:func:`fulfillment.engine.adopt`: its delivery settings
+    over the app's), and the order tasks (``fulfillment.<step>``) are registered on
+    it. Installing on the same app again returns what is there.
+    """
+    from .settings import get_settings
+
+    settings = settings or get_settings()
+    engine = Engine.of(adopt(app, settings))
+    return engine.workflows.get("order") or engine.register(order_workflow(settings))
 
 
 def order_workflow(settings: Settings) -> Workflow:

@@ -89,7 +89,11 @@ def test_valid_against_the_compose_specification(compose, compose_schema) -> Non
 
 def test_topology(compose) -> None:  # type: ignore[no-untyped-def]
     services = compose["services"]
-    assert set(services) == {"redis", "worker", "flower"}
+    assert set(services) == {"redis", "worker", "flower", "cli"}
+    # the cli runs fulfillment commands, only when asked for (profile "tools")
+    cli = services["cli"]
+    assert cli["profiles"] == ["tools"] and cli["entrypoint"] == ["fulfillment"]
+    assert cli["environment"] == services["worker"]["environment"]
     worker, flower, red = services["worker"], services["flower"], services["redis"]
     # scalable: no fixed name, no host port
     assert "container_name" not in worker and "ports" not in worker
@@ -110,6 +114,9 @@ def test_topology(compose) -> None:  # type: ignore[no-untyped-def]
     assert flower["ports"][0].endswith(":5555")
     assert any(v.split(":")[0] in compose["volumes"] for v in flower["volumes"])
     assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    # Flower has every shared FULFILLMENT_* setting, not only the ones it names
+    shared = {k: v for k, v in worker["environment"].items() if k.startswith("FULFILLMENT_")}
+    assert shared and shared.items() <= flower["environment"].items()
 
 
 def test_no_secret_is_hard_coded(compose) -> None:  # type: ignore[no-untyped-def]
@@ -134,7 +141,10 @@ def test_dockerfile() -> None:
     user = [ln for ln in lines if ln.startswith("USER ")]
     assert user and user[-1] not in ("USER root", "USER 0")
     assert any(ln.startswith("HEALTHCHECK") for ln in lines)
-    assert any("pip install ." in ln for ln in lines)
+    # dependencies in a layer of their own, before the code is copied
+    deps = next(i for i, ln in enumerate(lines) if "pip install -r" in ln)
+    code = next(i for i, ln in enumerate(lines) if ln.startswith("COPY fulfillment"))
+    assert deps < code and any("pip install --no-deps ." in ln for ln in lines[code:])
     assert "inspect ping" in DOCKERFILE.read_text()
 
 

@@ -63,3 +63,22 @@ def test_nothing_cites_files_outside_the_repository() -> None:
 def test_lint_and_types_are_clean(cmd: tuple[str, ...]) -> None:
     out = run(str(BIN / cmd[0]), *cmd[1:])
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+def test_every_data_file_is_packaged() -> None:
+    """A non-editable install (the Docker image's ``pip install .``) gets every Lua
+    script, template and catalogue: ``package-data`` in pyproject.toml covers them."""
+    import tomllib
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packaged = set()
+    for package, patterns in data["package-data"].items():
+        root = REPO / package.replace(".", "/")
+        for pattern in patterns:
+            packaged |= {p.relative_to(REPO) for p in root.glob(pattern)}
+    present = {
+        p.relative_to(REPO)
+        for suffix in ("*.lua", "*.html", "*.json")
+        for p in (REPO / "fulfillment").rglob(suffix)
+    }
+    assert present and present <= packaged, sorted(present - packaged)

@@ -20,7 +20,7 @@ See README, "The engine".
 
 from celery import Celery
 
-from .app import create_app
+from .app import adopt, create_app
 from .client import RunHandle, WorkflowClient
 from .context import ActivityContext, UndoContext
 from .definition import Gate, Policy, RetryPolicy, Step, StepOptions, Undo, Workflow
@@ -83,6 +83,7 @@ __all__ = [
     "WorkflowClient",
     "WorkflowError",
     "WorkflowRuntime",
+    "adopt",
     "create_app",
     "register",
 ]

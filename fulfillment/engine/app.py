@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery
 
 from .config import build
-from .runtime import Engine
+from .runtime import ENGINE_ATTRIBUTE, Engine
 from .settings import EngineSettings, load
 from .worker import WatchdogStep
 
@@ -35,6 +35,27 @@ def create_app(
     else:
         app.conf.update(build(settings))
     app.conf.update(conf)
+    return _with_engine(app, settings)
+
+
+def adopt(app: Celery, settings: EngineSettings | None = None) -> Celery:
+    """Put the engine on an app made elsewhere (a Django project's own, say).
+
+    The engine's delivery settings (:func:`fulfillment.engine.config.build`: broker and
+    store from the ``FULFILLMENT_*`` settings, late acks, JSON only, the default queue,
+    ...) go over the app's own, since its guarantees rest on them; then the watchdog
+    bootstep. Call it before the worker starts (a module the worker imports at start-up,
+    such as one ``app.autodiscover_tasks()`` finds, is early enough). Adopting the
+    same app again changes nothing.
+    """
+    if getattr(app, ENGINE_ATTRIBUTE, None) is not None:
+        return app
+    settings = settings or load(EngineSettings)
+    app.conf.update(build(settings))
+    return _with_engine(app, settings)
+
+
+def _with_engine(app: Celery, settings: EngineSettings) -> Celery:
     Engine(app, settings)
     app.steps["worker"].add(WatchdogStep)
     return app

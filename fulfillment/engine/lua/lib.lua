@@ -73,15 +73,20 @@ local function policy(K, step)
   return cjson.decode(p)
 end
 
--- Metrics: every event counts in the workflow's metrics hash (read by the Prometheus
--- collector of fulfillment/ui/metrics.py), in the same atomic step as the event:
---   n|<event>|<step, action or gate>       events (run_* events: n|<event>|)
---   a|<step>|<outcome>                     attempts: succeeded | retried | failed
+-- Metrics: events count in the workflow's metrics hash (read by the Prometheus
+-- collector of fulfillment/ui/metrics.py), in the same atomic step as the event. To
+-- keep the hot path short, only what a metric needs is counted:
+--   n|<event>|<step, action or gate>       the events in COUNTED (run_* events: n|<event>|)
+--   a|<step>|<outcome>                     attempts that reported: succeeded | retried | failed
 --   c|<action>|<outcome>                   compensations: done | not_needed
---   h|<name>|<i> / h|<name>|sum / h|<name>|n   histogram <name> (d:<step>: attempt
---                                          durations, w:<gate>: waits at a gate), in
---                                          microseconds; bucket i is <= BUCKETS_MS[i] ms
+--   h|<name>|<i> / h|<name>|sum            histogram <name> (d:<step>: attempt durations,
+--                                          w:<gate>: waits at a gate) in microseconds;
+--                                          bucket i counts values <= BUCKETS_MS[i] ms
 local BUCKETS_MS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000}
+local COUNTED = {run_started = true, run_completed = true, run_failed = true,
+  run_cancelled = true, run_resumed = true, attempt_lost = true, result_discarded = true,
+  redriven = true, retried_now = true, gate_decided = true, gate_timed_out = true,
+  compensation_lost = true, compensation_resent = true}
 
 local function observe(K, name, us)
   us = tonumber(us)
@@ -93,13 +98,10 @@ local function observe(K, name, us)
   local f = 'h|' .. name .. '|'
   redis.call('HINCRBY', K.metrics, f .. i, 1)
   redis.call('HINCRBY', K.metrics, f .. 'sum', math.floor(us))
-  redis.call('HINCRBY', K.metrics, f .. 'n', 1)
 end
 
 local function count_event(K, kind, data)
   local name = data.step or data.action or data.gate or ''
-  if string.sub(kind, 1, 4) == 'run_' then name = '' end
-  redis.call('HINCRBY', K.metrics, 'n|' .. kind .. '|' .. name, 1)
   if kind == 'attempt_succeeded' or kind == 'attempt_failed' then
     local outcome = 'succeeded'
     if kind == 'attempt_failed' then
@@ -110,8 +112,10 @@ local function count_event(K, kind, data)
     observe(K, 'd:' .. name, data.duration_us)
   elseif kind == 'compensated' then
     redis.call('HINCRBY', K.metrics, 'c|' .. name .. '|' .. tostring(data.outcome), 1)
-  elseif (kind == 'gate_decided' or kind == 'gate_timed_out') and data.waited_us then
-    observe(K, 'w:' .. name, data.waited_us)
+  elseif COUNTED[kind] then
+    if string.sub(kind, 1, 4) == 'run_' then name = '' end
+    redis.call('HINCRBY', K.metrics, 'n|' .. kind .. '|' .. name, 1)
+    if data.waited_us then observe(K, 'w:' .. name, data.waited_us) end
   end
 end
 

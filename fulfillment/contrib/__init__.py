@@ -1,0 +1,1 @@
+"""Integrations with the frameworks fulfillment runs in (``fulfillment.contrib.django``)."""
