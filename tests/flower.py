@@ -64,13 +64,14 @@ class Flower:
         *,
         auth: bool = True,
         xsrf: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, str]:
         """(status, body) of one request; with Flower's basic auth unless ``auth`` is off,
         and for a POST the XSRF token (cookie and form field) unless ``xsrf`` is off."""
         creds = {}
         if self.basic_auth:
             creds["Authorization"] = "Basic " + base64.b64encode(self.basic_auth.encode()).decode()
-        headers = creds if auth else {}
+        headers = {**(creds if auth else {}), **(headers or {})}
         data = None
         if method == "POST":
             fields = list(form.items()) if isinstance(form, dict) else list(form or [])

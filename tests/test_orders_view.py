@@ -57,11 +57,17 @@ def test_nothing_is_shown_or_changed_without_credentials(live, oid: str) -> None
     for path in ("/orders", f"/orders/{oid}", "/api/orders", f"/api/orders/{oid}"):
         status, body = flower.request("GET", path, auth=False)
         assert status == 401 and oid not in body, (path, status)
+    form = {"action": "approve", "id": oid}
     for path in (f"/orders/{oid}/approve", f"/api/orders/{oid}/approve", "/orders/bulk"):
-        status, _ = flower.request("POST", path, {"action": "approve", "id": oid}, auth=False)
+        status, _ = flower.request("POST", path, form, auth=False)
         assert status == 401, (path, status)
-        # authenticated, but without the XSRF token: refused too
-        status, _ = flower.request("POST", path, {"action": "approve", "id": oid}, xsrf=False)
+        # from another site (what a forged form in a browser sends), even with credentials
+        status, _ = flower.request("POST", path, form, xsrf=False,
+                                   headers={"Sec-Fetch-Site": "cross-site"})  # fmt: skip
+        assert status == 403, (path, status)
+    for path in (f"/orders/{oid}/approve", "/orders/bulk"):
+        # a form without the XSRF token is refused, whoever sends it
+        status, _ = flower.request("POST", path, form, xsrf=False)
         assert status == 403, (path, status)
     view = d.client.get_order(oid)
     assert view.status is OrderStatus.AWAITING_APPROVAL and view.approval.decision is None
@@ -286,3 +292,22 @@ def test_cli_retry_and_resume(live, oid: str) -> None:  # type: ignore[no-untype
     assert out.returncode == 1 and "has no step 'shipping'" in out.stderr, out.stderr
     out = d.cli("resume", oid)
     assert out.returncode == 2 and out.stderr.count("\n") <= 3, out.stderr
+
+
+def test_without_flower_auth_the_view_is_read_only(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
+    d = deploy()
+    flower = Flower(d, d.workdir / "flower.db").start()  # no --basic-auth
+    try:
+        d.start_worker()
+        d.client.place_order(order_doc(EXPENSIVE, order_id=oid))
+        d.wait_status(oid, OrderStatus.AWAITING_APPROVAL)
+        status, page = flower.request("GET", f"/orders/{oid}")
+        assert status == 200 and 'id="operations-need-auth"' in page
+        assert 'id="action-approve"' not in page
+        status, body = flower.request("POST", f"/orders/{oid}/approve")
+        assert status == 403 and "operations on orders need Flower" in body, (status, body[:300])
+        status, _ = flower.request("GET", "/api/orders")
+        assert status == 401
+        assert d.client.get_order(oid).approval.decision is None
+    finally:
+        flower.stop()

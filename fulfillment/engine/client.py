@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import tracing
 from .errors import (
     InvalidArgument,
     ResultTimeout,
@@ -86,6 +87,20 @@ class WorkflowClient:
         ``fields``: extra fields of the run record (the workflow's own);
         ``content_digest``: what identifies the input (default: a hash of it).
         """
+        attributes = {"run.id": run_id, "workflow": self.rt.workflow.name}
+        with tracing.span(f"{self.rt.workflow.name}.start", attributes=attributes):
+            return self._start(input, run_id, options, gate_timeouts, fields, event, content_digest)
+
+    def _start(
+        self,
+        input: Any,
+        run_id: str,
+        options: dict[str, dict[str, Any]] | None,
+        gate_timeouts: Mapping[str, float] | None,
+        fields: Mapping[str, str] | None,
+        event: Mapping[str, Any] | None,
+        content_digest: str | None,
+    ) -> RunHandle:
         wf = self.rt.workflow
         timeouts = {g: self.check_timeout(g, t) for g, t in (gate_timeouts or {}).items()}
         plan = self.rt.plan(input, options=options, gate_timeouts=timeouts)
@@ -101,7 +116,7 @@ class WorkflowClient:
             digest=content_digest or digest(input),
             summary=json.dumps(summary),
             plan=plan,
-            fields={"cancel_error": wf.cancel_error, **(fields or {})},
+            fields={"cancel_error": wf.cancel_error, **_trace_field(), **(fields or {})},
             event=dict(event or {}),
             outbox=held,
             outbox_step=names[0] if held is not None else None,
@@ -263,6 +278,9 @@ class WorkflowClient:
             raise InvalidArgument(f"{self.rt.workflow.name} has no gate {gate!r}")
         out = self.store.signal(run_id, gate, decision, by=by or default_actor(), reason=reason)
         self.rt.sender.act(run_id, out)
+        if out.kind in (Kind.DISPATCH, Kind.REJECTED):  # the wait at the gate ended
+            self.rt.trace_gate_wait(run_id, gate, "approved" if out.kind is Kind.DISPATCH
+                                    else "rejected")  # fmt: skip
         refused = self._refused(run_id, decision, out)
         if refused is not None:
             raise refused
@@ -316,6 +334,12 @@ class WorkflowClient:
         if refused is not None:
             raise refused
         return self.get(run_id)
+
+
+def _trace_field() -> dict[str, str]:
+    """The run's trace context, kept in its record (tracing on, inside the start span)."""
+    parent = tracing.current_traceparent() if tracing.enabled() else None
+    return {tracing.FIELD: parent} if parent else {}
 
 
 class RunHandle:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from celery import Celery
 
+from . import tracing
 from .connection import client_for, resolve_broker_url, resolve_redis_url
 from .definition import Gate, Policy, Step, Workflow, resolve
 from .errors import ConfigError
@@ -210,6 +211,24 @@ class WorkflowRuntime:
                 "cancel_decides": gate.cancel_decides,
             }
         )
+
+    def trace_gate_wait(self, run_id: str, gate: str, outcome: str) -> None:
+        """A span for the wait at ``gate`` that just ended (``approved``, ``rejected``,
+        ``timed_out``, ``cancelled``), in the run's trace. Only with tracing on."""
+        if not tracing.enabled():
+            return
+        record = self.space.run(run_id).record
+        deadline, spec, parent = self.store.client.hmget(
+            record, f"g:{gate}:deadline", f"p:{gate}", tracing.FIELD
+        )
+        if not deadline or not spec:
+            return
+        began_us = int(deadline) - int(json.loads(spec)["timeout_us"])
+        attributes = {"run.id": run_id, "workflow": self.workflow.name, "gate": gate}
+        with tracing.span(f"{self.workflow.name}.gate {gate}", str(parent) if parent else None,
+                          attributes,
+                          start_time_ns=began_us * 1000) as current:  # fmt: skip
+            tracing.set_outcome(current, outcome)
 
     def task_registered(self, task_name: str, step: str) -> None:
         self._tasks[task_name] = step

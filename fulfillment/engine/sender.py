@@ -27,6 +27,7 @@ from celery.canvas import Signature
 from celery.canvas import signature as as_signature
 from celery.exceptions import Ignore
 
+from . import tracing
 from .definition import Gate
 from .keys import message_id
 from .transport import Outbox, outbox
@@ -57,6 +58,17 @@ class Sender:
 
     # --- building ------------------------------------------------------------------------
 
+    def trace_headers(self, run_id: str) -> dict[str, str]:
+        """The run's trace context for a message's headers: the current span's (a step
+        sending the next), else the one kept in the run record (the watchdog, a signal).
+        Nothing when no OpenTelemetry SDK is configured."""
+        if not tracing.enabled():
+            return {}
+        parent: object = tracing.current_traceparent()
+        if parent is None:
+            parent = self.rt.store.client.hget(self.rt.space.run(run_id).record, tracing.FIELD)
+        return tracing.message_headers(parent if isinstance(parent, str) else None)
+
     def _display(self, run_id: str, epoch: int, summary: dict[str, Any]) -> dict[str, str]:
         """What Flower and logs show as the task's arguments: the run id and its summary."""
         return {"argsrepr": repr((run_id,)), "kwargsrepr": repr({"epoch": epoch, **summary})}
@@ -85,6 +97,7 @@ class Sender:
             queue=self.rt.queue,
             ignore_result=True,
             task_id=message_id(run_id, step, epoch),
+            headers=self.trace_headers(run_id),
             **options,
             **self._display(run_id, epoch, summary),
         )
@@ -153,7 +166,10 @@ class Sender:
     def retry(self, task: Task, exc: BaseException | None, delay: float) -> Any:
         """Send the running task's message again after ``delay`` (Celery's own retry: same
         task id, its retry count up, ``task-retried`` for Flower). Raises ``Retry``."""
-        return task.retry(exc=exc, countdown=delay, max_retries=None, throw=True)
+        run_id = task.request.args[0] if task.request.args else ""
+        headers = {**(task.request.headers or {}), **self.trace_headers(run_id)}
+        return task.retry(exc=exc, countdown=delay, max_retries=None, throw=True,
+                          headers=headers or None)  # fmt: skip
 
     def gate_countdown(
         self, run_id: str, gate: str, epoch: int, seconds: float, task_id: str | None = None
@@ -169,6 +185,7 @@ class Sender:
             immutable=True,
             ignore_result=True,
             task_id=task_id or message_id(run_id, f"{gate}_timeout", epoch),
+            headers=self.trace_headers(run_id),
         ).apply_async(countdown=max(seconds, 0))
 
     # --- compensations ---------------------------------------------------------------------
@@ -184,6 +201,7 @@ class Sender:
                 immutable=True,
                 ignore_result=True,
                 task_id=message_id(run_id, action, number),
+                headers=self.trace_headers(run_id),
             ).apply_async()
 
     # --- what Flower shows of messages that did nothing ---------------------------------

@@ -21,15 +21,16 @@ from datetime import UTC, datetime
 
 import redis
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
+from . import tracing
 from .context import ActivityContext, UndoContext
 from .definition import Gate, Step, Undo
 from .errors import NonRetryableError, StaleAttempt, StepTimeout
 from .fencing import AttemptToken, UndoToken
 from .identity import worker_id
 from .runtime import WorkflowRuntime
-from .verdicts import US, Kind
+from .verdicts import US, Kind, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,31 @@ def run_step(rt: WorkflowRuntime, step: Step, task: Task, run_id: str, epoch: in
         rt.sender.skipped(task, begun.describe())
     assert begun.attempt is not None
     token = AttemptToken(run_id, step.name, epoch, begun.attempt, begun.round)
+    attributes = {"run.id": run_id, "workflow": rt.workflow.name, "step": step.name,
+                  "attempt": token.attempt, "epoch": epoch, "worker": worker_id()}  # fmt: skip
+    with tracing.span(f"{rt.workflow.name}.step {step.name}", tracing.from_request(request),
+                      attributes) as current:  # fmt: skip
+        try:
+            result = _attempt(rt, step, task, run_id, epoch, begun, token)
+        except Retry:
+            tracing.set_outcome(current, "retried")
+            raise
+        except Ignore:
+            tracing.set_outcome(current, "discarded")
+            raise
+        except Exception as exc:
+            tracing.set_outcome(current, "failed", error=type(exc).__name__)
+            raise
+        tracing.set_outcome(current, "succeeded")
+        return result
+
+
+def _attempt(
+    rt: WorkflowRuntime, step: Step, task: Task, run_id: str, epoch: int, begun: Verdict,
+    token: AttemptToken,
+) -> str:  # fmt: skip
+    """The attempt itself: the activity, then record its result (or its failure)."""
+    request = task.request
     context = ActivityContext(
         run_id, step.name, rt.parse_input(begun.input), token, request.id, worker_id()
     )
@@ -177,6 +203,8 @@ def _register_gate(rt: WorkflowRuntime, gate: Gate) -> None:
             rt.sender.gate_countdown(run_id, gate.name, epoch, out.remaining, self.request.id)
             return f"not due yet: {out.remaining:.3f}s left"
         rt.sender.act(run_id, out)
+        if out.kind is Kind.FAILED:
+            rt.trace_gate_wait(run_id, gate.name, "timed_out")
         return gate.timeout_message if out.kind is Kind.FAILED else out.describe()
 
     for func, name in (
@@ -200,6 +228,21 @@ def run_undo(rt: WorkflowRuntime, step: Step, undo: Undo, task: Task, run_id: st
         rt.sender.skipped(task, claimed.describe())
     assert claimed.claim is not None
     token = UndoToken(run_id, undo.name, claimed.claim)
+    attributes = {"run.id": run_id, "workflow": rt.workflow.name, "action": undo.name,
+                  "step": step.name, "claim": token.claim, "worker": worker_id()}  # fmt: skip
+    with tracing.span(f"{rt.workflow.name}.undo {undo.name}", tracing.from_request(request),
+                      attributes) as current:  # fmt: skip
+        outcome = _undo(rt, step, undo, task, run_id, claimed, token)
+        tracing.set_outcome(current, outcome[0])
+        return outcome[1]
+
+
+def _undo(
+    rt: WorkflowRuntime, step: Step, undo: Undo, task: Task, run_id: str, claimed: Verdict,
+    token: UndoToken,
+) -> tuple[str, str]:  # fmt: skip
+    """The compensation itself; (outcome, what the task returns)."""
+    request = task.request
     context = UndoContext(
         run_id, undo.name, step.name, rt.parse_input(claimed.input), token, request.id, worker_id()
     )
@@ -210,11 +253,13 @@ def run_undo(rt: WorkflowRuntime, step: Step, undo: Undo, task: Task, run_id: st
     except Exception as exc:
         failed = rt.store.undo_failed(run_id, undo.name, token.claim, step.name, *describe(exc))
         if failed.kind is Kind.RETRY:
-            return rt.sender.retry(task, exc, failed.delay)
-        return failed.describe()
+            return "retried", rt.sender.retry(task, exc, failed.delay)
+        return "failed", failed.describe()
     out = rt.store.undone(run_id, undo.name, token.claim, undone, summary)
     rt.sender.act(run_id, out)
-    return summary if out.kind is Kind.OK else out.describe()
+    if out.kind is not Kind.OK:
+        return "discarded", out.describe()
+    return ("done" if undone else "not_needed"), summary
 
 
 def _register_undo(rt: WorkflowRuntime, step: Step, undo: Undo) -> None:

@@ -30,6 +30,10 @@ ACTIONS = ("approve", "reject", "cancel", "retry", "resume")
 #: operations on a selection of orders
 BULK_ACTIONS = ("approve", "cancel", "retry")
 BULK_LIMIT = 500
+OPERATIONS_NEED_AUTH = (
+    "operations on orders need Flower's authentication (--basic-auth or --auth), "
+    "or FLOWER_UNAUTHENTICATED_API=true"
+)
 
 
 class OrdersHandler(BaseHandler):
@@ -58,8 +62,23 @@ class OrdersHandler(BaseHandler):
 
     def check_xsrf_cookie(self) -> None:
         super().check_xsrf_cookie()  # Flower's cross-site and origin checks
-        # Flower skips the token under basic auth; a state-changing request never does.
+        # Flower skips the token under basic auth; a form of this view never does.
         tornado.web.RequestHandler.check_xsrf_cookie(self)
+
+    @property
+    def auth_configured(self) -> bool:
+        options = self.application.options
+        return bool(options.basic_auth or options.auth)
+
+    @property
+    def can_operate(self) -> bool:
+        """Operations change orders: only behind Flower's authentication (or where its
+        operator opened the API to everyone, as Flower's own API asks)."""
+        return self.auth_configured or self.unauthenticated_api
+
+    def require_operator(self) -> None:
+        if not self.can_operate:
+            raise tornado.web.HTTPError(403, OPERATIONS_NEED_AUTH)
 
     def number(self, name: str, default: int, low: int, high: int) -> int:
         """A whole-number query argument within [low, high], or 400 naming it."""
@@ -120,6 +139,8 @@ class OrdersView(OrdersHandler):
             status_of=data.status_of,
             bulk_actions=BULK_ACTIONS,
             link=self._link,
+            can_operate=self.can_operate,
+            needs_auth=OPERATIONS_NEED_AUTH,
         )
 
     def _link(self, **params: Any) -> str:
@@ -147,6 +168,8 @@ class OrderView(OrdersHandler):
             message=self.get_query_argument("done", ""),
             error=self.get_query_argument("error", ""),
             json=json,
+            can_operate=self.can_operate,
+            needs_auth=OPERATIONS_NEED_AUTH,
         )
 
 
@@ -155,6 +178,7 @@ class OrderAction(OrdersHandler):
 
     @tornado.web.authenticated
     def post(self, order_id: str, action: str) -> None:
+        self.require_operator()
         try:
             outcome = {"done": self.act(order_id, action)}
         except (WorkflowError, ValueError) as exc:
@@ -167,6 +191,7 @@ class BulkAction(OrdersHandler):
 
     @tornado.web.authenticated
     def post(self) -> None:
+        self.require_operator()
         action = self.get_body_argument("action", "")
         if action not in BULK_ACTIONS:
             raise tornado.web.HTTPError(400, f"unknown bulk action {action!r}")
@@ -197,7 +222,27 @@ class BulkAction(OrdersHandler):
 # --- the JSON API ------------------------------------------------------------------------
 
 
-class OrdersApi(OrdersHandler):
+class ApiHandler(OrdersHandler):
+    """The JSON API: as Flower's own API, open without authentication only where
+    ``FLOWER_UNAUTHENTICATED_API`` says so; an API client that authenticates (an
+    ``Authorization`` header) may POST without the XSRF token, past Flower's
+    cross-site checks, as it may to Flower's API."""
+
+    def prepare(self) -> None:
+        if not self.auth_configured and not self.unauthenticated_api:
+            raise tornado.web.HTTPError(401, "FLOWER_UNAUTHENTICATED_API is required to use "
+                                        "the API without authentication")  # fmt: skip
+        super().prepare()
+
+    def check_xsrf_cookie(self) -> None:
+        if self.request.headers.get("Authorization"):
+            BaseHandler.check_xsrf_cookie(self)  # Sec-Fetch-Site and Origin
+            if self.get_body_argument("_xsrf", None) is None:
+                return
+        super().check_xsrf_cookie()
+
+
+class OrdersApi(ApiHandler):
     @tornado.web.authenticated
     def get(self) -> None:
         status = self.get_query_argument("status", "") or None
@@ -213,7 +258,7 @@ class OrdersApi(OrdersHandler):
         self.write(json.dumps([o.model_dump(mode="json") for o in listing.orders]))
 
 
-class OrderApi(OrdersHandler):
+class OrderApi(ApiHandler):
     @tornado.web.authenticated
     def get(self, order_id: str) -> None:
         try:
@@ -224,11 +269,12 @@ class OrderApi(OrdersHandler):
         self.write(timeline.model_dump_json())
 
 
-class OrderActionApi(OrdersHandler):
+class OrderActionApi(ApiHandler):
     """``POST /api/orders/<id>/<action>``: ``{"ok": true, "message": ...}``, or 409 and why."""
 
     @tornado.web.authenticated
     def post(self, order_id: str, action: str) -> None:
+        self.require_operator()
         self.set_header("Content-Type", "application/json")
         try:
             message = self.act(order_id, action)
