@@ -153,7 +153,11 @@ def _held_first(client: FulfillmentClient, oid: str) -> list[HeldPush]:
 def test_outbox_keeps_the_expiry_of_a_queue_declared_with_x_expires(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
     from kombu import Queue
 
-    d: Deployment = deploy()
+    # A queue name of its own: kombu caches declared queues by name per connection, and
+    # its producer pools are shared by every app of the process on the same broker URL
+    # (a database number an earlier test used): a queue "fulfillment" declared there
+    # without x-expires would not be declared again.
+    d: Deployment = deploy(FULFILLMENT_QUEUE=f"expiring-{oid}")
     client = _client_with(d, task_queues=[Queue(d.settings.queue, expires=60)])  # x-expires
     (push,) = _held_first(client, oid + "-probe")
     assert push.expire_ms == 60_000 and push.key in push.expire_keys

@@ -29,20 +29,60 @@ Why each (the Celery and kombu facts behind them are in ``docs/celery-facts.md``
   outbox (:mod:`fulfillment.engine.transport`).
 * Reconnect forever (``broker_connection_max_retries = None``) and retry
   publishing, so a Redis restart pauses the workers instead of killing them.
+* RabbitMQ as broker (``FULFILLMENT_BROKER_URL=amqp://...``): publisher confirms
+  (``confirm_publish``: a publish returns once the broker has the message), the
+  Redis-only transport options left out, and with ``FULFILLMENT_QUEUE_TYPE=quorum``
+  a quorum queue on a topic exchange, so that countdowns (retries, a gate's
+  timeout) use Celery's native delayed delivery instead of being held by a worker.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kombu import Exchange, Queue
+
 from .connection import resolve_broker_url, resolve_redis_url
 from .settings import EngineSettings
 from .transport import transport_for
 
 
+def is_amqp(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in ("amqp", "amqps", "pyamqp")
+
+
+def amqp_settings(settings: EngineSettings) -> dict[str, Any]:
+    """What RabbitMQ as the broker needs instead of the Redis transport's options."""
+    conf: dict[str, Any] = {"broker_transport_options": {"confirm_publish": True}}
+    if settings.queue_type == "quorum":
+        exchange = Exchange(settings.queue, type="topic")
+        conf.update(
+            task_queues=[
+                Queue(
+                    settings.queue,
+                    exchange,
+                    routing_key=settings.queue,
+                    queue_arguments={"x-queue-type": "quorum"},
+                )
+            ],
+            task_default_exchange=settings.queue,
+            task_default_exchange_type="topic",
+            task_default_routing_key=settings.queue,
+            worker_detect_quorum_queues=True,
+        )
+    return conf
+
+
 def build(settings: EngineSettings) -> dict[str, Any]:
     """The Celery configuration for ``settings``."""
     broker_url = resolve_broker_url(settings)
+    conf = _build(settings, broker_url)
+    if is_amqp(broker_url):
+        conf.update(amqp_settings(settings))
+    return conf
+
+
+def _build(settings: EngineSettings, broker_url: str) -> dict[str, Any]:
     return {
         # --- where --------------------------------------------------------------
         "broker_url": broker_url,

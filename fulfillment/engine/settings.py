@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +58,11 @@ class EngineSettings(BaseSettings):
         default="mymaster", description="Master name, for sentinel:// URLs."
     )
     queue: str = Field(default="fulfillment", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    queue_type: Literal["classic", "quorum"] = Field(
+        default="classic",
+        description="RabbitMQ only: quorum makes the queue a replicated quorum queue "
+        "(countdowns then use Celery's native delayed delivery).",
+    )
 
     # --- step defaults (Temporal's): a definition or an override may change them ----
     step_time_limit: float = Field(default=5.0, gt=0)

@@ -21,6 +21,7 @@ there is no separate singleton process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -31,6 +32,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from celery import bootsteps
 from celery.signals import task_postrun, task_prerun, worker_shutdown
 
+from .config import is_amqp
 from .identity import set_worker_id, worker_id
 from .keys import WATCHDOG_LOCK, WORKERS, held_set
 from .runtime import Engine, WorkflowRuntime
@@ -73,6 +75,7 @@ class Watchdog(threading.Thread):
         self._tick = engine.scripts
         self._backlog = 0
         self._alive: tuple[str, ...] = ()
+        self._broker: Any = None  # a connection to a broker that is not the store's Redis
 
     def stop(self) -> None:
         self._stopping.set()
@@ -129,6 +132,8 @@ class Watchdog(threading.Thread):
             return
         self._ticks += 1
         self._backlog = due.backlog
+        if any(due.due) and is_amqp(str(self.engine.app.conf.broker_url)):
+            self._backlog += self.broker_backlog()
         self._alive = due.alive
         for rt, ids in zip(self.runtimes, due.due, strict=False):
             if self._ticks % PRUNE_EVERY == 1:
@@ -140,6 +145,24 @@ class Watchdog(threading.Thread):
                 self.redrive_dead_workers(rt, due.dead, list(scheduled))
             horizon = due.now_us - int(self.settings.worker_dead_after * US)
             self.engine.client.zremrangebyscore(WORKERS, "-inf", horizon)
+
+    def broker_backlog(self) -> int:
+        """Messages waiting in the workflows' queues on RabbitMQ (``tick.lua`` counts them
+        where the broker is Redis): a passive declare reports each queue's count. When
+        the broker does not answer, every queue counts as busy, so nothing is taken for
+        lost (its messages may well be waiting there)."""
+        queues = sorted({rt.queue for rt in self.runtimes})
+        try:
+            if self._broker is None:
+                self._broker = self.engine.app.connection_for_read()
+            channel = self._broker.default_channel
+            return sum(channel.queue_declare(queue=q, passive=True).message_count for q in queues)
+        except Exception as exc:
+            log.debug("broker backlog unknown: %r", exc)
+            with contextlib.suppress(Exception):
+                self._broker.release()
+            self._broker = None
+            return len(queues)
 
     def _trusts_heartbeats(self) -> bool:
         # Right after this watchdog was cut off from Redis, everyone's heartbeats look
