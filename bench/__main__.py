@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -109,6 +112,10 @@ def main() -> None:
             ratios = [o.rate / r.rate for o, r in pairs]
             scaling.append((workers, *pairs[ratios.index(median_low(ratios))]))
 
+    console.print("RabbitMQ as the broker (a process of its own) ...")
+    rabbit = rabbitmq_rows(args.quick)
+    rows.extend(rabbit)
+
     table = Table(title="fulfillment benchmarks", title_justify="left")
     for col in ("measure", "fulfillment", "raw Celery chain", "ours / raw", "target"):
         table.add_column(col)
@@ -119,6 +126,30 @@ def main() -> None:
         console.print(t)
     if not args.no_write and not args.quick:
         write_results(table, cpu, curve, trips, fo.trials)
+
+
+def rabbitmq_rows(quick: bool) -> list[tuple[str, str, str, str, str]]:
+    """The RabbitMQ column (``python -m bench.rabbitmq``), as rows of the main table."""
+    cmd = [sys.executable, "-m", "bench.rabbitmq", "--json", *(["--quick"] if quick else [])]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    try:
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return [("RabbitMQ", "failed: " + (out.stderr.strip().splitlines() or ["?"])[-1],
+                 "", "", "")]  # fmt: skip
+    if "skipped" in result:
+        return [("RabbitMQ", "skipped: " + result["skipped"], "", "", "")]
+    tp, lat = result["throughput"], result["latency_ms"]
+    fo = result["failover_s"]
+    rows = [("RabbitMQ: throughput", f"{tp['ours']:.0f} orders/s", f"{tp['raw']:.0f} chains/s",
+             f"{tp['ours'] / tp['raw']:.2f}", "")]  # fmt: skip
+    for pct in ("50", "99"):
+        a, b = lat["ours"][pct], lat["raw"][pct]
+        rows.append((f"RabbitMQ: latency p{pct}", f"{a:.1f} ms", f"{b:.1f} ms", f"{a / b:.2f}", ""))
+    rows.append(("RabbitMQ: failover kill->completed",
+                 f"median {sorted(fo)[len(fo) // 2]:.2f} s, max {max(fo):.2f} s",
+                 "-", "-", "<= 6 s"))  # fmt: skip
+    return rows
 
 
 def cpu_table(ours_run: Throughput, raw_run: Throughput) -> Table:

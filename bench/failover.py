@@ -35,12 +35,15 @@ ORDER = {
 
 
 def run(
-    server: Server, trials: int = 5, latency: float = 1.0, limit: float = 5.0
-) -> FailoverResult:
+    server: Server, trials: int = 5, latency: float = 1.0, limit: float = 5.0,
+    **overrides: str,
+) -> FailoverResult:  # fmt: skip
+    """``overrides``: more settings (``FULFILLMENT_BROKER_URL`` for RabbitMQ)."""
     times: list[float] = []
     env = {
         "FULFILLMENT_SERVICE_LATENCY": str(latency),
         "FULFILLMENT_STEP_TIME_LIMIT": str(limit),
+        **overrides,
     }
     with Deployment.create(server, **env) as d:
         d.start_workers(2, concurrency=1)

@@ -33,8 +33,11 @@ def _warm(d: Deployment, n: int = 50) -> None:
         handle.result(timeout=60)
 
 
-def throughput(server: Server, n: int, workers: int = 1, concurrency: int = 2) -> Throughput:
-    with Deployment.create(server) as d:
+def throughput(
+    server: Server, n: int, workers: int = 1, concurrency: int = 2, **overrides: str
+) -> Throughput:
+    """``overrides``: more settings (``FULFILLMENT_BROKER_URL`` for RabbitMQ)."""
+    with Deployment.create(server, **overrides) as d:
         d.start_workers(workers, concurrency=concurrency)
         _warm(d)
         done_key = status_index("completed")
@@ -50,9 +53,11 @@ def throughput(server: Server, n: int, workers: int = 1, concurrency: int = 2) -
 
 
 @contextlib.contextmanager
-def sequential(server: Server, concurrency: int = 2) -> Iterator[Callable[[], float]]:
+def sequential(
+    server: Server, concurrency: int = 2, **overrides: str
+) -> Iterator[Callable[[], float]]:
     """A warmed-up worker; yields ``one()``: place one order and wait for it, in ms."""
-    with Deployment.create(server) as d:
+    with Deployment.create(server, **overrides) as d:
         d.start_workers(1, concurrency=concurrency)
         _warm(d)
         for _ in range(20):  # and the one-at-a-time path, before measuring it

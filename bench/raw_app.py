@@ -17,9 +17,11 @@ import redis
 from celery import Celery
 
 URL = os.environ.get("BENCH_RAW_URL", "redis://127.0.0.1:6379/15")
+#: the broker, if not the Redis of URL (which keeps the completion lists either way)
+BROKER = os.environ.get("BENCH_RAW_BROKER") or URL
 QUEUE = "raw"
 
-app = Celery("bench.raw_app", broker=URL)
+app = Celery("bench.raw_app", broker=BROKER)
 app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
