@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -131,7 +132,8 @@ def main() -> None:
 def rabbitmq_rows(quick: bool) -> list[tuple[str, str, str, str, str]]:
     """The RabbitMQ column (``python -m bench.rabbitmq``), as rows of the main table."""
     cmd = [sys.executable, "-m", "bench.rabbitmq", "--json", *(["--quick"] if quick else [])]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_RAW_")}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     try:
         result = json.loads(out.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):

@@ -54,7 +54,9 @@ def measure(quick: bool) -> dict[str, Any]:
     with embedded_server() as server, vhost() as host:
         broker = f"amqp://guest:guest@{HOST}:{PORT}/{host}"
         raw_url = server.database()
-        os.environ["BENCH_RAW_BROKER"] = broker  # read when bench.raw_app is imported
+        # read when bench.raw_app is imported (in this process, and by its workers)
+        os.environ["BENCH_RAW_URL"] = raw_url
+        os.environ["BENCH_RAW_BROKER"] = broker
         from . import failover, ours, raw
 
         queue = f"fulfillment-bench-{uuid.uuid4().hex[:6]}"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.cookiejar
 import json
 import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +122,27 @@ class Flower:
                 kill_tree(self.proc.pid)
                 self.proc.wait(5)
             self.proc = None
+
+
+#: Flower's basic auth in the Orders view's tests
+AUTH = "alice:s3cret"
+
+
+@contextlib.contextmanager
+def orders_stack(deploy: Callable[..., Deployment]) -> Iterator[tuple[Deployment, Flower]]:
+    """A deployment with Flower behind basic auth and one worker. Retries wait 30 s, so
+    an order stays "retrying" until someone retries it now."""
+    d = deploy(
+        FULFILLMENT_RETRY_INITIAL_INTERVAL="30",
+        FULFILLMENT_RETRY_MAXIMUM_INTERVAL="60",
+        FULFILLMENT_APPROVAL_TIMEOUT="120",
+    )
+    flower = Flower(d, d.workdir / "flower.db", basic_auth=AUTH).start()
+    d.start_worker(concurrency=2)
+    try:
+        yield d, flower
+    finally:
+        flower.stop()
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -322,3 +322,19 @@ def order_doc(
 
 
 EXPENSIVE = ("Electric Cargo Bike", "4890.00", 3)
+
+
+def assert_no_redrive_with_one_busy_worker(d: Deployment) -> None:
+    """20 orders on one worker process, inventory down for 4 attempts: every retry waits
+    its turn behind the others, and none of them may be taken for lost (no worker dies)."""
+    from fulfillment.services import set_fault
+
+    d.start_worker(concurrency=1)
+    set_fault(d.redis, "inventory", attempts=4)
+    handles = [d.client.place_order(order_doc()) for _ in range(20)]
+    for h in handles:
+        assert h.result(timeout=120).startswith("Order fulfilled")
+    for h in handles:
+        types = [e.type for e in h.history()]
+        assert "redriven" not in types and "result_discarded" not in types, d.explain(h.id)
+        assert h.view().steps[1].attempts == 5

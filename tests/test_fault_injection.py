@@ -12,11 +12,17 @@ from pathlib import Path
 import pytest
 
 from fulfillment.errors import OrderCancelled
-from fulfillment.services import set_fault
 from fulfillment.state import OrderStatus
 
 from .servers import OwnServer
-from .support import EXPENSIVE, Deployment, Worker, order_doc, wait_until
+from .support import (
+    EXPENSIVE,
+    Deployment,
+    Worker,
+    assert_no_redrive_with_one_busy_worker,
+    order_doc,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -170,15 +176,7 @@ def test_no_redrive_when_no_worker_dies(deploy) -> None:  # type: ignore[no-unty
     d: Deployment = deploy(
         FULFILLMENT_SERVICE_LATENCY="0.05", FULFILLMENT_SERVICE_LATENCY_JITTER="0"
     )
-    d.start_worker(concurrency=1)
-    set_fault(d.redis, "inventory", attempts=4)
-    handles = [d.client.place_order(order_doc()) for _ in range(20)]
-    for h in handles:
-        assert h.result(timeout=120).startswith("Order fulfilled")
-    for h in handles:
-        types = [e.type for e in h.history()]
-        assert "redriven" not in types and "result_discarded" not in types, d.explain(h.id)
-        assert h.view().steps[1].attempts == 5
+    assert_no_redrive_with_one_busy_worker(d)
 
 
 # --- 6. a worker survives Redis stopping, however it stops ---------------------------------------

@@ -15,27 +15,16 @@ from fulfillment.services.faults import clear_faults
 from fulfillment.state import OrderStatus
 
 from .browser import chromium
-from .flower import Flower
+from .flower import AUTH, Flower, orders_stack
 from .support import ARTIFACTS, EXPENSIVE, Deployment, order_doc
-
-AUTH = "alice:s3cret"
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def live(deploy) -> Iterator[tuple[Deployment, Flower]]:  # type: ignore[no-untyped-def]
-    d = deploy(
-        FULFILLMENT_RETRY_INITIAL_INTERVAL="30",
-        FULFILLMENT_RETRY_MAXIMUM_INTERVAL="60",
-        FULFILLMENT_APPROVAL_TIMEOUT="120",
-    )
-    flower = Flower(d, d.workdir / "flower.db", basic_auth=AUTH).start()
-    d.start_worker(concurrency=2)
-    try:
-        yield d, flower
-    finally:
-        flower.stop()
+    with orders_stack(deploy) as stack:
+        yield stack
 
 
 class Page:

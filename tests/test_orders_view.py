@@ -14,27 +14,16 @@ from fulfillment.services import set_fault
 from fulfillment.services.faults import clear_faults
 from fulfillment.state import OrderStatus
 
-from .flower import STEP_TASKS, Flower, settled_in_flower
+from .flower import STEP_TASKS, Flower, orders_stack, settled_in_flower
 from .support import EXPENSIVE, Deployment, order_doc, wait_until
 
-AUTH = "alice:s3cret"
 CLEAR = re.compile(r"4111[ -]?1111[ -]?1111[ -]?1111")
 
 
 @pytest.fixture
 def live(deploy) -> Iterator[tuple[Deployment, Flower]]:  # type: ignore[no-untyped-def]
-    # retries wait 30 s, so an order stays "retrying" until someone retries it now
-    d = deploy(
-        FULFILLMENT_RETRY_INITIAL_INTERVAL="30",
-        FULFILLMENT_RETRY_MAXIMUM_INTERVAL="60",
-        FULFILLMENT_APPROVAL_TIMEOUT="120",
-    )
-    flower = Flower(d, d.workdir / "flower.db", basic_auth=AUTH).start()
-    d.start_worker(concurrency=2)
-    try:
-        yield d, flower
-    finally:
-        flower.stop()
+    with orders_stack(deploy) as stack:
+        yield stack
 
 
 def api(flower: Flower, path: str) -> object:

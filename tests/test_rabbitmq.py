@@ -20,7 +20,13 @@ from fulfillment.services import set_fault
 from fulfillment.state import OrderStatus
 
 from .proxy import Proxy
-from .support import EXPENSIVE, Deployment, order_doc, wait_until
+from .support import (
+    EXPENSIVE,
+    Deployment,
+    assert_no_redrive_with_one_busy_worker,
+    order_doc,
+    wait_until,
+)
 
 HOST, PORT = "127.0.0.1", 5672
 
@@ -157,12 +163,4 @@ def test_no_redrive_under_a_backlog_when_no_worker_dies(deploy, vhost: str) -> N
     d = deploy(FULFILLMENT_BROKER_URL=amqp(vhost), FULFILLMENT_SERVICE_LATENCY="0.05",
                FULFILLMENT_SERVICE_LATENCY_JITTER="0",
                FULFILLMENT_QUEUE=f"fulfillment-{uuid.uuid4().hex[:8]}")  # fmt: skip
-    d.start_worker(concurrency=1)
-    set_fault(d.redis, "inventory", attempts=4)
-    handles = [d.client.place_order(order_doc()) for _ in range(20)]
-    for h in handles:
-        assert h.result(timeout=120).startswith("Order fulfilled")
-    for h in handles:
-        types = [e.type for e in h.history()]
-        assert "redriven" not in types and "result_discarded" not in types, d.explain(h.id)
-        assert h.view().steps[1].attempts == 5
+    assert_no_redrive_with_one_busy_worker(d)
