@@ -34,6 +34,8 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_send_task_events=os.environ.get("BENCH_RAW_EVENTS") == "1",
 )
+if BROKER.startswith("amqp"):  # our delivery settings on RabbitMQ: publisher confirms
+    app.conf.broker_transport_options = {"confirm_publish": True}
 _client: redis.Redis | None = None
 
 
