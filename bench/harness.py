@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import platform
 import shutil
@@ -24,6 +25,7 @@ from fulfillment.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
+_WORKER_NUMBERS = itertools.count(1)
 
 # Zero latency and fast failure detection: what the targets in issue 5/6 assume.
 FAST = {
@@ -163,7 +165,9 @@ class Deployment:
         OUT.mkdir(parents=True, exist_ok=True)
         names = []
         for _ in range(count):
-            name = f"bench{len(self.workers) + 1}-{os.getpid()}@%h"
+            # a name never used before in this process: RabbitMQ keeps a killed worker's
+            # pidbox queue (exclusive) for a moment, and a live worker's for good
+            name = f"bench{next(_WORKER_NUMBERS)}-{os.getpid()}@%h"
             cmd = worker_command(
                 name, queue=self.settings.queue, concurrency=concurrency, loglevel="WARNING"
             )

@@ -223,16 +223,11 @@ class BulkAction(OrdersHandler):
 
 
 class ApiHandler(OrdersHandler):
-    """The JSON API: as Flower's own API, open without authentication only where
-    ``FLOWER_UNAUTHENTICATED_API`` says so; an API client that authenticates (an
+    """The JSON API. It reads what the pages show, to whoever may see the pages; its
+    operations need what the forms need (Flower's authentication, or
+    ``FLOWER_UNAUTHENTICATED_API``). An API client that authenticates (an
     ``Authorization`` header) may POST without the XSRF token, past Flower's
-    cross-site checks, as it may to Flower's API."""
-
-    def prepare(self) -> None:
-        if not self.auth_configured and not self.unauthenticated_api:
-            raise tornado.web.HTTPError(401, "FLOWER_UNAUTHENTICATED_API is required to use "
-                                        "the API without authentication")  # fmt: skip
-        super().prepare()
+    cross-site checks, as it may to Flower's own API."""
 
     def check_xsrf_cookie(self) -> None:
         if self.request.headers.get("Authorization"):
