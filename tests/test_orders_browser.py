@@ -53,6 +53,17 @@ class Page:
 
         self.wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, selector))).click()
 
+    def submit(self, selector: str) -> None:
+        """Click a link or a form's button and wait until the page it leads to has loaded
+        (so what is read next is the new page, never the one before it)."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as ec
+
+        before = self.browser.find_element(By.TAG_NAME, "html")
+        self.click(selector)
+        self.wait.until(ec.staleness_of(before), f"the page after {selector}")
+        self.css("main")
+
     def until(self, condition: Callable[[], bool], what: str) -> None:
         """Reload until ``condition`` holds on the page (bounded)."""
 
@@ -95,17 +106,17 @@ def test_list_filter_open_approve_and_watch_it_complete(live, page: Page, oid: s
     assert "Orders" in page.text("nav.app-navbar")
     assert oid in page.text("#orders-table") and done in page.text("#orders-table")
     page.shot("orders-list.png")
-    page.click('#orders-counts a[data-status="awaiting_approval"]')
+    page.submit('#orders-counts a[data-status="awaiting_approval"]')
     page.wait.until(lambda _: done not in page.text("#orders-table"), "the filter")
     assert oid in page.text("#orders-table")
     page.shot("orders-filtered-awaiting-approval.png")
 
-    page.click(f'#orders-table a[href="/orders/{oid}"]')
+    page.submit(f'#orders-table a[href="/orders/{oid}"]')
     page.css("#action-approve")
     assert "Electric Cargo Bike" in page.text("#order-items")
     assert "awaiting approval" in page.text("#order-status")
     page.shot("order-awaiting-approval.png")
-    page.click("#action-approve")
+    page.submit("#action-approve")
     assert "approved by alice (flower)" in page.text("#order-message")
     page.until(lambda: page.text("#order-status") == "completed", "the order completed")
     assert "Order fulfilled" in page.text("#order-result")
@@ -123,7 +134,7 @@ def test_retry_now_from_the_order_page(live, page: Page, oid: str) -> None:  # t
     assert "ServiceUnavailable" in page.text("#order-timeline")
     page.css("#next-retry")
     page.shot("order-retrying.png")
-    page.click("#action-retry")
+    page.submit("#action-retry")
     assert "inventory runs again now" in page.text("#order-message")
     page.until(lambda: page.text("#order-status") == "completed", "the order completed")
     assert d.client.get_order(oid).steps[1].attempts == 2
@@ -139,13 +150,13 @@ def test_resume_a_cancelled_order_from_a_step(live, page: Page, oid: str) -> Non
     d.client.wait_for(oid, lambda v: v.retrying, 30, "retrying")
     page.open(f"/orders/{oid}")
     page.css("#cancel-reason").send_keys("customer called")
-    page.click("#action-cancel")
+    page.submit("#action-cancel")
     assert "cancelled" in page.text("#order-message")
     page.until(lambda: "refunded" in page.text("#order-compensations"), "the refund")
     page.shot("order-cancelled-refunded.png")
     clear_faults(d.redis, "inventory", oid)
     Select(page.css("#resume-step")).select_by_value("inventory")
-    page.click("#action-resume")
+    page.submit("#action-resume")
     assert "resumed from payment" in page.text("#order-message")  # the refund is undone first
     page.until(lambda: page.text("#order-status") == "completed", "the order completed")
     assert d.ledger(oid)["charge_effects"] == "2"
@@ -163,7 +174,7 @@ def test_bulk_cancel_selected_orders(live, page: Page, oid: str) -> None:  # typ
     for order_id in ids[:2]:
         page.click(f'input[name=id][value="{order_id}"]')
     page.shot("orders-bulk-selected.png")
-    page.click("#bulk-cancel")
+    page.submit("#bulk-cancel")
     assert "2 cancelled, 0 refused" in page.text("#orders-message")
     statuses = [d.wait(i).status if i != ids[2] else d.client.get_order(i).status for i in ids]
     assert statuses == [OrderStatus.CANCELLED, OrderStatus.CANCELLED, OrderStatus.AWAITING_APPROVAL]
