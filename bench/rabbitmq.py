@@ -33,10 +33,12 @@ def reachable() -> bool:
 
 @contextlib.contextmanager
 def vhost() -> Iterator[str]:
+    """A vhost made for the caller and removed afterwards ("" for the default vhost
+    where ``rabbitmqctl`` is missing: callers then use queues of their own)."""
     if shutil.which("rabbitmqctl") is None:
         yield ""
         return
-    name = f"fulfillment-bench-{uuid.uuid4().hex[:8]}"
+    name = f"fulfillment-{uuid.uuid4().hex[:8]}"
     ctl = ["rabbitmqctl", "-q"]
     subprocess.run([*ctl, "add_vhost", name], check=True, capture_output=True, timeout=60)
     try:

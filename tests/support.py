@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,15 @@ class Deployment:
             timeout,
             f"order {order_id} to finish",
         )
+
+    def awaiting_approval(self, order_ids: Iterable[str]) -> list[str]:
+        """Place an order over the threshold under each id; return once all of them wait."""
+        ids = list(order_ids)
+        for order_id in ids:
+            self.client.place_order(order_doc(EXPENSIVE, order_id=order_id))
+        for order_id in ids:
+            self.wait_status(order_id, OrderStatus.AWAITING_APPROVAL)
+        return ids
 
     def wait_status(self, order_id: str, status: OrderStatus, timeout: float = 30) -> OrderView:
         return wait_until(

@@ -165,11 +165,7 @@ def test_resume_a_cancelled_order_from_a_step(live, page: Page, oid: str) -> Non
 
 def test_bulk_cancel_selected_orders(live, page: Page, oid: str) -> None:  # type: ignore[no-untyped-def]
     d, _ = live
-    ids = [f"{oid}-{i}" for i in range(3)]
-    for order_id in ids:
-        d.client.place_order(order_doc(EXPENSIVE, order_id=order_id))
-    for order_id in ids:
-        d.wait_status(order_id, OrderStatus.AWAITING_APPROVAL)
+    ids = d.awaiting_approval(f"{oid}-{i}" for i in range(3))
     page.open("/orders?status=awaiting_approval")
     for order_id in ids[:2]:
         page.click(f'input[name=id][value="{order_id}"]')

@@ -155,11 +155,7 @@ def test_operations_are_atomic_and_say_who(live, oid: str) -> None:  # type: ign
 
 def test_bulk_cancel_on_a_filter(live, oid: str) -> None:  # type: ignore[no-untyped-def]
     d, flower = live
-    ids = [f"{oid}-{i}" for i in range(3)]
-    for order_id in ids:
-        d.client.place_order(order_doc(EXPENSIVE, order_id=order_id))
-    for order_id in ids:
-        d.wait_status(order_id, OrderStatus.AWAITING_APPROVAL)
+    ids = d.awaiting_approval(f"{oid}-{i}" for i in range(3))
     form = [("action", "cancel"), ("id", ids[0]), ("id", ids[1]), ("id", "no-such-order")]
     status, _ = flower.request("POST", "/orders/bulk", form)
     assert status == 302

@@ -8,14 +8,14 @@ in CI (``CI`` set) that is a failure.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from bench.rabbitmq import HOST, PORT, reachable
+from bench.rabbitmq import vhost as own_vhost
 from fulfillment.services import set_fault
 from fulfillment.state import OrderStatus
 
@@ -28,41 +28,18 @@ from .support import (
     wait_until,
 )
 
-HOST, PORT = "127.0.0.1", 5672
-
-
-def _reachable() -> bool:
-    try:
-        with socket.create_connection((HOST, PORT), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-if not _reachable():
+if not reachable():
     if os.environ.get("CI"):
         pytest.fail(f"RabbitMQ not reachable on {HOST}:{PORT} (CI must run these tests)",
                     pytrace=False)  # fmt: skip
     pytest.skip(f"RabbitMQ not reachable on {HOST}:{PORT}", allow_module_level=True)
 
 
-def _ctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture
 def vhost() -> Iterator[str]:
     """A vhost of this test's own (or, without rabbitmqctl, the default one)."""
-    if shutil.which("rabbitmqctl") is None:
-        yield ""
-        return
-    name = f"fulfillment-test-{uuid.uuid4().hex[:8]}"
-    _ctl("add_vhost", name)
-    try:
-        _ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    with own_vhost() as name:
         yield name
-    finally:
-        _ctl("delete_vhost", name)
 
 
 def amqp(vhost: str, port: int = PORT) -> str:

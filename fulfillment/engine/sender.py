@@ -73,7 +73,14 @@ class Sender:
         """What Flower and logs show as the task's arguments: the run id and its summary."""
         return {"argsrepr": repr((run_id,)), "kwargsrepr": repr({"epoch": epoch, **summary})}
 
-    def signature(self, step: str, run_id: str, epoch: int, summary: dict[str, Any]) -> Signature:
+    def signature(
+        self,
+        step: str,
+        run_id: str,
+        epoch: int,
+        summary: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> Signature:
         """The immutable signature of one step's (or gate's) message.
 
         ``ignore_result``: nobody waits on Celery results here (the run record is the
@@ -97,7 +104,7 @@ class Sender:
             queue=self.rt.queue,
             ignore_result=True,
             task_id=message_id(run_id, step, epoch),
-            headers=self.trace_headers(run_id),
+            headers=self.trace_headers(run_id) if headers is None else headers,
             **options,
             **self._display(run_id, epoch, summary),
         )
@@ -106,7 +113,8 @@ class Sender:
         self, step: str, run_id: str, epoch: int, summary: dict[str, Any], plan: Sequence[str]
     ) -> Signature:
         steps = self.rt.workflow.chain_from(step, plan or None)
-        sigs = [self.signature(s, run_id, epoch, summary) for s in steps]
+        headers = self.trace_headers(run_id)  # once for the whole chain
+        sigs = [self.signature(s, run_id, epoch, summary, headers) for s in steps]
         return sigs[0] if len(sigs) == 1 else chain(*sigs)
 
     # --- steps ---------------------------------------------------------------------------
@@ -163,13 +171,13 @@ class Sender:
             chain=remaining[:-1], parent_id=request.id, root_id=request.root_id, priority=priority
         )
 
-    def retry(self, task: Task, exc: BaseException | None, delay: float) -> Any:
+    def retry(self, task: Task, run_id: str, exc: BaseException | None, delay: float) -> NoReturn:
         """Send the running task's message again after ``delay`` (Celery's own retry: same
-        task id, its retry count up, ``task-retried`` for Flower). Raises ``Retry``."""
-        run_id = task.request.args[0] if task.request.args else ""
-        headers = {**(task.request.headers or {}), **self.trace_headers(run_id)}
-        return task.retry(exc=exc, countdown=delay, max_retries=None, throw=True,
-                          headers=headers or None)  # fmt: skip
+        task id, its headers, its retry count up, ``task-retried`` for Flower), with the
+        current span as its trace parent. Raises ``Retry``."""
+        trace = self.trace_headers(run_id)
+        options = {"headers": {**(task.request.headers or {}), **trace}} if trace else {}
+        raise task.retry(exc=exc, countdown=delay, max_retries=None, throw=False, **options)
 
     def gate_countdown(
         self, run_id: str, gate: str, epoch: int, seconds: float, task_id: str | None = None

@@ -15,9 +15,12 @@ the case of Redis being unreachable before an attempt began.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 import redis
 from celery import Task
@@ -73,10 +76,19 @@ def run_step(rt: WorkflowRuntime, step: Step, task: Task, run_id: str, epoch: in
     token = AttemptToken(run_id, step.name, epoch, begun.attempt, begun.round)
     attributes = {"run.id": run_id, "workflow": rt.workflow.name, "step": step.name,
                   "attempt": token.attempt, "epoch": epoch, "worker": worker_id()}  # fmt: skip
-    with tracing.span(f"{rt.workflow.name}.step {step.name}", tracing.from_request(request),
-                      attributes) as current:  # fmt: skip
+    with _traced(f"{rt.workflow.name}.step {step.name}", request, attributes) as current:
+        result = _attempt(rt, step, task, run_id, epoch, begun, token)
+        tracing.set_outcome(current, "succeeded")
+        return result
+
+
+@contextlib.contextmanager
+def _traced(name: str, request: Any, attributes: dict[str, Any]) -> Iterator[Any]:
+    """The span of an attempt or a compensation, in the trace its message carried; a
+    retry, a discarded result or a failure that leaves it is its outcome."""
+    with tracing.span(name, tracing.from_request(request), attributes) as current:
         try:
-            result = _attempt(rt, step, task, run_id, epoch, begun, token)
+            yield current
         except Retry:
             tracing.set_outcome(current, "retried")
             raise
@@ -86,8 +98,6 @@ def run_step(rt: WorkflowRuntime, step: Step, task: Task, run_id: str, epoch: in
         except Exception as exc:
             tracing.set_outcome(current, "failed", error=type(exc).__name__)
             raise
-        tracing.set_outcome(current, "succeeded")
-        return result
 
 
 def _attempt(
@@ -135,7 +145,7 @@ def _attempt(
     return result
 
 
-def _failed(rt: WorkflowRuntime, task: Task, token: AttemptToken, exc: Exception) -> str:
+def _failed(rt: WorkflowRuntime, task: Task, token: AttemptToken, exc: Exception) -> NoReturn:
     """Record a failed attempt: the run fails now, or the step is retried after its delay."""
     request = task.request
     error_type, message = describe(exc)
@@ -151,7 +161,7 @@ def _failed(rt: WorkflowRuntime, task: Task, token: AttemptToken, exc: Exception
         raise exc
     out = rt.store.retry(*args)
     if out.kind is Kind.RETRY:
-        return rt.sender.retry(task, exc, out.delay)
+        rt.sender.retry(task, token.run_id, exc, out.delay)
     request.chain = None
     rt.sender.act(token.run_id, out)
     if out.kind is Kind.FAILED:
@@ -230,11 +240,10 @@ def run_undo(rt: WorkflowRuntime, step: Step, undo: Undo, task: Task, run_id: st
     token = UndoToken(run_id, undo.name, claimed.claim)
     attributes = {"run.id": run_id, "workflow": rt.workflow.name, "action": undo.name,
                   "step": step.name, "claim": token.claim, "worker": worker_id()}  # fmt: skip
-    with tracing.span(f"{rt.workflow.name}.undo {undo.name}", tracing.from_request(request),
-                      attributes) as current:  # fmt: skip
-        outcome = _undo(rt, step, undo, task, run_id, claimed, token)
-        tracing.set_outcome(current, outcome[0])
-        return outcome[1]
+    with _traced(f"{rt.workflow.name}.undo {undo.name}", request, attributes) as current:
+        outcome, result = _undo(rt, step, undo, task, run_id, claimed, token)
+        tracing.set_outcome(current, outcome)
+        return result
 
 
 def _undo(
@@ -253,7 +262,7 @@ def _undo(
     except Exception as exc:
         failed = rt.store.undo_failed(run_id, undo.name, token.claim, step.name, *describe(exc))
         if failed.kind is Kind.RETRY:
-            return "retried", rt.sender.retry(task, exc, failed.delay)
+            rt.sender.retry(task, run_id, exc, failed.delay)
         return "failed", failed.describe()
     out = rt.store.undone(run_id, undo.name, token.claim, undone, summary)
     rt.sender.act(run_id, out)

@@ -34,15 +34,12 @@ FIELD = "trace"
 _propagator = TraceContextTextMapPropagator() if trace is not None else None
 
 
-def _tracer() -> Any:
-    return trace.get_tracer("fulfillment.engine") if trace is not None else None
-
-
 def enabled() -> bool:
     """Is an SDK configured (would a span record)?"""
     if trace is None:
         return False
-    return bool(trace.get_tracer_provider().__class__.__name__ != "ProxyTracerProvider")
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 def current_traceparent() -> str | None:
@@ -70,11 +67,12 @@ def span(
     attributes: Mapping[str, Any] | None = None,
     start_time_ns: int | None = None,
 ) -> Iterator[Any]:
-    """A span, child of ``traceparent`` if given (else of the current context)."""
-    tracer = _tracer()
-    if tracer is None:
+    """A span, child of ``traceparent`` if given (else of the current context); nothing
+    at all (``None``) when no SDK is configured, so the hot path pays no more."""
+    if not enabled():
         yield None
         return
+    tracer = trace.get_tracer("fulfillment.engine")
     parent = _parent(traceparent)
     token = otel_context.attach(parent) if parent is not None else None
     try:

@@ -130,7 +130,7 @@ class OrdersView(OrdersHandler):
             "orders.html",
             active_tab="orders",
             listing=data.list_orders(self.orders, status, query, page, per_page),
-            counts=data.counts(self.orders),
+            counts=data.status_counts(self.orders.store.client),
             filters=data.FILTERS,
             status=status or "",
             query=query,

@@ -22,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ..keys import ORDERS
-from ..state import OrderStatus
+from .data import status_counts
 
 #: the histogram buckets of ``lib.lua`` (BUCKETS_MS), in seconds
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -47,32 +47,27 @@ class OrderMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         redis = self._redis()
-        pipe = redis.pipeline(transaction=False)
-        for status in OrderStatus:
-            pipe.zcard(ORDERS.status_index(status.run_status))
-        pipe.zcard(ORDERS.retrying)
-        pipe.hgetall(ORDERS.metrics)
-        *sizes, retrying, raw = pipe.execute()
-        counts = {k: int(v) for k, v in raw.items()}
+        counts = {k: int(v) for k, v in redis.hgetall(ORDERS.metrics).items()}
         by_kind: dict[str, dict[tuple[str, ...], int]] = defaultdict(dict)
         for field, value in counts.items():
             kind, *labels = field.split("|")
             by_kind[kind][tuple(labels)] = value
+        events = by_kind["n"]
+
+        def event(kind: str, name: str = "") -> int:
+            return events.get((kind, name), 0)
+
+        def per_name(kind: str) -> list[tuple[str, int]]:
+            return sorted((name, v) for (k, name), v in events.items() if k == kind)
 
         orders = GaugeMetricFamily(
             "fulfillment_orders",
             "Orders by status now (finished ones until their retention ends)",
             labels=["status"],
         )
-        for status, size in zip(OrderStatus, sizes, strict=True):
-            orders.add_metric([status.value], size)
-        orders.add_metric(["retrying"], retrying)
+        for status, size in status_counts(redis).items():
+            orders.add_metric([status], size)
         yield orders
-
-        events = by_kind["n"]
-
-        def event(kind: str, name: str = "") -> int:
-            return events.get((kind, name), 0)
 
         placed = CounterMetricFamily("fulfillment_orders_placed", "Orders placed")
         placed.add_metric([], event("run_started"))
@@ -100,11 +95,6 @@ class OrderMetrics(Collector):
             attempts.add_metric([step, outcome], value)
             if outcome == "retried":
                 retries.add_metric([step], value)
-        for (kind, step), value in sorted(events.items()):
-            if kind == "attempt_lost":
-                attempts.add_metric([step, "lost"], value)
-            elif kind == "result_discarded":
-                attempts.add_metric([step, "discarded"], value)
         yield attempts
         yield retries
 
@@ -116,9 +106,8 @@ class OrderMetrics(Collector):
         ]  # fmt: skip
         for metric, doc, kind in per_step:
             family = CounterMetricFamily(metric, doc, labels=["step"])
-            for (k, step), value in sorted(events.items()):
-                if k == kind:
-                    family.add_metric([step], value)
+            for step, value in per_name(kind):
+                family.add_metric([step], value)
             yield family
 
         durations = HistogramMetricFamily(
@@ -153,11 +142,6 @@ class OrderMetrics(Collector):
         )
         for (action, outcome), value in sorted(by_kind["c"].items()):
             compensations.add_metric([action, outcome], value)
-        for (kind, action), value in sorted(events.items()):
-            if kind == "compensation_lost":
-                compensations.add_metric([action, "lost"], value)
-            elif kind == "compensation_resent":
-                compensations.add_metric([action, "resent"], value)
         yield compensations
 
 

@@ -77,16 +77,19 @@ end
 -- collector of fulfillment/ui/metrics.py), in the same atomic step as the event. To
 -- keep the hot path short, only what a metric needs is counted:
 --   n|<event>|<step, action or gate>       the events in COUNTED (run_* events: n|<event>|)
---   a|<step>|<outcome>                     attempts that reported: succeeded | retried | failed
---   c|<action>|<outcome>                   compensations: done | not_needed
+--   a|<step>|<outcome>                     attempts: succeeded | retried | failed (reported),
+--                                          lost (presumed dead) | discarded (a late result)
+--   c|<action>|<outcome>                   compensations: done | not_needed | lost | resent
 --   h|<name>|<i> / h|<name>|sum            histogram <name> (d:<step>: attempt durations,
 --                                          w:<gate>: waits at a gate) in microseconds;
 --                                          bucket i counts values <= BUCKETS_MS[i] ms
 local BUCKETS_MS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000}
 local COUNTED = {run_started = true, run_completed = true, run_failed = true,
-  run_cancelled = true, run_resumed = true, attempt_lost = true, result_discarded = true,
-  redriven = true, retried_now = true, gate_decided = true, gate_timed_out = true,
-  compensation_lost = true, compensation_resent = true}
+  run_cancelled = true, run_resumed = true, redriven = true, retried_now = true,
+  gate_decided = true, gate_timed_out = true}
+-- events that are an outcome of an attempt (a|) or of a compensation (c|)
+local ATTEMPT_OUTCOME = {attempt_lost = 'lost', result_discarded = 'discarded'}
+local COMPENSATION_OUTCOME = {compensation_lost = 'lost', compensation_resent = 'resent'}
 
 local function observe(K, name, us)
   us = tonumber(us)
@@ -110,8 +113,11 @@ local function count_event(K, kind, data)
     end
     redis.call('HINCRBY', K.metrics, 'a|' .. name .. '|' .. outcome, 1)
     observe(K, 'd:' .. name, data.duration_us)
-  elseif kind == 'compensated' then
-    redis.call('HINCRBY', K.metrics, 'c|' .. name .. '|' .. tostring(data.outcome), 1)
+  elseif ATTEMPT_OUTCOME[kind] then
+    redis.call('HINCRBY', K.metrics, 'a|' .. name .. '|' .. ATTEMPT_OUTCOME[kind], 1)
+  elseif kind == 'compensated' or COMPENSATION_OUTCOME[kind] then
+    local outcome = COMPENSATION_OUTCOME[kind] or tostring(data.outcome)
+    redis.call('HINCRBY', K.metrics, 'c|' .. name .. '|' .. outcome, 1)
   elseif COUNTED[kind] then
     if string.sub(kind, 1, 4) == 'run_' then name = '' end
     redis.call('HINCRBY', K.metrics, 'n|' .. kind .. '|' .. name, 1)
@@ -223,6 +229,17 @@ end
 --   c:a:claims, c:a:lease, c:a:task   the running claim (begin_undo.lua)
 -- A pending message that does not start is sent again with a growing delay
 -- (comp_grace_us * 2^(n-1)), once it is really missing (see message_lost).
+
+-- Forget compensation `a` entirely (a resumed run does its step again).
+local function clear_compensation(K, a)
+  local p = 'c:' .. a
+  local fields = {p}
+  for _, f in ipairs({'n', 'sent', 'not_before', 'claims', 'lease', 'task', 'summary', 'again',
+      'suspect'}) do
+    fields[#fields + 1] = p .. ':' .. f
+  end
+  redis.call('HDEL', K.record, unpack(fields))
+end
 
 -- The Celery task id of a step's or compensation's message: readable in Flower, and
 -- what a worker reports holding in its heartbeat (fulfillment/engine/keys.py builds

@@ -45,16 +45,13 @@ local now = now_us()
 local fields = {'status', 'running', 'epoch', epoch + 1, 'updated', int(now)}
 for i = start, #steps do
   local s = steps[i]
-  local pol = policy(K, steps[i])
+  local pol = policy(K, s)
   local add = {'s:' .. s .. ':state', 'pending'}
   if pol.undo and comps[pol.undo] then
     local round = tonumber(redis.call('HGET', K.record, 's:' .. s .. ':round') or '1')
     add[#add + 1] = 's:' .. s .. ':round'
     add[#add + 1] = round + 1
-    redis.call('HDEL', K.record, 'c:' .. pol.undo, 'c:' .. pol.undo .. ':n',
-      'c:' .. pol.undo .. ':sent', 'c:' .. pol.undo .. ':not_before',
-      'c:' .. pol.undo .. ':claims', 'c:' .. pol.undo .. ':lease', 'c:' .. pol.undo .. ':task',
-      'c:' .. pol.undo .. ':summary', 'c:' .. pol.undo .. ':again', 'c:' .. pol.undo .. ':suspect')
+    clear_compensation(K, pol.undo)
     comps[pol.undo] = nil
   end
   if pol.kind == 'gate' then

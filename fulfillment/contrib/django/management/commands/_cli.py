@@ -1,5 +1,6 @@
 """The management commands are the ``fulfillment`` commands: same semantics, output
-and exit codes (each one runs the click command with the arguments it was given)."""
+and exit codes. Each one declares its arguments once, in the CLI's spelling, and runs
+the click command with the arguments it was given."""
 
 from __future__ import annotations
 
@@ -7,34 +8,35 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+#: one argument: its names (a positional name, or ``--option``) and argparse's keywords
+Argument = tuple[str, dict[str, Any]]
+
+
+def arg(name: str, **kwargs: Any) -> Argument:
+    return name, kwargs
+
 
 class CliCommand(BaseCommand):
     """A management command that runs ``fulfillment <cli_name> ...``."""
 
     cli_name = ""
+    arguments: tuple[Argument, ...] = ()
     requires_system_checks: list[str] = []
 
-    def arguments(self, options: dict[str, Any]) -> list[str]:
-        raise NotImplementedError
-
     def add_arguments(self, parser: CommandParser) -> None:
-        raise NotImplementedError
+        for name, kwargs in self.arguments:
+            parser.add_argument(name, **kwargs)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from fulfillment.cli import main
 
-        main.main(
-            args=[self.cli_name, *self.arguments(options)],
-            prog_name=f"manage.py {self.cli_name}",
-        )
-
-
-def flag(options: dict[str, Any], name: str, option: str | None = None) -> list[str]:
-    """``[--option]`` if the boolean ``name`` is set."""
-    return [option or "--" + name.replace("_", "-")] if options.get(name) else []
-
-
-def value(options: dict[str, Any], name: str, option: str | None = None) -> list[str]:
-    """``[--option, value]`` if ``name`` was given."""
-    given = options.get(name)
-    return [] if given is None else [option or "--" + name.replace("_", "-"), str(given)]
+        argv = [self.cli_name]
+        for name, kwargs in self.arguments:
+            given = options.get(name.lstrip("-").replace("-", "_"))
+            if not name.startswith("-"):
+                argv.append(str(given))
+            elif kwargs.get("action") == "store_true":
+                argv += [name] if given else []
+            elif given is not None:
+                argv += [name, str(given)]
+        main.main(args=argv, prog_name=f"manage.py {self.cli_name}")
