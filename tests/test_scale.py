@@ -55,7 +55,8 @@ def test_up_with_three_workers_spreads_a_batch_and_survives_a_kill(deploy) -> No
 
 
 def test_up_runs_server_worker_and_flower_and_ctrl_c_stops_all(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """With no Redis URL: `up` starts the embedded server, a worker and Flower."""
+    """With no Redis URL: `up` starts the embedded server, two workers (its default, so a
+    failover can be shown) and Flower."""
     import urllib.request
 
     from fulfillment.engine.embedded import free_port, running_url
@@ -86,7 +87,7 @@ def test_up_runs_server_worker_and_flower_and_ctrl_c_stops_all(tmp_path) -> None
         wait_until(flower_ok, 60, "Flower to answer")
         d = Deployment(url, tmp_path / "client")
         try:
-            wait_until(lambda: len(d.worker_ids()) == 1, 60, "the worker to heartbeat")
+            wait_until(lambda: len(d.worker_ids()) == 2, 60, "both workers to heartbeat")
             assert d.client.place_order(order_doc()).result(timeout=30)
         finally:
             d.close()
