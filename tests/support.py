@@ -22,6 +22,7 @@ import psutil
 import redis
 
 from fulfillment.client import FulfillmentClient
+from fulfillment.engine.config import is_amqp
 from fulfillment.processes import live_workers, worker_command
 from fulfillment.settings import Settings, load_settings
 from fulfillment.state import OrderStatus, OrderView
@@ -255,8 +256,17 @@ class Deployment:
         lines.append(
             f"    workers: {self.redis.zrange('fulfillment:workers', 0, -1, withscores=True)}"
         )
-        lines.append(f"    queue length: {self.redis.llen(self.settings.queue)}")
+        lines.append(f"    queue length: {self.queue_length()}")
         return "\n".join(lines)
+
+    def queue_length(self) -> int:
+        """Messages waiting in this deployment's queue, on Redis or on RabbitMQ."""
+        broker = self.settings.broker_url or ""
+        if not is_amqp(broker):
+            return int(self.redis.llen(self.settings.queue))
+        with self.client.app.connection_for_read() as conn:
+            declared = conn.default_channel.queue_declare(self.settings.queue, passive=True)
+            return int(declared.message_count)
 
     def wait_all_settled(self, order_ids: list[str], timeout: float) -> None:
         """Every order settled (finished, compensations done), or fail naming those that are not."""

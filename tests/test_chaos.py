@@ -12,6 +12,12 @@ Then, for every order: it settled; completed => exactly one charge, one
 reservation, one shipment and no undo; failed or cancelled => every effect
 undone; stock conserved per item; no completed step re-ran; the queue drained;
 and the outcome is the one its kind (and an accepted cancel) calls for.
+
+It runs twice: with Redis as the broker, and with RabbitMQ as the broker (Redis
+stays the order store). The RabbitMQ run adds the broker's own faults: its
+connections reset and stalled through a second proxy, and the broker SIGKILLed
+and restarted from its data. That broker is a node of the test's own
+(``tests.rabbit.OwnNode``), so killing it touches no other user of the machine's.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import kombu
+import kombu.exceptions
 import pytest
 import redis
 
@@ -31,6 +39,7 @@ from fulfillment.errors import DecisionError
 from fulfillment.keys import STOCK
 
 from .proxy import Proxy
+from .rabbit import OwnNode, own_node_unavailable
 from .servers import OwnServer
 from .support import EXPENSIVE, Deployment, Worker, order_doc, wait_until
 
@@ -61,6 +70,8 @@ STEP_TASKS = {
     "approval": "fulfillment.require_approval",
 }
 EFFECTS = {"charge": "refund", "reservation": "release", "shipment": "shipment_cancelled"}
+AMQP_PROPERTIES = ("correlation_id", "reply_to", "delivery_mode", "priority")
+BROKER_UP_FOR = 15  # seconds the broker stays up between restarts (it takes ~10 s to boot)
 CHAOS_SETTINGS = {
     "FULFILLMENT_SERVICE_LATENCY": "0.05",
     "FULFILLMENT_SERVICE_LATENCY_JITTER": "0.5",
@@ -101,15 +112,19 @@ class Faults:
     """Throws one random fault every so often until stopped; counts what it did."""
 
     def __init__(
-        self, d: Deployment, server: OwnServer, proxy: Proxy, run: Run, worker_env: dict[str, str]
-    ) -> None:
+        self, d: Deployment, server: OwnServer, proxy: Proxy, run: Run, worker_env: dict[str, str],
+        broker: OwnNode | None = None, broker_proxy: Proxy | None = None,
+    ) -> None:  # fmt: skip
         self.d, self.server, self.proxy, self.run = d, server, proxy, run
         self.worker_env = worker_env
+        self.broker, self.broker_proxy = broker, broker_proxy
         self.rng = random.Random(SEED + 1)
         self.counts: Counter[str] = Counter()
         self.stop = threading.Event()
         self.errors: list[str] = []
         self.thread = threading.Thread(target=self._loop, daemon=True, name="faults")
+        self.restarting: threading.Thread | None = None
+        self.broker_up_since = time.monotonic() - BROKER_UP_FOR + 5  # the first one 5 s in
 
     def alive(self) -> list[Worker]:
         return [w for w in self.d.workers if w.alive()]
@@ -119,11 +134,17 @@ class Faults:
             (self.kill_worker, 4), (self.pause_worker, 3), (self.kill_redis, 1),
             (self.reset_connections, 2), (self.stall, 2), (self.duplicate, 3), (self.forge, 3),
         ]  # fmt: skip
+        if self.broker is not None:
+            actions += [(self.reset_broker_connections, 2), (self.stall_broker, 1)]
         funcs, weights = zip(*actions, strict=True)
         while not self.stop.wait(self.rng.uniform(0.2, 0.8)):
             try:
+                if self.broker is not None and self.broker_due():
+                    self.restart_broker()
                 self.rng.choices(funcs, weights)[0]()
             except Exception as exc:  # a fault that could not be thrown is reported, not fatal
+                if isinstance(exc, kombu.exceptions.OperationalError) and self.broker_down():
+                    continue  # no message can be sent while the broker boots
                 self.errors.append(repr(exc))
 
     def kill_worker(self) -> None:
@@ -158,23 +179,90 @@ class Faults:
         self.proxy.stall(self.rng.uniform(0.5, 2.0))
         self.counts["connection stall"] += 1
 
+    def reset_broker_connections(self) -> None:
+        assert self.broker_proxy is not None
+        self.broker_proxy.reset()
+        self.counts["broker connection reset"] += 1
+
+    def stall_broker(self) -> None:
+        assert self.broker_proxy is not None
+        self.broker_proxy.stall(self.rng.uniform(0.5, 2.0))
+        self.counts["broker connection stall"] += 1
+
+    def restart_broker(self) -> None:
+        """SIGKILL the broker and start it again (it takes seconds to boot: other faults go
+        on meanwhile). Up BROKER_UP_FOR seconds in between, so the run is not all downtime."""
+        assert self.broker is not None
+        if self.broker_down():
+            return
+        self.broker.kill()
+        down_for = self.rng.uniform(0.2, 1.0)
+
+        def start_again() -> None:
+            time.sleep(down_for)
+            try:
+                self.broker.start()  # type: ignore[union-attr]
+                self.broker_up_since = time.monotonic()
+            except Exception as exc:
+                self.errors.append(f"broker restart: {exc!r}")
+
+        self.restarting = threading.Thread(target=start_again, daemon=True, name="broker")
+        self.restarting.start()
+        self.counts["broker SIGKILL + restart"] += 1
+
+    def broker_due(self) -> bool:
+        return not self.broker_down() and time.monotonic() - self.broker_up_since > BROKER_UP_FOR
+
+    def broker_down(self) -> bool:
+        return self.restarting is not None and self.restarting.is_alive()
+
+    def finish(self) -> None:
+        """Stop throwing faults; the broker is up and every worker runs again."""
+        self.stop.set()
+        self.thread.join(30)
+        if self.restarting is not None:
+            self.restarting.join(120)
+        for w in self.d.workers:
+            if w.alive():
+                w.resume()
+
+    def queued_copy(self) -> bool:
+        """Deliver a message waiting in the queue twice; False when none waits."""
+        queue = self.d.settings.queue
+        if self.broker is None:
+            length = self.d.redis.llen(queue)
+            message = self.d.redis.lindex(queue, self.rng.randrange(length)) if length else None
+            if message:
+                self.d.redis.lpush(queue, message)
+            return bool(message)
+        with kombu.Connection(self.broker.url(), connect_timeout=2) as conn:
+            message = conn.SimpleQueue(queue).queue.get(no_ack=False)
+            if message is None:
+                return False
+            props = {k: message.properties[k] for k in AMQP_PROPERTIES if k in message.properties}
+            conn.Producer().publish(
+                message.body, routing_key=queue, exchange="", headers=message.headers,
+                content_type=message.content_type, content_encoding=message.content_encoding,
+                **props,
+            )  # fmt: skip
+            message.requeue()  # the original goes back: the same delivery, twice
+        return True
+
     def duplicate(self) -> None:
         """A copy of a message waiting in the queue, or else of an order's live step message."""
         queue = self.d.settings.queue
-        length = self.d.redis.llen(queue)
-        message = self.d.redis.lindex(queue, self.rng.randrange(length)) if length else None
-        if message:
-            self.d.redis.lpush(queue, message)  # the same delivery, twice
-        else:
-            oid = self.rng.choice(list(self.run.placed_at) or list(self.run.docs))
-            record = self.d.client.store.record(oid)
-            task = STEP_TASKS.get(record.get("step", ""))
-            if task is None:
-                return
-            self.d.client.app.send_task(
-                task, args=(oid,), kwargs={"epoch": int(record["epoch"])}, queue=queue
-            )
-        self.counts["duplicated message"] += 1
+        if self.queued_copy():
+            self.counts["duplicated queued message"] += 1
+            return
+        oid = self.rng.choice(list(self.run.placed_at) or list(self.run.docs))
+        record = self.d.client.store.record(oid)
+        task = STEP_TASKS.get(record.get("step", ""))
+        if task is None:
+            return
+        self.d.client.app.send_task(
+            task, args=(oid,), kwargs={"epoch": int(record["epoch"])}, queue=queue
+        )
+        self.counts["duplicated step message"] += 1
 
     def forge(self) -> None:
         oid = self.rng.choice(list(self.run.placed_at) or list(self.run.docs))
@@ -191,16 +279,29 @@ class Faults:
         self.counts["forged message"] += 1
 
 
+UNREACHABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,
+    kombu.exceptions.OperationalError,
+)
+
+
 def _retrying(call: Any, what: str) -> Any:
-    """The test's own calls ride out a Redis restart too."""
-    deadline = time.monotonic() + 30
+    """The test's own calls ride out a Redis (or broker) restart too."""
+    deadline = time.monotonic() + 60
     while True:
         try:
             return call()
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+        except UNREACHABLE:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{what}: Redis did not come back") from None
+                raise AssertionError(f"{what}: Redis or the broker did not come back") from None
             time.sleep(0.2)
+
+
+def _cancelled_by_chaos(d: Deployment, oid: str) -> bool:
+    """Was a cancel of this order recorded (its reply may have been lost on the way)?"""
+    return any("cancel" in e.type and e.data.get("by") == CANCELLER for e in d.client.history(oid))
 
 
 def check(d: Deployment, run: Run, stock_before: dict[str, int]) -> list[str]:
@@ -251,15 +352,24 @@ def _counter(effect: str) -> str:
     return {"charge": "charge", "reservation": "reserve", "shipment": "ship"}[effect]
 
 
-def test_chaos(tmp_path: Path) -> None:
+CANCELLER = "chaos-cancel"
+
+
+def run_chaos(tmp_path: Path, broker: OwnNode | None = None) -> None:
+    """Place the run's orders while faults fly, then check every invariant."""
     started = time.monotonic()
     rng = random.Random(SEED)
     run = Run(rng)
+    broker_proxy = Proxy(broker.port).start() if broker else None
     with OwnServer(tmp_path / "redis", fsync="always") as server:
         proxy = Proxy(server.port).start()
-        d = Deployment(server.url, tmp_path / "dep", **CHAOS_SETTINGS)
+        env = dict(CHAOS_SETTINGS)
         worker_env = {"FULFILLMENT_REDIS_URL": proxy.url()}
-        faults = Faults(d, server, proxy, run, worker_env)
+        if broker is not None and broker_proxy is not None:
+            env["FULFILLMENT_BROKER_URL"] = broker.url()  # the test's own calls go direct
+            worker_env["FULFILLMENT_BROKER_URL"] = broker.url(broker_proxy.port)
+        d = Deployment(server.url, tmp_path / "dep", **env)
+        faults = Faults(d, server, proxy, run, worker_env, broker, broker_proxy)
         try:
             for _ in range(WORKERS):
                 d.start_worker(wait=False, **worker_env)
@@ -274,7 +384,7 @@ def test_chaos(tmp_path: Path) -> None:
             def decide(oid: str, kind: str) -> None:
                 try:
                     if kind == "cancel":
-                        _retrying(lambda: d.client.cancel_order(oid, by="chaos"), "cancel")
+                        _retrying(lambda: d.client.cancel_order(oid, by=CANCELLER), "cancel")
                         run.cancel_accepted.add(oid)
                     elif kind == "approve":
                         _retrying(lambda: d.client.approve_order(oid, by="chaos"), "approve")
@@ -298,27 +408,44 @@ def test_chaos(tmp_path: Path) -> None:
                         timer.start()
                 time.sleep(rng.uniform(0.05, 0.35))
             for timer in deciders:
-                timer.join(30)
-            faults.stop.set()
-            faults.thread.join(30)
-            for w in d.workers:
-                if w.alive():
-                    w.resume()
+                timer.join(90)
+            faults.finish()
             d.wait_all_settled(list(run.docs), 240)
-            wait_until(lambda: d.redis.llen(d.settings.queue) == 0, 120, "the queue to drain")
+            wait_until(lambda: d.queue_length() == 0, 120, "the queue to drain")
+            # a cancel whose reply a fault cut off was accepted all the same
+            run.cancel_accepted |= {o for o in run.cancel_at if _cancelled_by_chaos(d, o)}
             violations = check(d, run, stock_before)
             outcomes = Counter(d.client.get_order(oid).status.value for oid in run.docs)
         finally:
             faults.stop.set()
             d.close()
             proxy.close()
+            if broker_proxy is not None:
+                broker_proxy.close()
     took = time.monotonic() - started
     print(
-        f"\nchaos: {len(run.docs)} orders ({dict(Counter(run.kinds.values()))}), "
+        f"\nchaos ({'RabbitMQ' if broker else 'Redis'} as the broker): {len(run.docs)} orders "
+        f"({dict(Counter(run.kinds.values()))}), "
         f"{len(run.cancel_accepted)} cancels accepted; outcomes: {dict(outcomes)}; "
         f"faults: {dict(faults.counts)} "
         f"({sum(faults.counts.values())} in all); violations: {len(violations)}; {took:.0f} s"
     )
     assert not faults.errors, faults.errors[:5]
     assert sum(faults.counts.values()) >= 50, faults.counts
+    if broker is not None:
+        assert faults.counts["broker SIGKILL + restart"] >= 2, faults.counts
     assert violations == [], "\n".join(violations[:20])
+
+
+def test_chaos(tmp_path: Path) -> None:
+    run_chaos(tmp_path)
+
+
+def test_chaos_with_rabbitmq_as_the_broker(tmp_path: Path) -> None:
+    why = own_node_unavailable()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot start a RabbitMQ node of the test's own: {why}", pytrace=False)
+        pytest.skip(f"cannot start a RabbitMQ node of the test's own: {why}")
+    with OwnNode() as broker:
+        run_chaos(tmp_path, broker)
