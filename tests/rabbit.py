@@ -15,14 +15,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import kombu
 import pytest
 
-from bench.rabbitmq import HOST, PORT, reachable
+from bench.rabbitmq import HOST, PORT, reachable, vhost
 from fulfillment.engine.embedded import free_port
 
 from .support import wait_until
@@ -31,7 +31,7 @@ SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # the node itself, not the su 
 
 
 def require_broker() -> None:
-    """Skip the calling module when no broker answers (fail in CI, which must run it)."""
+    """Skip the caller (a test or a module) when no broker answers (fail in CI)."""
     if reachable():
         return
     if os.environ.get("CI"):
@@ -43,6 +43,29 @@ def require_broker() -> None:
 def amqp(vhost: str, port: int = PORT) -> str:
     """The broker URL of ``vhost`` ("" is the default vhost) on ``port``."""
     return f"amqp://guest:guest@{HOST}:{port}/{vhost}"
+
+
+@contextlib.contextmanager
+def broker_env(broker: str) -> Iterator[dict[str, str]]:
+    """The deployment settings of ``broker``: "redis" (the store's own server) or
+    "rabbitmq" (a vhost of its own on the machine's broker, a queue of its own)."""
+    if broker == "redis":
+        yield {}
+        return
+    require_broker()
+    with vhost() as name:
+        queue = f"fulfillment-{uuid.uuid4().hex[:8]}"  # its own even on the default vhost
+        yield {"FULFILLMENT_BROKER_URL": amqp(name), "FULFILLMENT_QUEUE": queue}
+
+
+def require_own_node() -> None:
+    """Skip the calling test when no node of its own can start here (fail in CI)."""
+    why = own_node_unavailable()
+    if why is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"cannot start a RabbitMQ node of the test's own: {why}", pytrace=False)
+    pytest.skip(f"cannot start a RabbitMQ node of the test's own: {why}")
 
 
 def own_node_unavailable() -> str | None:
@@ -131,12 +154,6 @@ class OwnNode:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(30)
-
-    def restart(self, down_for: float = 0.0) -> None:
-        """SIGKILL, stay down ``down_for`` seconds, start again from the same data."""
-        self.kill()
-        time.sleep(down_for)
-        self.start()
 
     def stop(self) -> None:
         """Kill the node and remove its data."""

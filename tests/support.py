@@ -357,3 +357,26 @@ def assert_no_redrive_with_one_busy_worker(d: Deployment) -> None:
         types = [e.type for e in h.history()]
         assert "redriven" not in types and "result_discarded" not in types, d.explain(h.id)
         assert h.view().steps[1].attempts == 5
+
+
+def start_workers(d: Deployment, n: int, **kwargs: object) -> list[Worker]:
+    """Start ``n`` workers at once, then wait for each to heartbeat."""
+    workers = [d.start_worker(wait=False, **kwargs) for _ in range(n)]  # type: ignore[arg-type]
+    for w in workers:
+        d.wait_for_worker(w)
+    return workers
+
+
+def freeze_worker_running(d: Deployment, oid: str, step: str) -> Worker | None:
+    """SIGSTOP the worker running ``step`` of the order; None unless it is still running there."""
+    record = d.client.store.record(oid)
+    if record.get("phase") != "running" or record.get("step") != step:
+        return None
+    pid = int(record["worker"].rsplit(":", 1)[1])
+    worker = next(w for w in d.workers if w.pid == pid)
+    worker.pause()
+    again = d.client.store.record(oid)
+    if all(again.get(k) == record.get(k) for k in ("phase", "step", "task_id")):
+        return worker
+    worker.resume()
+    return None

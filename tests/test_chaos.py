@@ -39,7 +39,7 @@ from fulfillment.errors import DecisionError
 from fulfillment.keys import STOCK
 
 from .proxy import Proxy
-from .rabbit import OwnNode, own_node_unavailable
+from .rabbit import OwnNode, require_own_node
 from .servers import OwnServer
 from .support import EXPENSIVE, Deployment, Worker, order_doc, wait_until
 
@@ -442,10 +442,6 @@ def test_chaos(tmp_path: Path) -> None:
 
 
 def test_chaos_with_rabbitmq_as_the_broker(tmp_path: Path) -> None:
-    why = own_node_unavailable()
-    if why:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot start a RabbitMQ node of the test's own: {why}", pytrace=False)
-        pytest.skip(f"cannot start a RabbitMQ node of the test's own: {why}")
+    require_own_node()
     with OwnNode() as broker:
         run_chaos(tmp_path, broker)

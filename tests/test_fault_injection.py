@@ -18,9 +18,10 @@ from .servers import OwnServer
 from .support import (
     EXPENSIVE,
     Deployment,
-    Worker,
     assert_no_redrive_with_one_busy_worker,
+    freeze_worker_running,
     order_doc,
+    start_workers,
     wait_until,
 )
 
@@ -31,28 +32,6 @@ UNDONE = {"payment": "refund", "inventory": "release", "delivery": "shipment_can
 STEPS = ("payment", "inventory", "delivery")
 UNDO = {"payment": "refund_payment", "inventory": "release_inventory",
         "delivery": "cancel_shipment"}  # fmt: skip
-
-
-def start_workers(d: Deployment, n: int, **kwargs: object) -> list[Worker]:
-    workers = [d.start_worker(wait=False, **kwargs) for _ in range(n)]  # type: ignore[arg-type]
-    for w in workers:
-        d.wait_for_worker(w)
-    return workers
-
-
-def freeze_worker_running(d: Deployment, oid: str, step: str) -> Worker | None:
-    """SIGSTOP the worker running ``step`` of the order; None unless it is still running there."""
-    record = d.client.store.record(oid)
-    if record.get("phase") != "running" or record.get("step") != step:
-        return None
-    pid = int(record["worker"].rsplit(":", 1)[1])
-    worker = next(w for w in d.workers if w.pid == pid)
-    worker.pause()
-    again = d.client.store.record(oid)
-    if all(again.get(k) == record.get(k) for k in ("phase", "step", "task_id")):
-        return worker
-    worker.resume()
-    return None
 
 
 # --- 1. an accepted cancel during the last step wins ---------------------------------------

@@ -2,6 +2,8 @@
 
 Three racer processes fire at each order's approval deadline (give or take a few
 milliseconds), while the worker's countdown task and watchdog fire the timeout.
+It runs with Redis as the broker and with RabbitMQ (a vhost of its own), where the
+countdown is a message the worker holds unacknowledged until its ETA.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fulfillment.errors import DecisionError
 from fulfillment.settings import Settings
 from fulfillment.state import OrderStatus
 
+from .rabbit import broker_env
 from .support import EXPENSIVE, Deployment, order_doc
 
 TRIALS = 500
@@ -43,8 +46,13 @@ def racer(kind: str, settings: Settings, plan, barrier, results) -> None:  # typ
         results.put((order_id, kind, outcome))
 
 
-def test_exactly_one_decision_wins_every_trial(deploy) -> None:  # type: ignore[no-untyped-def]
-    d: Deployment = deploy()
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_exactly_one_decision_wins_every_trial(deploy, broker: str) -> None:  # type: ignore[no-untyped-def]
+    with broker_env(broker) as env:
+        race(deploy(**env))
+
+
+def race(d: Deployment) -> None:
     d.start_worker(concurrency=2)
     rng = random.Random(500)
     outcomes: dict[str, dict[str, str]] = {}
