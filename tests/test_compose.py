@@ -5,7 +5,10 @@
 * every service command really runs: Redis's with a real valkey-server, the
   worker's and Flower's with our Celery app against the test server;
 * the worker is scalable, Redis persists, Flower requires a password, and no
-  secret is written in the file.
+  secret is written in the file;
+* the RabbitMQ variant (``docker-compose.rabbitmq.yml``, an override) is valid on
+  its own and merged, gives every service the broker, and its worker runs a real
+  order against the machine's RabbitMQ (in a vhost of its own).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,13 +32,16 @@ import yaml
 
 from fulfillment.engine.embedded import free_port
 
+from .rabbit import HOST, PORT, require_broker, vhost
 from .support import REPO, Deployment, answers, kill_tree, order_doc, wait_until
 
 COMPOSE = REPO / "docker-compose.yml"
+RABBITMQ_VARIANT = REPO / "docker-compose.rabbitmq.yml"
 DOCKERFILE = REPO / "Dockerfile"
 SCHEMA_PACKAGE = "docker-compose==1.29.2"
 SCHEMA_MEMBER = "compose/config/compose_spec.json"
-SECRET_ENV = {"REDIS_PASSWORD": "s3cret-Pw", "FLOWER_BASIC_AUTH": "admin:fl0wer-Pw"}
+SECRET_ENV = {"REDIS_PASSWORD": "s3cret-Pw", "FLOWER_BASIC_AUTH": "admin:fl0wer-Pw",
+              "RABBITMQ_PASSWORD": "r4bbit-Pw"}  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +68,24 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())  # resolves the `<<: *app` merges
 
 
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``docker compose -f base -f override``, for what these files hold: mappings
+    (services, environment, depends_on, volumes) merge key by key, the rest replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def compose_rabbitmq(compose: dict[str, Any]) -> dict[str, Any]:
+    """The stack as ``-f docker-compose.yml -f docker-compose.rabbitmq.yml`` runs it."""
+    return merged(compose, yaml.safe_load(RABBITMQ_VARIANT.read_text()))
+
+
 def interpolate(value: str, env: dict[str, str]) -> str:
     """Compose's variable substitution, the forms this file uses."""
 
@@ -80,8 +105,11 @@ def service_env(service: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
     return {k: interpolate(str(v), env) for k, v in (service.get("environment") or {}).items()}
 
 
-def test_valid_against_the_compose_specification(compose, compose_schema) -> None:  # type: ignore[no-untyped-def]
+def test_valid_against_the_compose_specification(compose, compose_rabbitmq, compose_schema) -> None:  # type: ignore[no-untyped-def]
     jsonschema.Draft201909Validator(compose_schema).validate(compose)
+    jsonschema.Draft201909Validator(compose_schema).validate(compose_rabbitmq)
+    override = yaml.safe_load(RABBITMQ_VARIANT.read_text())
+    jsonschema.Draft201909Validator(compose_schema).validate(override)
     broken = {**compose, "services": {"worker": {"image": "x", "restart": 5}}}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft201909Validator(compose_schema).validate(broken)
@@ -119,18 +147,68 @@ def test_topology(compose) -> None:  # type: ignore[no-untyped-def]
     assert shared and shared.items() <= flower["environment"].items()
 
 
-def test_no_secret_is_hard_coded(compose) -> None:  # type: ignore[no-untyped-def]
+def test_no_secret_is_hard_coded(compose, compose_rabbitmq) -> None:  # type: ignore[no-untyped-def]
     text = COMPOSE.read_text()
-    for name, service in compose["services"].items():
+    for name, service in compose_rabbitmq["services"].items():
         for key, value in (service.get("environment") or {}).items():
             value = str(value)
-            if re.search(r"PASSWORD|AUTH|SECRET|TOKEN", key):
+            if re.search(r"PASSWORD|PASS$|AUTH|SECRET|TOKEN", key):
                 assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", value), (name, key, value)
-            for userinfo in re.findall(r"://([^@/]*)@", value):
-                assert re.fullmatch(r":?\$\{[A-Z_]+:\?[^}]*\}", userinfo), (name, key, value)
+            for userinfo in re.findall(r"://([^@/]*)@", value):  # a user name, then the secret
+                assert re.fullmatch(r"[a-z]*:?\$\{[A-Z_]+:\?[^}]*\}", userinfo), (name, key)
     assert "requirepass" in text and not re.search(r"requirepass\s+[^\"$\s]", text)
     with pytest.raises(KeyError, match="REDIS_PASSWORD"):  # compose refuses to start without it
         service_env(compose["services"]["worker"], {})
+    with pytest.raises(KeyError, match="RABBITMQ_PASSWORD"):
+        service_env(compose_rabbitmq["services"]["worker"], {"REDIS_PASSWORD": "x"})
+
+
+def test_rabbitmq_variant_topology(compose, compose_rabbitmq) -> None:  # type: ignore[no-untyped-def]
+    services = compose_rabbitmq["services"]
+    assert set(services) == {"redis", "rabbitmq", "worker", "flower", "cli"}
+    rabbit = services["rabbitmq"]
+    assert rabbit["image"].startswith("rabbitmq:") and "healthcheck" in rabbit
+    assert rabbit["hostname"] == "rabbitmq"  # the node name, hence its data, is stable
+    volume = rabbit["volumes"][0].split(":")
+    assert volume == [volume[0], "/var/lib/rabbitmq"] and volume[0] in compose_rabbitmq["volumes"]
+    assert set(compose["volumes"]) < set(compose_rabbitmq["volumes"])
+    for name in ("worker", "flower", "cli"):
+        service, base = services[name], compose["services"][name]
+        env = service_env(service, SECRET_ENV)
+        assert env["FULFILLMENT_BROKER_URL"].startswith("amqp://fulfillment:r4bbit-Pw@rabbitmq:")
+        assert env["FULFILLMENT_QUEUE_TYPE"] == "quorum"
+        # merged, not replaced: the base file's settings and dependencies are all there
+        assert base["environment"].items() <= service["environment"].items(), name
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+        assert service["command"] == base["command"]
+    assert services["flower"]["environment"]["FLOWER_BROKER_API"].endswith("@rabbitmq:15672/api/")
+
+
+def test_rabbitmq_variant_worker_runs(compose_rabbitmq, deploy, oid) -> None:  # type: ignore[no-untyped-def]
+    """The variant's worker, with its environment (the broker's host and credentials
+    mapped to the machine's RabbitMQ), runs an order placed with the same settings."""
+    require_broker()
+    services = compose_rabbitmq["services"]
+    with vhost() as name:
+        url = service_env(services["worker"], SECRET_ENV)["FULFILLMENT_BROKER_URL"]
+        local = url.replace("fulfillment:r4bbit-Pw@rabbitmq:5672/", f"guest:guest@{HOST}:{PORT}/")
+        assert local != url
+        queue_type = service_env(services["worker"], SECRET_ENV)["FULFILLMENT_QUEUE_TYPE"]
+        d: Deployment = deploy(
+            FULFILLMENT_BROKER_URL=local + name, FULFILLMENT_QUEUE_TYPE=queue_type,
+            FULFILLMENT_QUEUE=f"fulfillment-{uuid.uuid4().hex[:8]}",
+        )  # fmt: skip
+        cmd = [interpolate(a, SECRET_ENV) for a in services["worker"]["command"]]
+        celery = str(Path(sys.executable).with_name("celery"))
+        proc = subprocess.Popen([celery, *cmd[1:]], env=d.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            result = d.client.place_order(order_doc(order_id=oid)).result(timeout=60)
+            assert result.startswith("Order fulfilled")
+        finally:
+            kill_tree(proc.pid)
+            proc.wait(10)
 
 
 def test_dockerfile() -> None:

@@ -9,11 +9,13 @@ suites run on RabbitMQ too (``test_races.py``, ``test_chaos.py``).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 
+import kombu
 import pytest
 
 from bench.rabbitmq import PORT
@@ -200,3 +202,36 @@ def test_broker_sigkill_and_restart_mid_run(deploy, oid: str) -> None:  # type: 
         assert failure is not None and failure.type == "ApprovalTimeout"
         assert all(w.alive() for w in workers), "a worker died with the broker"
         wait_until(lambda: d.queue_length() == 0, 30, "the queue to drain")
+
+
+def test_a_lost_step_message_is_sent_again_within_the_bound(deploy, vhost: str, oid: str) -> None:  # type: ignore[no-untyped-def]
+    # No outbox on RabbitMQ: a step is recorded as queued, then its message published. A
+    # message that never reaches the queue (its publisher died in between) is here taken
+    # out of the queue and acknowledged while the only worker is busy: the watchdog
+    # sends it again once the step is FULFILLMENT_QUEUE_GRACE late and still missing two
+    # heartbeats later; each of those two looks waits for the next tick (one heartbeat
+    # at most), so the bound is QUEUE_GRACE + 4 heartbeats.
+    d = deploy(FULFILLMENT_BROKER_URL=amqp(vhost), FULFILLMENT_STEP_TIME_LIMIT="5",
+               FULFILLMENT_QUEUE=f"fulfillment-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    d.start_worker(concurrency=1)
+    busy = f"{oid}-busy"
+    set_fault(d.redis, "inventory", attempts=1, mode="hang", order_id=busy)
+    d.client.place_order(order_doc(order_id=busy))
+    d.client.wait_for(busy, lambda v: v.current_step == "inventory" and v.phase == "running",
+                      30, "the worker to be busy")  # fmt: skip
+    d.client.place_order(order_doc(order_id=oid))
+    with kombu.Connection(d.settings.broker_url) as conn:
+        queue = conn.SimpleQueue(d.settings.queue).queue
+        lost = wait_until(lambda: queue.get(no_ack=True), 10, "the order's first message")
+    assert oid in json.dumps(lost.headers, default=str), lost.headers
+    view = d.wait(oid, timeout=60)
+    assert view.status is OrderStatus.COMPLETED, d.explain(oid)
+    assert_effects_once(d, oid)
+    events = d.client.history(oid)
+    placed = events[0].at
+    (redriven,) = [e for e in events if e.type == "redriven"]
+    late = (redriven.at - placed).total_seconds()
+    bound = d.settings.queue_grace + 4 * d.settings.watchdog_interval
+    print(f"lost message sent again {late:.2f} s after the step was queued (bound {bound:g} s)")
+    slack = 1.0  # for a loaded machine
+    assert redriven.data["step"] == "payment" and late < bound + slack, d.explain(oid)
