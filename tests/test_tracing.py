@@ -13,6 +13,7 @@ import pytest
 from fulfillment.services import set_fault
 from fulfillment.state import OrderStatus
 
+from .rabbit import broker_env
 from .support import EXPENSIVE, Deployment, order_doc, wait_until
 
 pytest.importorskip("opentelemetry.sdk")
@@ -46,9 +47,16 @@ def spans_of(d: Deployment, files: Path, order_id: str) -> list[dict[str, Any]]:
     return [s for s in mine + theirs if s["attributes"].get("run.id") == order_id]
 
 
-def test_one_trace_per_order_with_a_span_per_attempt(deploy, tmp_path: Path, oid: str) -> None:  # type: ignore[no-untyped-def]
-    files = tmp_path / "spans.jsonl"
-    d = deploy(OTEL_TEST_SPANS=str(files))
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_one_trace_per_order_with_a_span_per_attempt(
+    deploy, tmp_path: Path, oid: str, broker: str
+) -> None:  # type: ignore[no-untyped-def]
+    with broker_env(broker) as env:  # on RabbitMQ the context rides in AMQP headers
+        one_trace_per_order(deploy(OTEL_TEST_SPANS=str(tmp_path / "spans.jsonl"), **env), oid)
+
+
+def one_trace_per_order(d: Deployment, oid: str) -> None:
+    files = Path(d.env["OTEL_TEST_SPANS"])
     d.start_worker(concurrency=2, app="tests.otel_app")
     set_fault(d.redis, "inventory", attempts=2, order_id=oid)
     d.client.place_order(order_doc(EXPENSIVE, order_id=oid))
