@@ -105,8 +105,8 @@ def submit(source: str, wait: bool, timeout: float | None, approval_timeout: flo
     if not wait:
         click.echo(handle.id)
         return
-    _warn_if_no_worker()
-    try:
+    try:  # from here on, an interrupt names the order: it was placed and goes on
+        _warn_if_no_worker()
         click.echo(f"{handle.id}: {handle.result(timeout)}")
     except OrderFailed as exc:
         fail(str(exc))

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from fulfillment.keys import CATALOGUE, STOCK
@@ -58,10 +59,19 @@ def test_submit_wait_without_workers_says_so_and_ctrl_c_names_the_order(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**d.env, "COLUMNS": "200"}, cwd=d.workdir, text=True,
     )  # fmt: skip
+    lines: list[str] = []
+    assert proc.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")))
+    reader.start()
     try:
         wait_until(lambda: d.client.store.status(oid), 30, "the order to be placed")
+        # Ctrl-C once the command has said that no worker runs (it is waiting then)
+        wait_until(lambda: any("no worker is alive" in ln for ln in lines), 30, "the warning")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out = proc.stdout.read() if proc.stdout else ""
+        proc.wait(30)
+        reader.join(30)
+        err = "".join(lines)
     finally:
         if proc.poll() is None:
             proc.kill()
