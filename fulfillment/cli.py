@@ -162,8 +162,11 @@ def cancel(order_id: str, reason: str | None, by: str | None) -> None:
 @click.option("--by", default=None, help="Who retries (default: your user name).")
 def retry(order_id: str, by: str | None) -> None:
     """Run the step that waits out its retry backoff now."""
-    view = _client().retry_now(order_id, by=by)
-    click.echo(f"{order_id}: {view.current_step} runs again now (epoch {view.epoch})")
+    client = _client()
+    client.retry_now(order_id, by=by)
+    done = client.last_event(order_id, "retried_now")  # the order may have moved on since
+    what = f"{done.data['step']} runs again now (epoch {done.data['epoch']})" if done else "retried"
+    click.echo(f"{order_id}: {what}")
 
 
 @main.command()
@@ -179,8 +182,11 @@ def retry(order_id: str, by: str | None) -> None:
 def resume(order_id: str, step: str, by: str | None) -> None:
     """Run a failed or cancelled order again from a step (steps whose effect was undone
     run again too)."""
-    view = _client().resume_order(order_id, step, by=by)
-    click.echo(f"{order_id}: resumed from {view.current_step} (epoch {view.epoch})")
+    client = _client()
+    client.resume_order(order_id, step, by=by)
+    done = client.last_event(order_id, "order_resumed")  # the order may have moved on since
+    where = f"{done.data['step']} (epoch {done.data['epoch']})" if done else step
+    click.echo(f"{order_id}: resumed from {where}")
 
 
 @main.command()

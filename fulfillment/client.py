@@ -167,6 +167,11 @@ class FulfillmentClient:
         with _in_order_terms():
             return [order_event(e) for e in self.orders.history(order_id)]
 
+    def last_event(self, order_id: str, event_type: str) -> HistoryEvent | None:
+        """The order's latest event of ``event_type``: what an action just did (the
+        step it retried or resumed from), even if a worker has moved the order on."""
+        return next((e for e in reversed(self.history(order_id)) if e.type == event_type), None)
+
     def timeline(self, order_id: str) -> Timeline:
         """Every step and every attempt of the order, rebuilt from its history."""
         with _in_order_terms():

@@ -108,12 +108,15 @@ class OrdersHandler(BaseHandler):
             done = "cancelled" if view.status.value == "cancelled" else "cancel requested"
             return f"{order_id}: {done}"
         if action == "retry":
-            view = client.retry_now(order_id, by=by)
-            return f"{order_id}: {view.current_step} runs again now"
+            client.retry_now(order_id, by=by)
+            retried = client.last_event(order_id, "retried_now")  # it may have moved on since
+            return f"{order_id}: {retried.data['step'] if retried else 'its step'} runs again now"
         if action == "resume":
             step = self.get_body_argument("step", "", strip=True)
-            view = client.resume_order(order_id, step, by=by)
-            return f"{order_id}: resumed from {view.current_step} (epoch {view.epoch})"
+            client.resume_order(order_id, step, by=by)
+            resumed = client.last_event(order_id, "order_resumed")
+            where = f"{resumed.data['step']} (epoch {resumed.data['epoch']})" if resumed else step
+            return f"{order_id}: resumed from {where}"
         raise tornado.web.HTTPError(404)
 
 
