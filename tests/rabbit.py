@@ -30,14 +30,17 @@ from .support import wait_until
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # the node itself, not the su wrapper
 
 
-def require_broker() -> None:
-    """Skip the caller (a test or a module) when no broker answers (fail in CI)."""
-    if reachable():
-        return
+def _unavailable(why: str) -> None:
+    """Skip the caller (a test or a module) with one line; in CI, which must run it, fail."""
     if os.environ.get("CI"):
-        pytest.fail(f"RabbitMQ not reachable on {HOST}:{PORT} (CI must run these tests)",
-                    pytrace=False)  # fmt: skip
-    pytest.skip(f"RabbitMQ not reachable on {HOST}:{PORT}", allow_module_level=True)
+        pytest.fail(f"{why} (CI must run these tests)", pytrace=False)
+    pytest.skip(why, allow_module_level=True)
+
+
+def require_broker() -> None:
+    """Skip the caller when no broker answers on HOST:PORT (fail in CI)."""
+    if not reachable():
+        _unavailable(f"RabbitMQ not reachable on {HOST}:{PORT}")
 
 
 def amqp(vhost: str, port: int = PORT) -> str:
@@ -61,11 +64,8 @@ def broker_env(broker: str) -> Iterator[dict[str, str]]:
 def require_own_node() -> None:
     """Skip the calling test when no node of its own can start here (fail in CI)."""
     why = own_node_unavailable()
-    if why is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"cannot start a RabbitMQ node of the test's own: {why}", pytrace=False)
-    pytest.skip(f"cannot start a RabbitMQ node of the test's own: {why}")
+    if why is not None:
+        _unavailable(f"cannot start a RabbitMQ node of the test's own: {why}")
 
 
 def own_node_unavailable() -> str | None:
@@ -94,7 +94,6 @@ class OwnNode:
         self.port = free_port()
         self.dist_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
 
     def url(self, port: int | None = None) -> str:
         return amqp("", port or self.port)
@@ -128,7 +127,6 @@ class OwnNode:
             cwd=self.workdir, user=user, start_new_session=True,
         )  # fmt: skip
         log.close()
-        self.starts += 1
         wait_until(self._answers, timeout, f"RabbitMQ node {self.name} to accept connections",
                    every=0.25)  # fmt: skip
         return self
