@@ -40,6 +40,7 @@ _EXPORTS = {
     "OrderCancelled": ".errors",
     "OrderConflict": ".errors",
     "OrderFailed": ".errors",
+    "OrderNotFulfilled": ".errors",
     "OrderNotFound": ".errors",
     "OutOfStock": ".errors",
     "ResultTimeout": ".errors",

@@ -21,7 +21,7 @@ import redis
 
 from .engine import embedded
 from .engine.errors import WorkflowError
-from .errors import InvalidOrder, OrderFailed
+from .errors import InvalidOrder, OrderNotFulfilled
 from .settings import Settings, get_settings
 from .state import OrderStatus
 
@@ -108,7 +108,7 @@ def submit(source: str, wait: bool, timeout: float | None, approval_timeout: flo
     try:  # from here on, an interrupt names the order: it was placed and goes on
         _warn_if_no_worker()
         click.echo(f"{handle.id}: {handle.result(timeout)}")
-    except OrderFailed as exc:
+    except OrderNotFulfilled as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail(f"interrupted; order {handle.id} was placed and goes on "
@@ -150,11 +150,18 @@ def reject(order_id: str, reason: str | None, by: str | None) -> None:
 @click.option("--by", default=None, help="Who cancels (default: your user name).")
 def cancel(order_id: str, reason: str | None, by: str | None) -> None:
     """Cancel an unfinished order (a running step finishes first); effects are undone."""
-    view = _client().cancel_order(order_id, reason=reason, by=by)
+    client = _client()
+    view = client.cancel_order(order_id, reason=reason, by=by)
     if view.status.value == "cancelled":
         click.echo(f"{order_id}: cancelled")
+    elif view.status.value == "compensating":
+        undoing = ", ".join(c.action for c in view.compensations)
+        click.echo(f"{order_id}: cancelled; undoing its effects ({undoing}) before it reads "
+                   "cancelled")  # fmt: skip
     else:
-        click.echo(f"{order_id}: cancel requested; it stops after step {view.current_step}")
+        asked = client.last_event(order_id, "cancel_requested")  # it may have moved on since
+        step = asked.data.get("step") if asked else view.current_step
+        click.echo(f"{order_id}: cancel requested; it stops after step {step}")
 
 
 @main.command()

@@ -311,10 +311,13 @@ class OrderHandle:
         return self.client.history(self.id)
 
     def result(self, timeout: float | None = None) -> str:
-        """Wait for the order; return ``Order fulfilled: ...`` or raise.
+        """Wait for the order to settle; return ``Order fulfilled: ...`` or raise.
 
-        Raises :class:`OrderFailed` (with ``type``, ``message``, ``compensations``),
-        :class:`OrderCancelled`, or :class:`ResultTimeout`.
+        An order that fails or is cancelled first undoes its effects (it is
+        ``compensating`` meanwhile): this returns (raises) only once they are undone.
+        Raises :class:`OrderFailed` or :class:`OrderCancelled` (both
+        :class:`OrderNotFulfilled`, with ``type``, ``message``, ``compensations``; a
+        cancelled order is not an ``OrderFailed``), or :class:`ResultTimeout`.
         """
         outcome = self.client.wait_settled(self.id, timeout, known=True)
         if outcome["status"] == OrderStatus.COMPLETED:

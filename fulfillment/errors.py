@@ -46,22 +46,32 @@ class DecisionError(FulfillmentError, engine.SignalError):
     """An approve/reject/cancel could not be applied (already decided, finished, ...)."""
 
 
-class OrderFailed(FulfillmentError, engine.RunFailed):
-    """Raised by :meth:`OrderHandle.result` when the order failed.
+class OrderNotFulfilled(FulfillmentError, engine.RunNotCompleted):
+    """Raised by :meth:`OrderHandle.result` when the order failed (:class:`OrderFailed`)
+    or was cancelled (:class:`OrderCancelled`), once its effects were undone.
 
-    ``type`` is the failure type (``CreditCardExpired``, ``ApprovalTimeout``, ...),
-    ``message`` its message, ``compensations`` what was undone (e.g. a refund).
+    ``type`` is the failure type (``CreditCardExpired``, ``ApprovalTimeout``,
+    ``OrderCancelled`` for a cancel, ...), ``message`` its message (a cancel's reason),
+    ``compensations`` what was undone (e.g. a refund).
     """
 
     def __init__(
         self, order_id: str, type: str, message: str, compensations: list[str] | None = None
     ) -> None:
-        engine.RunFailed.__init__(self, order_id, type, message, compensations, "order")
+        engine.RunNotCompleted.__init__(self, order_id, type, message, compensations, "order")
         self.order_id = order_id
 
 
-class OrderCancelled(OrderFailed, engine.RunCancelled):
-    """Raised by :meth:`OrderHandle.result` when the order was cancelled."""
+class OrderFailed(OrderNotFulfilled, engine.RunFailed):
+    """The order failed. A cancelled order raises :class:`OrderCancelled`, not this."""
+
+    status = "failed"
+
+
+class OrderCancelled(OrderNotFulfilled, engine.RunCancelled):
+    """The order was cancelled: not an :class:`OrderFailed`."""
+
+    status = "cancelled"
 
 
 class ResultTimeout(FulfillmentError, engine.ResultTimeout):

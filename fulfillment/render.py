@@ -10,6 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .engine.views import ClaimView
 from .state import HistoryEvent, OrderStatus, OrderView
 from .timeline import AttemptView, Timeline
 
@@ -20,6 +21,7 @@ STATUS_STYLE = {
     OrderStatus.COMPLETED: "green",
     OrderStatus.FAILED: "red",
     OrderStatus.CANCELLED: "magenta",
+    OrderStatus.COMPENSATING: "dark_orange",
 }
 
 
@@ -70,7 +72,11 @@ def status_line(view: OrderView) -> Text:
         line.append(f"  {view.result}")
     elif view.failure:
         line.append(f"  {view.failure.type}: {view.failure.message}")
-        if view.compensated:
+        if view.status is OrderStatus.COMPENSATING:
+            undos = ", ".join(f"{c.action} {c.state}" for c in view.compensations)
+            line.append(f"  (undoing, then {view.ends_as.value if view.ends_as else 'ended'}: "
+                        f"{undos})")  # fmt: skip
+        elif view.compensated:
             line.append(f"  (compensated: {'; '.join(view.compensated)})")
     elif view.status is OrderStatus.AWAITING_APPROVAL:
         line.append(f"  total {view.total}, deadline {stamp(view.approval.deadline)}")
@@ -126,7 +132,17 @@ EVENT_TEXT = {
         f"late {d.get('outcome')} of {d.get('step')} attempt {d.get('attempt')} discarded: "
         f"{d.get('reason')}"
     ),
-    "compensated": lambda d: f"compensation {d.get('action')}: {d.get('summary')}",
+    "compensation_started": lambda d: (
+        f"undo {d.get('action')} started (try {d.get('claim')}) on {d.get('worker')}"
+    ),
+    "compensated": lambda d: f"undo {d.get('action')} {d.get('outcome')}: {d.get('summary')}",
+    "compensation_failed": lambda d: (
+        f"undo {d.get('action')} failed: {d.get('error_type')}: {d.get('error')}"
+        f" (failure {d.get('failures')}, again in {duration(_ms(d.get('retry_in_us')))})"
+    ),
+    "compensation_lost": lambda d: f"undo {d.get('action')} lost: {d.get('reason')}",
+    "compensation_resent": lambda d: f"undo {d.get('action')} sent again: {d.get('reason')}",
+    "order_compensating": lambda d: _compensating(d),
     "retried_now": lambda d: (
         f"retry now by {d.get('by')}: step {d.get('step')} runs again (epoch {d.get('epoch')})"
     ),
@@ -137,13 +153,31 @@ EVENT_TEXT = {
     "order_completed": lambda d: f"completed: {d.get('result')}",
     "order_failed": lambda d: (
         f"failed: {d.get('type')}: {d.get('message')}"
-        + (f" (compensating: {d['compensations']})" if d.get("compensations") else "")
+        + (f" (undone: {_undo_order(d['compensations'])})" if d.get("compensations") else "")
     ),
     "order_cancelled": lambda d: (
         f"cancelled: {d.get('reason')}"
-        + (f" (compensating: {d['compensations']})" if d.get("compensations") else "")
+        + (f" (undone: {_undo_order(d['compensations'])})" if d.get("compensations") else "")
     ),
 }
+
+
+def _compensating(d: dict[str, object]) -> str:
+    if d.get("late_effect"):
+        return f"late effect of {d['late_effect']}: undoing it again"
+    if d.get("ends_as") == "failed":
+        why = f"failed: {d.get('type')}: {d.get('message')}"
+    else:
+        why = f"cancelled: {d.get('reason')}"
+    return f"{why}; undoing, in this order: {_undo_order(d.get('compensations'))}"
+
+
+def _ms(micros: object) -> float | None:
+    return None if micros in (None, "") else int(str(micros)) / 1000
+
+
+def _undo_order(names: object) -> str:
+    return " -> ".join(str(names or "").split(",")) if names else "nothing"
 
 
 def event_text(event: HistoryEvent) -> str:
@@ -169,10 +203,8 @@ def timeline(tl: Timeline) -> Group:
         head.append(f"{view.failure.type}: {view.failure.message}", style="red")
         if view.failure.step:
             head.append(f" (step {view.failure.step})")
-    for comp in view.compensations:
-        head.append(f"\ncompensation {comp.action}: {comp.state}")
-        if comp.summary:
-            head.append(f" ({comp.summary})")
+    if view.status is OrderStatus.COMPENSATING and view.ends_as:
+        head.append(f"\nundoing its effects, then {view.ends_as.value}", style="dark_orange")
 
     steps = Table(title="Steps and attempts", title_justify="left", expand=False)
     for column in ("step", "#", "started (UTC)", "duration", "worker", "celery task id", "outcome"):
@@ -204,6 +236,27 @@ def timeline(tl: Timeline) -> Group:
                 Text(f"⏳ next attempt {until(step.next_retry_at)}", style="yellow"),
             )
 
+    undos = Table(title="Undos, in the order they run", title_justify="left", expand=False)
+    for column in ("#", "undo", "of step", "try", "started (UTC)", "duration", "worker",
+                   "celery task id", "outcome"):  # fmt: skip
+        undos.add_column(column, overflow="fold", no_wrap=column != "outcome")
+    for comp in tl.compensations:
+        if not comp.claims:
+            undos.add_row(str(comp.position), comp.action, comp.step or "-", "", "", "", "", "",
+                          Text(comp.state, style="dim"))  # fmt: skip
+        for claim in comp.claims:
+            undos.add_row(
+                str(comp.position),
+                comp.action,
+                comp.step or "-",
+                str(claim.number),
+                clock(claim.started_at),
+                duration(claim.duration_ms),
+                claim.worker or "-",
+                claim.task_id or "-",
+                _undo_outcome(claim),
+            )
+
     events = Table(title="Order events", title_justify="left", expand=False)
     events.add_column("time (UTC)")
     events.add_column("event", overflow="fold")
@@ -211,7 +264,23 @@ def timeline(tl: Timeline) -> Group:
         if event.type.startswith("attempt_") and event.type != "attempt_lost":
             continue
         events.add_row(clock(event.at), event_text(event))
-    return Group(Panel(head, title="order", title_align="left"), steps, events)
+    parts: list[Panel | Table] = [Panel(head, title="order", title_align="left"), steps]
+    if tl.compensations:
+        parts.append(undos)
+    return Group(*parts, events)
+
+
+def _undo_outcome(claim: ClaimView) -> Text:
+    if claim.outcome == "done":
+        return Text("✓ ", style="green").append(claim.summary or "")
+    if claim.outcome == "not_needed":
+        return Text("- nothing to undo: ", style="dim").append(claim.summary or "")
+    if claim.outcome == "running":
+        return Text("… running", style="blue")
+    text = Text(f"✗ {claim.outcome}: ", style="red").append(claim.error or "")
+    if claim.retry_in_ms is not None:
+        text.append(f" → again in {duration(claim.retry_in_ms)}", style="yellow")
+    return text
 
 
 def order_table(views: list[OrderView]) -> Table:

@@ -22,7 +22,9 @@ HistoryEvent = Event
 class OrderStatus(StrEnum):
     """An order's status: its run's (:class:`~fulfillment.engine.RunStatus`), in its words.
 
-    A run ``waiting`` at its gate is an order ``awaiting_approval``.
+    A run ``waiting`` at its gate is an order ``awaiting_approval``. An order that
+    failed or was cancelled is ``compensating`` while its effects are undone (a refund,
+    a release, a cancelled shipment), and ``failed`` / ``cancelled`` only once they are.
     """
 
     PENDING = RunStatus.PENDING.value
@@ -31,10 +33,17 @@ class OrderStatus(StrEnum):
     COMPLETED = RunStatus.COMPLETED.value
     FAILED = RunStatus.FAILED.value
     CANCELLED = RunStatus.CANCELLED.value
+    COMPENSATING = RunStatus.COMPENSATING.value
 
     @property
     def finished(self) -> bool:
+        """Final: completed, failed or cancelled."""
         return self.run_status.finished
+
+    @property
+    def ended(self) -> bool:
+        """No step runs any more: final, or compensating."""
+        return self.run_status.ended
 
     @property
     def run_status(self) -> RunStatus:
@@ -51,6 +60,7 @@ EVENT_NAMES = {
     "run_completed": "order_completed",
     "run_failed": "order_failed",
     "run_cancelled": "order_cancelled",
+    "run_compensating": "order_compensating",
     "run_resumed": "order_resumed",
     "gate_waiting": "approval_requested",
     "gate_decided": "approval_decided",
@@ -95,14 +105,16 @@ class OrderView(BaseModel):
     next_retry_at: datetime | None = None
     result: str | None = None
     failure: FailureView | None = None
+    #: what a compensating order becomes once its effects are undone (failed or cancelled)
+    ends_as: OrderStatus | None = None
     approval: ApprovalView
     steps: list[StepView]
     compensations: list[CompensationView] = []
 
     @property
     def settled(self) -> bool:
-        """Finished, and no compensation still pending: nothing more will happen."""
-        return self.status.finished and all(c.state != "pending" for c in self.compensations)
+        """Final, and every compensation finished: nothing more will happen."""
+        return self.status.finished and all(c.finished for c in self.compensations)
 
     @property
     def compensated(self) -> list[str]:
@@ -138,6 +150,7 @@ class OrderView(BaseModel):
             next_retry_at=run.next_retry_at,
             result=run.result,
             failure=run.failure,
+            ends_as=OrderStatus.of(run.ends_as) if run.ends_as else None,
             approval=ApprovalView.of(run.gate("approval")),
             steps=run.steps,
             compensations=run.compensations,

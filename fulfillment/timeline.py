@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from .engine.views import AttemptView, RunView, StepTimeline, fold_attempts
+from .engine.views import (
+    AttemptView,
+    CompensationTimeline,
+    RunView,
+    StepTimeline,
+    fold_attempts,
+    fold_compensations,
+)
 from .state import HistoryEvent, OrderView, order_event
 
 
@@ -18,6 +25,8 @@ class Timeline(BaseModel):
 
     order: OrderView
     steps: list[StepTimeline]
+    #: the order's undos, in the order they run (the last completed step's first)
+    compensations: list[CompensationTimeline] = []
     events: list[HistoryEvent]
 
 
@@ -26,8 +35,9 @@ def build(run: RunView, events: list[HistoryEvent]) -> Timeline:
     return Timeline(
         order=OrderView.from_run(run),
         steps=fold_attempts(run.steps, events, run.current_step, run.next_retry_at),
+        compensations=fold_compensations(run.compensations, events),
         events=[order_event(e) for e in events],
     )
 
 
-__all__ = ["AttemptView", "StepTimeline", "Timeline", "build"]
+__all__ = ["AttemptView", "CompensationTimeline", "StepTimeline", "Timeline", "build"]

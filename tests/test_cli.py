@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from fulfillment.errors import OrderFailed
 from fulfillment.state import OrderStatus
 
 from .support import EXPENSIVE, Deployment, order_doc
@@ -117,11 +120,18 @@ def test_cancel_command(deploy, oid: str) -> None:  # type: ignore[no-untyped-de
     assert d.client.get_order(oid).status is OrderStatus.CANCELLED
 
 
-# The documented --json shapes (README, "JSON output"): changing them is a breaking change.
+# The documented --json shapes (README, "JSON output"): changing them is a breaking change
+# (adding a key is not: ends_as and the compensations' details came with compensating).
 ORDER_KEYS = {
     "id", "status", "total", "items", "card", "created_at", "updated_at", "finished_at",
     "current_step", "phase", "epoch", "next_retry_at", "retrying", "result", "failure",
-    "approval", "steps", "compensations",
+    "ends_as", "approval", "steps", "compensations",
+}  # fmt: skip
+COMPENSATION_KEYS = {"action", "step", "state", "summary", "failures", "last_error"}
+UNDO_KEYS = {"action", "step", "position", "state", "summary", "claims"}
+CLAIM_KEYS = {
+    "number", "started_at", "worker", "task_id", "outcome", "duration_ms", "summary", "error",
+    "retry_in_ms",
 }  # fmt: skip
 ATTEMPT_KEYS = {
     "number", "started_at", "worker", "task_id", "outcome", "duration_ms", "result",
@@ -135,7 +145,7 @@ def test_json_shapes_are_stable(shared: Deployment, oid: str) -> None:
     set_fault(shared.redis, "inventory", attempts=1, order_id=oid)
     shared.client.place_order(order_doc(order_id=oid)).result(timeout=30)
     shown = json.loads(shared.cli("show", oid, "--json").stdout)
-    assert set(shown) == {"order", "steps", "events"}
+    assert set(shown) == {"order", "steps", "compensations", "events"}
     assert set(shown["order"]) == ORDER_KEYS
     assert set(shown["order"]["approval"]) == {
         "required", "state", "deadline", "decision", "by", "reason", "decided_at"
@@ -150,3 +160,16 @@ def test_json_shapes_are_stable(shared: Deployment, oid: str) -> None:
     assert all(set(e) == {"id", "at", "type", "data"} for e in shown["events"])
     listed = json.loads(shared.cli("list", "--json", "--limit", "5").stdout)
     assert all(set(o) == ORDER_KEYS for o in listed)
+    assert shown["compensations"] == [] and shown["order"]["ends_as"] is None
+
+    failed = f"{oid}-f"  # an unknown item fails inventory after payment: one undo
+    handle = shared.client.place_order(order_doc(("Moon Rock", "1.00", 1), order_id=failed))
+    with pytest.raises(OrderFailed):
+        handle.result(timeout=30)
+    shown = json.loads(shared.cli("show", failed, "--json").stdout)
+    assert [set(c) for c in shown["order"]["compensations"]] == [COMPENSATION_KEYS]
+    assert [set(u) for u in shown["compensations"]] == [UNDO_KEYS]
+    undo = shown["compensations"][0]
+    assert (undo["action"], undo["step"], undo["position"]) == ("refund_payment", "payment", 1)
+    assert [set(c) for c in undo["claims"]] == [CLAIM_KEYS]
+    assert undo["claims"][0]["outcome"] == "done"

@@ -116,7 +116,9 @@ def test_permanent_failure_after_payment_is_refunded(
     assert ledger["refund_calls"] == "1"
     assert "reservation" not in ledger and "shipment" not in ledger
     types = [e.type for e in handle.history()]
-    assert types.index("order_failed") < types.index("compensated")
+    # the failure is known at once, and the order reads failed only once it is refunded
+    assert types.index("order_compensating") < types.index("compensated")
+    assert types.index("compensated") < types.index("order_failed")
 
 
 def test_cancel_after_reservation_refunds_and_releases(shared: Deployment, oid: str) -> None:

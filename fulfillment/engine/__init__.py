@@ -23,15 +23,18 @@ from celery import Celery
 from .app import adopt, create_app
 from .client import RunHandle, WorkflowClient
 from .context import ActivityContext, UndoContext
-from .definition import Gate, Policy, RetryPolicy, Step, StepOptions, Undo, Workflow
+from .definition import Gate, RetryPolicy, Step, Undo, Workflow
 from .errors import (
     ConfigError,
     InvalidArgument,
+    InvalidInput,
     NonRetryableError,
+    ResultError,
     ResultTimeout,
     RunCancelled,
     RunConflict,
     RunFailed,
+    RunNotCompleted,
     RunNotFound,
     SignalError,
     StaleAttempt,
@@ -40,6 +43,7 @@ from .errors import (
 )
 from .fencing import AttemptToken, UndoToken
 from .keys import RunStatus
+from .policy import StepPolicy
 from .runtime import Engine, WorkflowRuntime
 from .settings import EngineSettings
 from .views import Event, RunView, Timeline
@@ -59,21 +63,23 @@ __all__ = [
     "Event",
     "Gate",
     "InvalidArgument",
+    "InvalidInput",
     "NonRetryableError",
-    "Policy",
+    "ResultError",
     "ResultTimeout",
     "RetryPolicy",
     "RunCancelled",
     "RunConflict",
     "RunFailed",
     "RunHandle",
+    "RunNotCompleted",
     "RunNotFound",
     "RunStatus",
     "RunView",
     "SignalError",
     "StaleAttempt",
     "Step",
-    "StepOptions",
+    "StepPolicy",
     "StepTimeout",
     "Timeline",
     "Undo",

@@ -15,12 +15,14 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import tracing
 from .errors import (
+    ConfigError,
     InvalidArgument,
     ResultTimeout,
     RunCancelled,
@@ -37,6 +39,20 @@ if TYPE_CHECKING:
     from .runtime import WorkflowRuntime
 
 log = logging.getLogger(__name__)
+
+
+#: what a run id may be: it is part of Redis keys, Celery task ids and URLs
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+def check_run_id(run_id: object, noun: str = "run") -> str:
+    """``run_id`` if it is a valid run id, else :class:`InvalidArgument` saying why."""
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise InvalidArgument(
+            f"invalid {noun} id {str(run_id)[:40]!r}: 1-128 letters, digits, '_', '.', ':' "
+            "or '-', starting with a letter or digit"
+        )
+    return run_id
 
 
 def default_actor() -> str:
@@ -81,11 +97,16 @@ class WorkflowClient:
     ) -> RunHandle:
         """Store the run and send its first step. Idempotent on ``run_id``.
 
-        Starting the same input under the same id again returns a handle to the existing
-        run; a different input raises :class:`RunConflict`. ``options``: step options
-        for this run only (the last layer); ``gate_timeouts``: seconds, per gate;
-        ``fields``: extra fields of the run record (the workflow's own);
-        ``content_digest``: what identifies the input (default: a hash of it).
+        ``input`` is validated into the workflow's ``input`` model (a model instance, a
+        dict or JSON text); a refusal raises :class:`InvalidArgument` naming the field,
+        and nothing is stored or sent. The definition's functions (``summary``, gates'
+        ``applies``) get the model. Starting the same input under the same id again
+        returns a handle to the existing run; a different input raises
+        :class:`RunConflict`. ``options``: step options for this run only, by step (the
+        last layer of each step's policy: ``time_limit``, ``initial_interval``, ...);
+        ``gate_timeouts``: seconds, per gate; ``fields``: extra fields of the run record
+        (the workflow's own); ``content_digest``: what identifies the input (default: a
+        hash of it).
         """
         attributes = {"run.id": run_id, "workflow": self.rt.workflow.name}
         with tracing.span(f"{self.rt.workflow.name}.start", attributes=attributes):
@@ -102,21 +123,31 @@ class WorkflowClient:
         content_digest: str | None,
     ) -> RunHandle:
         wf = self.rt.workflow
+        check_run_id(run_id, self.noun)
+        input = self.rt.validate_input(input)
         timeouts = {g: self.check_timeout(g, t) for g, t in (gate_timeouts or {}).items()}
-        plan = self.rt.plan(input, options=options, gate_timeouts=timeouts)
-        names = [p["name"] for p in plan]
+        try:
+            plan = self.rt.plan(input, options=options, gate_timeouts=timeouts)
+        except ConfigError as exc:
+            raise InvalidArgument(str(exc)) from None
+        names = plan.names
         summary = dict(wf.summary(input)) if wf.summary else {}
         held = None
         if self.rt.engine.holds_messages:  # the first message goes out with the run
-            held = self.rt.sender.hold_first(run_id, names[0], summary, names)
+            held = self.rt.sender.hold_first(run_id, names[0], summary, names, plan.limits)
+        record = {"cancel_error": wf.cancel_error, **_trace_field(), **(fields or {})}
+        if plan.limits:
+            record["limits"] = json.dumps(plan.limits)
+        if wf.concurrent_undo:
+            record["undo_mode"] = "concurrent"
         out = self.store.create(
             run_id,
             workflow=wf.name,
             input=wf.encode(input) if wf.encode else canonical(input),
             digest=content_digest or digest(input),
             summary=json.dumps(summary),
-            plan=plan,
-            fields={"cancel_error": wf.cancel_error, **_trace_field(), **(fields or {})},
+            plan=plan.steps,
+            fields=record,
             event=dict(event or {}),
             outbox=held,
             outbox_step=names[0] if held is not None else None,
@@ -128,7 +159,7 @@ class WorkflowClient:
             )
         if out.kind is Kind.CREATED and held is None:
             try:
-                self.rt.sender.dispatch(run_id, names[0], 1, summary, names)
+                self.rt.sender.dispatch(run_id, names[0], 1, summary, names, limits=plan.limits)
             except Exception:  # stored durably: the watchdog sends it once the broker is back
                 log.warning("%s %s stored but not yet sent; the watchdog will send it",
                             self.noun, run_id)  # fmt: skip
@@ -254,6 +285,9 @@ class WorkflowClient:
             return RunNotFound(run_id, self.noun)
         if out.kind is Kind.FINISHED:
             done = f" ({out.gate} {out.decision} by {out.by})" if out.decision else ""
+            if out.status == RunStatus.COMPENSATING:
+                return SignalError(f"{what}: it has ended and is undoing its effects "
+                                   f"(compensating){done}")  # fmt: skip
             return SignalError(f"{what}: it is already {out.status}{done}")
         if out.kind is Kind.DECIDED:
             return SignalError(f"{what}: {out.gate} already decided ({out.decision} by {out.by})")
@@ -362,10 +396,12 @@ class RunHandle:
         return self.client.history(self.id)
 
     def result(self, timeout: float | None = None) -> str:
-        """Wait for the run; return its result or raise.
+        """Wait for the run to settle; return its result or raise.
 
-        Raises :class:`RunFailed` (with ``type``, ``message``, ``compensations``),
-        :class:`RunCancelled`, or :class:`ResultTimeout`.
+        A run that fails or is cancelled undoes its effects first: this returns (raises)
+        only once they are undone. Raises :class:`RunFailed` or :class:`RunCancelled`
+        (both :class:`RunNotCompleted`, with ``type``, ``message``, ``compensations``;
+        a cancel is not a ``RunFailed``), or :class:`ResultTimeout`.
         """
         outcome = self.client.wait_settled(self.id, timeout, known=True)
         if outcome["status"] == RunStatus.COMPLETED:

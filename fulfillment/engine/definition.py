@@ -16,54 +16,36 @@ plus a function that builds the run's result from the steps' results::
         result=lambda results: f"Returned: {results['refund']}",
     )
 
-Step options are declared once, with defaults, and merged in layers, the later
-winning: the engine's defaults (Temporal's retry policy, a 5 s time limit) < the
-deployment's defaults (``FULFILLMENT_RETRY_*``, ``FULFILLMENT_STEP_TIME_LIMIT``) <
-the workflow's ``defaults`` < the step's own < the deployment's per-step override
+Step options (time limit, retry policy) are one model,
+:class:`~fulfillment.engine.policy.StepPolicy`, resolved once per step from layers,
+the later winning: its defaults (Temporal's retry policy, a 5 s time limit) < the
+deployment's (``FULFILLMENT_RETRY_*``, ``FULFILLMENT_STEP_TIME_LIMIT``) < the
+workflow's ``defaults`` < the step's own < the deployment's per-step override
 (``FULFILLMENT_STEP_POLICIES``) < the run's (``start(..., options=...)``). The
 resolved policy of every step is written into the run's record when it starts;
-the scripts read it from there.
+the scripts and the workers read it from there.
+
+A failed or cancelled run undoes its steps' effects in reverse order, one at a time
+(the last completed step first); ``Workflow(concurrent_undo=True)`` starts every undo
+at once instead.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, TypedDict
+from typing import Any
 
 from .errors import ConfigError
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
-class StepOptions(TypedDict, total=False):
-    """The options a step may set or override (every layer gives any subset)."""
-
-    time_limit: float
-    initial_interval: float
-    backoff_coefficient: float
-    maximum_interval: float
-    maximum_attempts: int
-    non_retryable_error_types: tuple[str, ...]
-
-
-#: Temporal's default retry policy and a 5 s start-to-close limit
-DEFAULTS: StepOptions = {
-    "time_limit": 5.0,
-    "initial_interval": 1.0,
-    "backoff_coefficient": 2.0,
-    "maximum_interval": 100.0,
-    "maximum_attempts": 0,
-    "non_retryable_error_types": (),
-}
-OPTION_NAMES = frozenset(StepOptions.__annotations__)
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Temporal's retry policy. A field left ``None`` comes from the layer below.
+    """Temporal's retry policy, declared where a step is. A field left ``None`` comes from
+    the layer below (see :class:`~fulfillment.engine.policy.StepPolicy`).
 
     ``maximum_attempts`` 0 means unlimited; ``non_retryable_error_types`` names
     exception classes (by class name) that fail the run at once.
@@ -75,62 +57,12 @@ class RetryPolicy:
     maximum_attempts: int | None = None
     non_retryable_error_types: Sequence[str] | None = None
 
-    def options(self) -> StepOptions:
+    def options(self) -> dict[str, Any]:
+        """The fields that are set, under the step policy's names."""
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         if out["non_retryable_error_types"] is not None:
             out["non_retryable_error_types"] = tuple(out["non_retryable_error_types"])
-        return {k: v for k, v in out.items() if v is not None}  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class Policy:
-    """A step's resolved options: every layer merged, checked."""
-
-    time_limit: float
-    initial_interval: float
-    backoff_coefficient: float
-    maximum_interval: float
-    maximum_attempts: int
-    non_retryable_error_types: tuple[str, ...]
-
-    def delay_after(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        delay = self.initial_interval * self.backoff_coefficient ** (attempt - 1)
-        return min(delay, self.maximum_interval)
-
-    def retryable(self, exc: BaseException) -> bool:
-        """Is ``exc`` retried? Not a non-retryable error, nor a type the policy names."""
-        from .errors import NonRetryableError
-
-        if isinstance(exc, NonRetryableError):
-            return False
-        names = {cls.__name__ for cls in type(exc).__mro__}
-        return not names & set(self.non_retryable_error_types)
-
-
-def resolve(*layers: Mapping[str, Any] | None) -> Policy:
-    """Merge option layers, the later winning over the earlier; check the result."""
-    merged: dict[str, Any] = dict(DEFAULTS)
-    for layer in layers:
-        for key, value in (layer or {}).items():
-            if key not in OPTION_NAMES:
-                raise ConfigError(
-                    f"unknown step option {key!r}; options are {sorted(OPTION_NAMES)}"
-                )
-            if value is not None:
-                merged[key] = value
-    policy = Policy(**merged)
-    for name in ("time_limit", "initial_interval", "maximum_interval"):
-        value = getattr(policy, name)
-        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-            raise ConfigError(f"{name} must be a finite number of seconds > 0, not {value!r}")
-    if not (math.isfinite(policy.backoff_coefficient) and policy.backoff_coefficient >= 1):
-        raise ConfigError(f"backoff_coefficient must be >= 1, not {policy.backoff_coefficient!r}")
-    if isinstance(policy.maximum_attempts, bool) or not (
-        isinstance(policy.maximum_attempts, int) and policy.maximum_attempts >= 0
-    ):
-        raise ConfigError("maximum_attempts must be an integer >= 0 (0: unlimited)")
-    return policy
+        return {k: v for k, v in out.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -157,8 +89,9 @@ class Step:
     undo: Undo | None = None
     task_name: str | None = None
 
-    def options(self) -> StepOptions:
-        out: StepOptions = self.retry.options() if self.retry else {}
+    def options(self) -> dict[str, Any]:
+        """The step's own options (a layer of its policy)."""
+        out = self.retry.options() if self.retry else {}
         if self.time_limit is not None:
             out["time_limit"] = self.time_limit
         return out
@@ -204,6 +137,9 @@ class Workflow:
     never secrets. ``result(results)``: the run's result from its steps' results, by
     step name, in order. ``companions``: the workflow's own per-run keys (suffixes),
     kept and expired with the run. ``namespace``: the prefix of its Redis keys.
+    ``defaults``: step options for every step of the workflow (a layer of each step's
+    policy). ``concurrent_undo``: a failed or cancelled run starts all its undos at
+    once, instead of one at a time in reverse order (the default).
     """
 
     name: str
@@ -212,12 +148,13 @@ class Workflow:
     input: type | None = None
     encode: Callable[[Any], str] | None = None
     summary: Callable[[Any], Mapping[str, Any]] | None = None
-    defaults: StepOptions = field(default_factory=lambda: StepOptions())
+    defaults: Mapping[str, Any] = field(default_factory=dict)
     namespace: str | None = None
     task_prefix: str | None = None
     cancel_error: str = "Cancelled"
     companions: tuple[str, ...] = ()
     noun: str = "run"
+    concurrent_undo: bool = False
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):

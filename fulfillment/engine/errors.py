@@ -41,12 +41,17 @@ class SignalError(WorkflowError):
     """A signal or cancel could not be applied (already decided, finished, ...)."""
 
 
-class RunFailed(WorkflowError):
-    """Raised by ``RunHandle.result`` when the run failed.
+class RunNotCompleted(WorkflowError):
+    """Raised by ``RunHandle.result`` when the run ended without a result: it failed
+    (:class:`RunFailed`) or was cancelled (:class:`RunCancelled`). Raised only once
+    every effect the run made was undone.
 
     ``type`` is the failure type (a business error's class name, the gate's timeout
-    error, ...), ``message`` its message, ``compensations`` what was undone.
+    error, the workflow's ``cancel_error`` for a cancel), ``message`` its message (a
+    cancel's reason), ``compensations`` what was undone.
     """
+
+    status = "ended"
 
     def __init__(
         self,
@@ -56,7 +61,7 @@ class RunFailed(WorkflowError):
         compensations: list[str] | None = None,
         noun: str = "run",
     ) -> None:
-        text = f"{noun} {run_id} failed: {type}: {message}"
+        text = f"{noun} {run_id} {self.status}: {self._reason(type, message)}"
         if compensations:
             text += f" (compensated: {', '.join(compensations)})"
         super().__init__(text)
@@ -65,9 +70,26 @@ class RunFailed(WorkflowError):
         self.message = message
         self.compensations = compensations or []
 
+    @staticmethod
+    def _reason(type: str, message: str) -> str:
+        return f"{type}: {message}"
 
-class RunCancelled(RunFailed):
-    """Raised by ``RunHandle.result`` when the run was cancelled."""
+
+class RunFailed(RunNotCompleted):
+    """The run failed (a non-retryable error, attempts exhausted, a gate rejected or
+    timed out). Not raised for a cancel: a cancel is not a failure."""
+
+    status = "failed"
+
+
+class RunCancelled(RunNotCompleted):
+    """The run was cancelled (``message`` is the cancel's reason). Not a :class:`RunFailed`."""
+
+    status = "cancelled"
+
+    @staticmethod
+    def _reason(type: str, message: str) -> str:
+        return message or type
 
 
 class ResultTimeout(WorkflowError, TimeoutError):
@@ -99,3 +121,14 @@ class StaleAttempt(Exception):
 
 class StepTimeout(Exception):
     """An attempt overran its time limit (Temporal's start-to-close timeout). Retryable."""
+
+
+class InvalidInput(NonRetryableError):
+    """The run's stored input does not parse as the workflow's ``input`` model (for
+    instance, the model changed since the run started). The run fails at once."""
+
+
+class ResultError(NonRetryableError):
+    """An activity's output is not JSON, or the workflow's ``result`` function failed
+    on the steps' results. The run fails at once, and the step is undone too (its
+    effect happened)."""

@@ -20,7 +20,11 @@ WATCHDOG_LOCK = f"{PREFIX}:watchdog:lock"
 
 
 class RunStatus(StrEnum):
-    """Where a run is. ``waiting``: it waits at a gate for a human signal."""
+    """Where a run is. ``waiting``: it waits at a gate for a human signal.
+
+    ``compensating``: its failure or cancel was accepted and it undoes its effects;
+    it becomes ``failed`` or ``cancelled`` only once every undo is done.
+    """
 
     PENDING = "pending"
     WAITING = "waiting"
@@ -28,10 +32,17 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    COMPENSATING = "compensating"
 
     @property
     def finished(self) -> bool:
+        """Final: completed, failed or cancelled (nothing more will happen)."""
         return self in TERMINAL
+
+    @property
+    def ended(self) -> bool:
+        """No step runs any more: final, or compensating."""
+        return self in TERMINAL or self is RunStatus.COMPENSATING
 
 
 TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})

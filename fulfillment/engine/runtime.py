@@ -10,22 +10,27 @@ Every worker of the app runs the watchdog for every workflow registered on it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery
+from pydantic import ValidationError
 
 from . import tracing
 from .connection import client_for, resolve_broker_url, resolve_redis_url
-from .definition import Gate, Policy, Step, Workflow, resolve
-from .errors import ConfigError
+from .definition import Gate, Step, Workflow
+from .errors import ConfigError, InvalidArgument
 from .keys import KeySpace
+from .policy import StepPolicy
 from .scripts import Scripts, engine_scripts
 from .sender import Sender
 from .settings import EngineSettings
 from .store import RunStore, us
 from .transport import transport_for
+from .validation import field_path, one_line, problems
 
 if TYPE_CHECKING:
     from .client import WorkflowClient
@@ -108,6 +113,26 @@ class Engine:
         return sorted({prefix + rt.queue for rt in self.workflows.values()})
 
 
+@dataclass
+class Plan:
+    """A run's plan: its steps and gates in order, each with its policy (JSON, as the run
+    record stores it), and the time limits of its own (those that differ from the
+    deployment's, by step)."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    limits: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, spec: str, gate: bool = False) -> None:
+        entry: dict[str, Any] = {"name": name, "policy": spec}
+        if gate:
+            entry["gate"] = True
+        self.steps.append(entry)
+
+    @property
+    def names(self) -> list[str]:
+        return [s["name"] for s in self.steps]
+
+
 class WorkflowRuntime:
     """A workflow registered on an engine: its policies, store and sender."""
 
@@ -118,29 +143,24 @@ class WorkflowRuntime:
         self.settings = engine.settings
         self.space = KeySpace(workflow.keys_namespace, workflow.name, workflow.companions)
         self.sender = Sender(self)
-        self._policies = {s.name: self._resolve(s) for s in workflow.activities}
+        self._policies = {s.name: self.resolve(s) for s in workflow.activities}
         self._tasks: dict[str, str] = {}
 
-    def _resolve(self, step: Step, run: dict[str, Any] | None = None) -> Policy:
+    def resolve(self, step: Step, run: Mapping[str, Any] | None = None) -> StepPolicy:
+        """``step``'s policy: every layer merged (``run``: the run's own options, last)."""
         s = self.settings
-        deployment_defaults = {
-            "time_limit": s.step_time_limit,
-            "initial_interval": s.retry_initial_interval,
-            "backoff_coefficient": s.retry_backoff_coefficient,
-            "maximum_interval": s.retry_maximum_interval,
-            "maximum_attempts": s.retry_maximum_attempts,
-        }
-        override = s.step_policies.get(step.name)
-        return resolve(
-            deployment_defaults,
-            self.workflow.defaults,
-            step.options(),
-            override.model_dump(exclude_none=True) if override else None,
-            run,
+        return StepPolicy.resolve(
+            [
+                ("FULFILLMENT_STEP_TIME_LIMIT / FULFILLMENT_RETRY_*", s.step_defaults()),
+                (f"workflow {self.workflow.name} defaults", self.workflow.defaults),
+                (f"step {step.name}", step.options()),
+                (f"FULFILLMENT_STEP_POLICIES[{step.name}]", s.step_policies.get(step.name)),
+                (f"options[{step.name!r}]", run),
+            ]
         )
 
-    def policy(self, step: str) -> Policy:
-        """The deployment's resolved policy of ``step``."""
+    def policy(self, step: str) -> StepPolicy:
+        """The deployment's resolved policy of ``step`` (a run may have its own: its plan)."""
         return self._policies[step]
 
     @cached_property
@@ -151,34 +171,37 @@ class WorkflowRuntime:
         self,
         input: Any,
         *,
-        options: dict[str, dict[str, Any]] | None = None,
-        gate_timeouts: dict[str, float] | None = None,
-    ) -> list[dict[str, Any]]:
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+        gate_timeouts: Mapping[str, float] | None = None,
+    ) -> Plan:
         """The run's plan: every step and gate that applies to ``input``, with its policy.
 
         ``options``: the run's own step options (the last layer); ``gate_timeouts``:
         the run's own gate timeouts.
         """
         options = options or {}
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"options must map step names to options, not {options!r}")
         unknown = set(options) - {s.name for s in self.workflow.activities}
         if unknown:
-            raise ConfigError(f"options for unknown step(s) {sorted(unknown)}")
-        plan = []
+            steps = [s.name for s in self.workflow.activities]
+            raise ConfigError(f"options for unknown step(s) {sorted(unknown)}; steps are {steps}")
+        plan = Plan()
         for element in self.workflow.steps:
             if isinstance(element, Gate):
                 if not element.applies(input):
                     continue
                 timeout = (gate_timeouts or {}).get(element.name, element.timeout)
-                plan.append({"name": element.name, "policy": self._gate_spec(element, timeout),
-                             "gate": True})  # fmt: skip
-            else:
-                run_options = options.get(element.name)
-                spec = (
-                    self._step_spec(element, self._resolve(element, run_options))
-                    if run_options
-                    else self._specs[element.name]
-                )
-                plan.append({"name": element.name, "policy": spec})
+                plan.add(element.name, self._gate_spec(element, timeout), gate=True)
+                continue
+            run_options = options.get(element.name)
+            if not run_options:
+                plan.add(element.name, self._specs[element.name])
+                continue
+            policy = self.resolve(element, run_options)
+            plan.add(element.name, self._step_spec(element, policy))
+            if policy.time_limit != self.policy(element.name).time_limit:
+                plan.limits[element.name] = policy.time_limit
         return plan
 
     @cached_property
@@ -186,31 +209,28 @@ class WorkflowRuntime:
         """Each step's policy as a run's plan writes it, for runs without options of their own."""
         return {s.name: self._step_spec(s, self.policy(s.name)) for s in self.workflow.activities}
 
-    def _step_spec(self, step: Step, policy: Policy) -> str:
-        spec: dict[str, Any] = {
-            "kind": "step",
-            "lease_us": us(self.settings.lease_for(policy.time_limit)),
-            "initial_us": us(policy.initial_interval),
-            "coefficient": policy.backoff_coefficient,
-            "maximum_us": us(policy.maximum_interval),
-            "max_attempts": policy.maximum_attempts,
-        }
-        if step.undo is not None:
-            spec["undo"] = step.undo.name
-        return json.dumps(spec)
+    def _step_spec(self, step: Step, policy: StepPolicy) -> str:
+        lease = self.settings.lease_for(policy.time_limit)
+        return policy.spec(lease=lease, undo=step.undo.name if step.undo else None)
 
     @staticmethod
     def _gate_spec(gate: Gate, timeout: float) -> str:
         return json.dumps(
             {
                 "kind": "gate",
-                "timeout_us": us(timeout),
+                "timeout": timeout,
                 "reject_error": gate.reject_error,
                 "timeout_error": gate.timeout_error,
                 "timeout_message": gate.timeout_message,
                 "cancel_decides": gate.cancel_decides,
             }
         )
+
+    def time_limit(self, step: str, limits: Mapping[str, float] | None = None) -> float:
+        """The time limit of ``step`` for a run (``limits``: the run's own, by step)."""
+        if limits and step in limits:
+            return limits[step]
+        return self._policies[step].time_limit
 
     def trace_gate_wait(self, run_id: str, gate: str, outcome: str) -> None:
         """A span for the wait at ``gate`` that just ended (``approved``, ``rejected``,
@@ -223,7 +243,7 @@ class WorkflowRuntime:
         )
         if not deadline or not spec:
             return
-        began_us = int(deadline) - int(json.loads(spec)["timeout_us"])
+        began_us = int(deadline) - us(json.loads(spec)["timeout"])
         attributes = {"run.id": run_id, "workflow": self.workflow.name, "gate": gate}
         with tracing.span(f"{self.workflow.name}.gate {gate}", str(parent) if parent else None,
                           attributes,
@@ -235,6 +255,27 @@ class WorkflowRuntime:
 
     def step_of_task(self, task_name: str) -> str | None:
         return self._tasks.get(task_name)
+
+    def validate_input(self, data: Any) -> Any:
+        """``data`` as the workflow's ``input`` model (a model instance, a mapping, or JSON
+        text), or :class:`InvalidArgument` naming every field it refuses. Without a model,
+        ``data`` itself, which must be JSON."""
+        model: Any = self.workflow.input
+        if model is None or not hasattr(model, "model_validate"):
+            try:
+                json.dumps(data)
+            except (TypeError, ValueError) as exc:
+                raise InvalidArgument(f"invalid input: not JSON ({exc})") from None
+            return data
+        if isinstance(data, model):
+            return data
+        try:
+            if isinstance(data, str | bytes):
+                return model.model_validate_json(data)
+            return model.model_validate(data)
+        except ValidationError as exc:
+            reasons = problems(exc, lambda loc: field_path(loc, "input"))
+            raise InvalidArgument(one_line("invalid input: ", reasons)) from None
 
     def parse_input(self, raw: str | None) -> Any:
         """The run's input, as the workflow's input model (or the decoded JSON)."""

@@ -19,7 +19,7 @@ script that stores the run or records the step (``create.lua``, ``complete.lua``
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery import Task, chain
@@ -73,6 +73,16 @@ class Sender:
         """What Flower and logs show as the task's arguments: the run id and its summary."""
         return {"argsrepr": repr((run_id,)), "kwargsrepr": repr({"epoch": epoch, **summary})}
 
+    def time_limits(self, step: str, limits: Mapping[str, float] | None) -> dict[str, float]:
+        """The soft and hard time limits of a message running ``step`` (or its undo), for
+        a run with its own ``limits``: an overrun is a retryable failure; the hard limit
+        kills the pool process ``hard_time_limit_slack`` later."""
+        limit = self.rt.time_limit(step, limits)
+        return {
+            "soft_time_limit": limit,
+            "time_limit": limit + self.rt.settings.hard_time_limit_slack,
+        }
+
     def signature(
         self,
         step: str,
@@ -80,6 +90,7 @@ class Sender:
         epoch: int,
         summary: dict[str, Any],
         headers: dict[str, str] | None = None,
+        limits: Mapping[str, float] | None = None,
     ) -> Signature:
         """The immutable signature of one step's (or gate's) message.
 
@@ -89,13 +100,7 @@ class Sender:
         of the step and epoch, which the watchdog looks for in the workers' heartbeats.
         """
         element = self.rt.workflow.element(step)
-        options: dict[str, Any] = {}
-        if not isinstance(element, Gate):
-            limit = self.rt.policy(step).time_limit
-            options = {
-                "soft_time_limit": limit,
-                "time_limit": limit + self.rt.settings.hard_time_limit_slack,
-            }
+        options = {} if isinstance(element, Gate) else self.time_limits(step, limits)
         return self.app.signature(
             self.rt.workflow.task_name(element),
             args=(run_id,),
@@ -110,11 +115,17 @@ class Sender:
         )
 
     def _chain(
-        self, step: str, run_id: str, epoch: int, summary: dict[str, Any], plan: Sequence[str]
+        self,
+        step: str,
+        run_id: str,
+        epoch: int,
+        summary: dict[str, Any],
+        plan: Sequence[str],
+        limits: Mapping[str, float] | None,
     ) -> Signature:
         steps = self.rt.workflow.chain_from(step, plan or None)
         headers = self.trace_headers(run_id)  # once for the whole chain
-        sigs = [self.signature(s, run_id, epoch, summary, headers) for s in steps]
+        sigs = [self.signature(s, run_id, epoch, summary, headers, limits) for s in steps]
         return sigs[0] if len(sigs) == 1 else chain(*sigs)
 
     # --- steps ---------------------------------------------------------------------------
@@ -127,20 +138,27 @@ class Sender:
         summary: dict[str, Any],
         plan: Sequence[str] = (),
         countdown: float = 0,
+        limits: Mapping[str, float] | None = None,
     ) -> None:
-        """Send the chain that runs the run from ``step`` on."""
+        """Send the chain that runs the run from ``step`` on (``limits``: the run's own
+        time limits)."""
         options = {"countdown": countdown} if countdown > 0 else {}
-        self._chain(step, run_id, epoch, summary, plan).apply_async(**options)
+        self._chain(step, run_id, epoch, summary, plan, limits).apply_async(**options)
 
     def hold_first(
-        self, run_id: str, step: str, summary: dict[str, Any], plan: Sequence[str]
+        self,
+        run_id: str,
+        step: str,
+        summary: dict[str, Any],
+        plan: Sequence[str],
+        limits: Mapping[str, float] | None = None,
     ) -> Outbox:
         """The first message of a new run, held for ``create.lua`` to push."""
-        return held(lambda: self.dispatch(run_id, step, 1, summary, plan))
+        return held(lambda: self.dispatch(run_id, step, 1, summary, plan, limits=limits))
 
     def hold_next(
         self, run_id: str, step: str, epoch: int, request: Any, summary: dict[str, Any],
-        plan: Sequence[str],
+        plan: Sequence[str], limits: Mapping[str, float] | None = None,
     ) -> tuple[Outbox, str | None]:  # fmt: skip
         """The next message after ``step`` completes, held for ``complete.lua``.
 
@@ -155,7 +173,7 @@ class Sender:
         if step not in names or names.index(step) + 1 >= len(names):
             return [], None
         nxt = names[names.index(step) + 1]
-        return held(lambda: self.dispatch(run_id, nxt, epoch, summary, plan)), nxt
+        return held(lambda: self.dispatch(run_id, nxt, epoch, summary, plan, limits=limits)), nxt
 
     def next_in_chain(self, request: Any) -> str | None:
         """The step Celery's chain sends after the running task, if any."""
@@ -198,10 +216,16 @@ class Sender:
 
     # --- compensations ---------------------------------------------------------------------
 
-    def undo(self, run_id: str, send: Sequence[tuple[str, int]]) -> None:
-        """One message per compensation, each with its own message id."""
+    def undo(
+        self,
+        run_id: str,
+        send: Sequence[tuple[str, int]],
+        limits: Mapping[str, float] | None = None,
+    ) -> None:
+        """One message per compensation to start, each with its own message id and its
+        step's time limit (the run's own, in ``limits``)."""
         for action, number in send:
-            _step, undo = self.rt.workflow.undo(action)
+            step, undo = self.rt.workflow.undo(action)
             self.app.signature(
                 self.rt.workflow.task_name(undo),
                 args=(run_id,),
@@ -210,6 +234,7 @@ class Sender:
                 ignore_result=True,
                 task_id=message_id(run_id, action, number),
                 headers=self.trace_headers(run_id),
+                **self.time_limits(step.name, limits),
             ).apply_async()
 
     # --- what Flower shows of messages that did nothing ---------------------------------
@@ -249,6 +274,7 @@ class Sender:
                 verdict.summary_dict,
                 verdict.plan,
                 countdown=verdict.countdown,
+                limits=verdict.limits,
             )
         if verdict.send:
-            self.undo(run_id, verdict.send)
+            self.undo(run_id, verdict.send, verdict.limits)

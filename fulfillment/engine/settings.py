@@ -11,28 +11,17 @@ import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
+from .policy import StepPolicy
 from .validation import one_line, problems
 
 
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "fulfillment"
-
-
-class StepOverride(BaseModel):
-    """A deployment's override of one step's options (``FULFILLMENT_STEP_POLICIES``)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    time_limit: float | None = Field(default=None, gt=0)
-    initial_interval: float | None = Field(default=None, gt=0)
-    backoff_coefficient: float | None = Field(default=None, ge=1)
-    maximum_interval: float | None = Field(default=None, gt=0)
-    maximum_attempts: int | None = Field(default=None, ge=0)
 
 
 class EngineSettings(BaseSettings):
@@ -70,8 +59,10 @@ class EngineSettings(BaseSettings):
     retry_backoff_coefficient: float = Field(default=2.0, ge=1)
     retry_maximum_interval: float = Field(default=100.0, gt=0)
     retry_maximum_attempts: int = Field(default=0, ge=0)
-    step_policies: dict[str, StepOverride] = Field(
-        default_factory=dict, description='JSON, e.g. {"inventory": {"time_limit": 10}}'
+    step_policies: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='Per-step overrides (JSON), e.g. {"inventory": {"time_limit": 10}}: '
+        "any option of a step's policy, by its name.",
     )
     approval_timeout_max: float = Field(
         default=86400.0, gt=0, description="Longest gate (approval) timeout a run may ask for."
@@ -93,6 +84,27 @@ class EngineSettings(BaseSettings):
         default=False, description="Also send task-sent events (Flower's 'sent' time)."
     )
 
+    @field_validator("step_policies")
+    @classmethod
+    def _valid_overrides(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for step, options in value.items():
+            try:
+                StepPolicy.resolve([(f"step {step!r}", options)])
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def step_defaults(self) -> dict[str, Any]:
+        """The deployment's layer of every step's policy (``FULFILLMENT_STEP_TIME_LIMIT``,
+        ``FULFILLMENT_RETRY_*``), under the policy's field names."""
+        return {
+            "time_limit": self.step_time_limit,
+            "initial_interval": self.retry_initial_interval,
+            "backoff_coefficient": self.retry_backoff_coefficient,
+            "maximum_interval": self.retry_maximum_interval,
+            "maximum_attempts": self.retry_maximum_attempts,
+        }
+
     @property
     def hard_time_limit_slack(self) -> float:
         """Extra time between the soft limit (a retryable overrun) and the hard kill."""
@@ -107,7 +119,7 @@ class EngineSettings(BaseSettings):
         """The longest countdown this deployment publishes (a gate's timeout or a retry)."""
         longest = max(self.approval_timeout_max, self.retry_maximum_interval)
         for override in self.step_policies.values():
-            longest = max(longest, override.maximum_interval or 0)
+            longest = max(longest, float(override.get("maximum_interval") or 0))
         return longest
 
 

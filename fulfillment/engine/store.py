@@ -137,8 +137,22 @@ class RunStore:
         )
 
     def fail(
-        self, run_id: str, step: str, epoch: int, attempt: int, error_type: str, error: str
+        self,
+        run_id: str,
+        step: str,
+        epoch: int,
+        attempt: int,
+        error_type: str,
+        error: str,
+        *,
+        refused: bool = True,
     ) -> Verdict:
+        """A non-retryable failure of the attempt: the run fails (or is cancelled).
+
+        ``refused``: the step's service refused, so it did nothing and its undo is not
+        needed (a business error); False when its effect may have happened (the
+        activity returned, then something around it failed).
+        """
         return self._call(
             "fail",
             run_id,
@@ -147,6 +161,7 @@ class RunStore:
             attempt=attempt,
             error_type=error_type,
             error=error,
+            refused=refused,
         )
 
     def gate(self, run_id: str, step: str, epoch: int, task_id: str, worker: str) -> Verdict:
@@ -219,17 +234,11 @@ class RunStore:
             held_from=first_held,
         )
 
-    def begin_undo(
-        self, run_id: str, action: str, task_id: str, worker: str, lease: float
-    ) -> Verdict:
-        """Claim a pending compensation before calling the service (a no-op otherwise)."""
+    def begin_undo(self, run_id: str, action: str, step: str, task_id: str, worker: str) -> Verdict:
+        """Claim a pending compensation before calling the service (a no-op otherwise).
+        ``step``: whose undo it is (its policy's lease applies to the claim)."""
         return self._call(
-            "begin_undo",
-            run_id,
-            action=action,
-            task_id=task_id,
-            worker=worker,
-            lease_us=us(lease),
+            "begin_undo", run_id, action=action, step=step, task_id=task_id, worker=worker
         )
 
     def undone(self, run_id: str, action: str, claim: int, undone: bool, summary: str) -> Verdict:

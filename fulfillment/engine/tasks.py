@@ -25,14 +25,17 @@ from typing import Any, NoReturn
 import redis
 from celery import Task
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
+from pydantic import ValidationError
 
 from . import tracing
 from .context import ActivityContext, UndoContext
 from .definition import Gate, Step, Undo
-from .errors import NonRetryableError, StaleAttempt, StepTimeout
+from .errors import InvalidInput, NonRetryableError, ResultError, StaleAttempt, StepTimeout
 from .fencing import AttemptToken, UndoToken
 from .identity import worker_id
+from .policy import StepPolicy
 from .runtime import WorkflowRuntime
+from .validation import field_path, one_line, problems
 from .verdicts import US, Kind, Verdict
 
 log = logging.getLogger(__name__)
@@ -77,7 +80,7 @@ def run_step(rt: WorkflowRuntime, step: Step, task: Task, run_id: str, epoch: in
     attributes = {"run.id": run_id, "workflow": rt.workflow.name, "step": step.name,
                   "attempt": token.attempt, "epoch": epoch, "worker": worker_id()}  # fmt: skip
     with _traced(f"{rt.workflow.name}.step {step.name}", request, attributes) as current:
-        result = _attempt(rt, step, task, run_id, epoch, begun, token)
+        result = _attempt(rt, step, task, begun, token)
         tracing.set_outcome(current, "succeeded")
         return result
 
@@ -101,58 +104,108 @@ def _traced(name: str, request: Any, attributes: dict[str, Any]) -> Iterator[Any
 
 
 def _attempt(
-    rt: WorkflowRuntime, step: Step, task: Task, run_id: str, epoch: int, begun: Verdict,
-    token: AttemptToken,
-) -> str:  # fmt: skip
-    """The attempt itself: the activity, then record its result (or its failure)."""
+    rt: WorkflowRuntime, step: Step, task: Task, begun: Verdict, token: AttemptToken
+) -> str:
+    """The attempt itself: the activity, then record its result (or its failure).
+
+    Whatever fails around the activity (the run's input does not parse, the output is
+    not JSON, the workflow's result function fails) fails the run at once: retrying
+    would fail the same way.
+    """
     request = task.request
+    policy = StepPolicy.from_spec(begun.policy) if begun.policy else rt.policy(step.name)
+    try:
+        run_input = rt.parse_input(begun.input)
+    except Exception as exc:
+        _failed(rt, task, token, policy, InvalidInput(f"the run's input: {_first_line(exc)}"))
     context = ActivityContext(
-        run_id, step.name, rt.parse_input(begun.input), token, request.id, worker_id()
-    )
+        run_id=token.run_id, input=run_input, task_id=request.id, worker=worker_id(),
+        keys=rt.space.run(token.run_id), redis=rt.engine.client, step=step.name, token=token,
+    )  # fmt: skip
     try:
         output = step.activity(context)
     except SoftTimeLimitExceeded:
-        limit = rt.policy(step.name).time_limit
-        return _failed(rt, task, token, StepTimeout(f"attempt exceeded its {limit:g}s time limit"))
+        overrun = StepTimeout(f"attempt exceeded its {policy.time_limit:g}s time limit")
+        _failed(rt, task, token, policy, overrun)
     except Exception as exc:
-        return _failed(rt, task, token, exc)
-    result = output if isinstance(output, str) else json.dumps(output)
-
-    final = None
-    if begun.last:
-        done = {s.name: begun.results[s.name] for s in rt.workflow.activities
-                if s.name in begun.results}  # fmt: skip
-        done[step.name] = result
-        final = rt.workflow.result(done)
-    summary = begun.summary_dict
-    if rt.engine.holds_messages:
-        box, nxt = rt.sender.hold_next(run_id, step.name, epoch, request, summary, begun.plan)
-        out = rt.store.complete(
-            run_id, step.name, epoch, token.attempt, result, final=final, outbox=box,
-            outbox_step=nxt,
-        )  # fmt: skip
-        request.chain = None  # complete.lua sent it, or the run did not move on
-    else:  # Celery's chain sends the next step after this task returns
-        out = rt.store.complete(
-            run_id, step.name, epoch, token.attempt, result, final=final,
-            outbox_step=rt.sender.next_in_chain(request),
-        )  # fmt: skip
+        _failed(rt, task, token, policy, exc)
+    try:
+        result, final = _results(rt, step, begun, output)
+    except Exception as exc:  # the effect happened: the step is undone too
+        _failed(rt, task, token, policy, ResultError(_first_line(exc)), refused=False)
+    out = _complete(rt, task, begun, token, result, final)
     if out.kind is not Kind.NEXT:
         request.chain = None
-    rt.sender.act(run_id, out)
+    rt.sender.act(token.run_id, out)
     if out.kind is Kind.STALE:
         rt.sender.skipped(task, f"result discarded: {out.reason}", result=result)
     return result
 
 
-def _failed(rt: WorkflowRuntime, task: Task, token: AttemptToken, exc: Exception) -> NoReturn:
-    """Record a failed attempt: the run fails now, or the step is retried after its delay."""
+def _first_line(exc: BaseException) -> str:
+    """One line saying what ``exc`` is (a pydantic error: every field it names)."""
+    if isinstance(exc, ValidationError):
+        return one_line("", problems(exc, field_path))
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _results(
+    rt: WorkflowRuntime, step: Step, begun: Verdict, output: Any
+) -> tuple[str, str | None]:
+    """The step's result as stored (text, or the output's JSON), and the run's result if
+    this was its last step."""
+    result = output if isinstance(output, str) else json.dumps(output)
+    if not begun.last:
+        return result, None
+    done = {s.name: begun.results[s.name] for s in rt.workflow.activities
+            if s.name in begun.results}  # fmt: skip
+    done[step.name] = result
+    final = rt.workflow.result(done)
+    if not isinstance(final, str):
+        raise TypeError(f"the workflow's result function returned {type(final).__name__}, not str")
+    return result, final
+
+
+def _complete(
+    rt: WorkflowRuntime, task: Task, begun: Verdict, token: AttemptToken, result: str,
+    final: str | None,
+) -> Verdict:  # fmt: skip
+    """Record the successful attempt; its next message goes with it (the outbox), or
+    Celery's chain sends it after the task returns."""
+    request = task.request
+    run_id, step = token.run_id, token.step
+    if rt.engine.holds_messages:
+        box, nxt = rt.sender.hold_next(
+            run_id, step, token.epoch, request, begun.summary_dict, begun.plan, begun.limits
+        )
+        out = rt.store.complete(
+            run_id, step, token.epoch, token.attempt, result, final=final, outbox=box,
+            outbox_step=nxt,
+        )  # fmt: skip
+        request.chain = None  # complete.lua sent it, or the run did not move on
+        return out
+    return rt.store.complete(
+        run_id, step, token.epoch, token.attempt, result, final=final,
+        outbox_step=rt.sender.next_in_chain(request),
+    )  # fmt: skip
+
+
+def _failed(
+    rt: WorkflowRuntime, task: Task, token: AttemptToken, policy: StepPolicy, exc: Exception,
+    *, refused: bool = True,
+) -> NoReturn:  # fmt: skip
+    """Record a failed attempt: the run fails now, or the step is retried after its delay.
+
+    ``refused``: for a failure that is not retried, the step did nothing (see
+    :meth:`RunStore.fail`).
+    """
     request = task.request
     error_type, message = describe(exc)
     args = (token.run_id, token.step, token.epoch, token.attempt, error_type, message)
-    if not rt.policy(token.step).retryable(exc):
+    if not policy.retryable(exc):
         request.chain = None
-        out = rt.store.fail(*args)
+        out = rt.store.fail(*args, refused=refused)
         rt.sender.act(token.run_id, out)
         if out.kind is Kind.STALE:
             rt.sender.skipped(task, f"failure discarded: {out.reason}")
@@ -232,8 +285,7 @@ def _register_gate(rt: WorkflowRuntime, gate: Gate) -> None:
 def run_undo(rt: WorkflowRuntime, step: Step, undo: Undo, task: Task, run_id: str) -> str:
     """Claim the compensation, undo the step's effect, record it; a no-op if not claimable."""
     request = task.request
-    lease = rt.settings.lease_for(rt.policy(step.name).time_limit)
-    claimed = rt.store.begin_undo(run_id, undo.name, request.id, worker_id(), lease)
+    claimed = rt.store.begin_undo(run_id, undo.name, step.name, request.id, worker_id())
     if claimed.kind is not Kind.RUN:
         rt.sender.skipped(task, claimed.describe())
     assert claimed.claim is not None
@@ -241,22 +293,28 @@ def run_undo(rt: WorkflowRuntime, step: Step, undo: Undo, task: Task, run_id: st
     attributes = {"run.id": run_id, "workflow": rt.workflow.name, "action": undo.name,
                   "step": step.name, "claim": token.claim, "worker": worker_id()}  # fmt: skip
     with _traced(f"{rt.workflow.name}.undo {undo.name}", request, attributes) as current:
-        outcome, result = _undo(rt, step, undo, task, run_id, claimed, token)
+        outcome, result = _undo(rt, step, undo, task, claimed, token)
         tracing.set_outcome(current, outcome)
         return result
 
 
 def _undo(
-    rt: WorkflowRuntime, step: Step, undo: Undo, task: Task, run_id: str, claimed: Verdict,
-    token: UndoToken,
-) -> tuple[str, str]:  # fmt: skip
-    """The compensation itself; (outcome, what the task returns)."""
+    rt: WorkflowRuntime, step: Step, undo: Undo, task: Task, claimed: Verdict, token: UndoToken
+) -> tuple[str, str]:
+    """The compensation itself; (outcome, what the task returns). A failure of any kind
+    (the service down, the input unreadable, a reply that is not ``(undone, summary)``)
+    is recorded and the undo tried again after its step's backoff: the run stays
+    compensating, and shows the failing undo, until it succeeds."""
     request = task.request
-    context = UndoContext(
-        run_id, undo.name, step.name, rt.parse_input(claimed.input), token, request.id, worker_id()
-    )
+    run_id = token.run_id
     try:
+        context = UndoContext(
+            run_id=run_id, input=rt.parse_input(claimed.input), task_id=request.id,
+            worker=worker_id(), keys=rt.space.run(run_id), redis=rt.engine.client,
+            action=undo.name, step=step.name, token=token,
+        )  # fmt: skip
         undone, summary = undo.activity(context)
+        undone, summary = bool(undone), str(summary)
     except StaleAttempt as exc:
         rt.sender.skipped(task, f"stale: {exc}")
     except Exception as exc:

@@ -82,8 +82,15 @@ class Verdict:
     plan: tuple[str, ...] = ()
     #: compensations to send now: (action, message number)
     send: tuple[tuple[str, int], ...] = ()
-    #: compensations the run started (action names)
+    #: compensations the run has to do (action names, in the order they run)
     compensations: tuple[str, ...] = ()
+    #: the run failed or was cancelled and undoes its effects first (status compensating)
+    compensating: bool = False
+    #: the step's policy in the run's plan (JSON), for an attempt that starts
+    policy: str | None = None
+    #: the run's own step time limits (seconds, by step), where they differ from the
+    #: deployment's: for the messages the sender builds
+    limits: dict[str, float] = field(default_factory=dict)
     countdown: float = 0.0
     remaining: float = 0.0
     deadline_us: int | None = None
@@ -97,11 +104,9 @@ class Verdict:
     @classmethod
     def parse(cls, reply: dict[str, Any]) -> Verdict:
         """The typed form of a script's JSON reply."""
-        send = tuple(
-            (action, int(number))
-            for action, number in (p.rsplit(":", 1) for p in _csv(reply.get("send")))
-        )
+        send = tuple((str(s["action"]), int(s["n"])) for s in _list(reply.get("send")))
         results = reply.get("results")
+        limits = reply.get("limits")
         return cls(
             kind=Kind(reply["v"]),
             step=reply.get("step"),
@@ -122,7 +127,10 @@ class Verdict:
             summary=reply.get("summary"),
             plan=tuple(_csv(reply.get("steps"))),
             send=send,
-            compensations=tuple(_csv(reply.get("compensations"))),
+            compensations=tuple(_names(reply.get("compensations"))),
+            compensating=bool(reply.get("compensating")),
+            policy=reply.get("policy"),
+            limits=json.loads(limits) if isinstance(limits, str) and limits else {},
             countdown=int(reply.get("countdown_us") or 0) / US,
             remaining=int(reply.get("remaining_us") or 0) / US,
             deadline_us=_int(reply.get("deadline")),
@@ -184,6 +192,11 @@ def _list(value: Any) -> list[Any]:
 
 def _csv(value: str | None) -> list[str]:
     return [part for part in (value or "").split(",") if part]
+
+
+def _names(value: Any) -> list[str]:
+    """A list of names: a JSON array, or (in an event's data) comma-joined text."""
+    return [str(v) for v in value] if isinstance(value, list) else _csv(value)
 
 
 def _int(value: Any) -> int | None:

@@ -58,13 +58,40 @@ class FailureView(BaseModel):
 
 
 class CompensationView(BaseModel):
+    """One undo of a failed or cancelled run, in the order they run (the last step's first).
+
+    ``state``: ``waiting`` (an undo before it in the list runs first), ``pending`` (sent,
+    not started yet), ``running``, ``retrying`` (it failed ``failures`` times, the last
+    with ``last_error``, and runs again after its backoff), ``done`` or ``not_needed``
+    (there was nothing to undo).
+    """
+
     action: str
-    state: str  # pending | done | not_needed
+    step: str | None = None
+    state: str
     summary: str | None = None
+    failures: int = 0
+    last_error: str | None = None
 
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "not_needed")
 
-#: a claimed, running compensation is still pending: it has not settled
-_COMPENSATION_STATE = {"done": "done", "not_needed": "not_needed"}
+    @classmethod
+    def from_record(cls, record: dict[str, str], action: str) -> CompensationView:
+        p = f"c:{action}"
+        state = record.get(p) or "pending"
+        failures = int(record.get(f"{p}:failures") or 0)
+        if state == "pending" and failures:
+            state = "retrying"
+        return cls(
+            action=action,
+            step=record.get(f"{p}:step"),
+            state=state,
+            summary=record.get(f"{p}:summary"),
+            failures=failures,
+            last_error=record.get(f"{p}:error") if state not in ("done", "not_needed") else None,
+        )
 
 
 class RunView(BaseModel):
@@ -82,6 +109,8 @@ class RunView(BaseModel):
     next_retry_at: datetime | None = None
     result: str | None = None
     failure: FailureView | None = None
+    #: what a compensating run becomes once its undos are done (failed or cancelled)
+    ends_as: RunStatus | None = None
     steps: list[StepView]
     gates: list[GateView] = []
     compensations: list[CompensationView] = []
@@ -89,8 +118,8 @@ class RunView(BaseModel):
 
     @property
     def settled(self) -> bool:
-        """Finished, and no compensation still pending: nothing more will happen."""
-        return self.status.finished and all(c.state != "pending" for c in self.compensations)
+        """Final, and every compensation finished: nothing more will happen."""
+        return self.status.finished and all(c.finished for c in self.compensations)
 
     @property
     def compensated(self) -> list[str]:
@@ -144,6 +173,7 @@ class RunView(BaseModel):
             next_retry_at=ts(record.get("next_at")) if phase == "retry_wait" else None,
             result=record.get("result"),
             failure=failure,
+            ends_as=RunStatus(record["ends_as"]) if record.get("ends_as") else None,
             steps=steps,
             gates=[
                 GateView(
@@ -159,12 +189,7 @@ class RunView(BaseModel):
                 for g in gates or ()
             ],
             compensations=[
-                CompensationView(
-                    action=a,
-                    state=_COMPENSATION_STATE.get(record.get(f"c:{a}", ""), "pending"),
-                    summary=record.get(f"c:{a}:summary"),
-                )
-                for a in _csv(record.get("compensations"))
+                CompensationView.from_record(record, a) for a in _csv(record.get("compensations"))
             ],
             summary=json.loads(record.get("summary") or "{}"),
         )
@@ -268,11 +293,82 @@ def fold_attempts(
     ]
 
 
+class ClaimView(BaseModel):
+    """One try of an undo: a worker claimed it, then it finished, failed or was lost."""
+
+    number: int
+    started_at: datetime
+    worker: str | None = None
+    task_id: str | None = None
+    outcome: str = "running"  # running | done | not_needed | failed | lost
+    duration_ms: float | None = None
+    summary: str | None = None
+    error: str | None = None
+    retry_in_ms: float | None = None
+
+
+class CompensationTimeline(BaseModel):
+    """An undo of the run and every try of it. ``position``: its place in the order the
+    undos run (1: the first, the last completed step's)."""
+
+    action: str
+    step: str | None = None
+    position: int
+    state: str
+    summary: str | None = None
+    claims: list[ClaimView]
+
+
+def fold_compensations(
+    compensations: list[CompensationView], events: list[Event]
+) -> list[CompensationTimeline]:
+    """Fold the history into per-undo lists of tries, in the order the undos run."""
+    claims: dict[str, dict[int, ClaimView]] = {c.action: {} for c in compensations}
+    for event in events:
+        d = event.data
+        action = d.get("action")
+        if action not in claims or "claim" not in d:
+            continue
+        number = int(d["claim"])
+        tries = claims[action]
+        if event.type == "compensation_started":
+            tries[number] = ClaimView(number=number, started_at=event.at, worker=d.get("worker"),
+                                      task_id=d.get("task_id"))  # fmt: skip
+            continue
+        claim = tries.get(number)
+        if claim is None:
+            claim = tries[number] = ClaimView(number=number, started_at=event.at)
+        claim.duration_ms = (event.at - claim.started_at) / timedelta(milliseconds=1)
+        if event.type == "compensated":
+            claim.outcome = str(d.get("outcome") or "done")
+            claim.summary = d.get("summary")
+        elif event.type == "compensation_failed":
+            claim.outcome = "failed"
+            claim.error = f"{d.get('error_type')}: {d.get('error')}"
+            claim.retry_in_ms = _ms(d.get("retry_in_us"))
+        elif event.type == "compensation_lost":
+            claim.outcome = "lost"
+            claim.error = d.get("reason")
+    return [
+        CompensationTimeline(
+            action=c.action,
+            step=c.step,
+            position=i,
+            state=c.state,
+            summary=c.summary,
+            claims=sorted(claims[c.action].values(), key=lambda t: t.number),
+        )
+        for i, c in enumerate(compensations, start=1)
+    ]
+
+
 class Timeline(BaseModel):
-    """A run, every attempt of each of its steps, and its raw history."""
+    """A run, every attempt of each of its steps, every try of each undo, and its raw
+    history."""
 
     run: RunView
     steps: list[StepTimeline]
+    compensations: list[CompensationTimeline] = []
     events: list[Event]
 
     @classmethod
@@ -280,5 +376,6 @@ class Timeline(BaseModel):
         return cls(
             run=run,
             steps=fold_attempts(run.steps, events, run.current_step, run.next_retry_at),
+            compensations=fold_compensations(run.compensations, events),
             events=events,
         )

@@ -78,6 +78,13 @@ class OrderMetrics(Collector):
         for ended in ("completed", "failed", "cancelled"):
             finished.add_metric([ended], event(f"run_{ended}"))
         yield finished
+        compensating = CounterMetricFamily(
+            "fulfillment_orders_compensating",
+            "Orders that failed or were cancelled with effects to undo (each was compensating "
+            "until they were undone)",
+        )
+        compensating.add_metric([], event("run_compensating"))
+        yield compensating
         resumed = CounterMetricFamily("fulfillment_orders_resumed", "Orders resumed from a step")
         resumed.add_metric([], event("run_resumed"))
         yield resumed

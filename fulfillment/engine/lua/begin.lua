@@ -2,13 +2,14 @@
 -- A: id, step, epoch, task_id, worker + common settings.
 -- Replies v =
 --   run      start attempt `attempt` (of the step's `round`: 1, or more after the run
---            was resumed and the step's effect had been undone); `input` is the run's input (JSON), `steps` its
---            plan, `summary` what may be shown of it; for the last step, `results`
---            holds every step's recorded result (for the run's result)
+--            was resumed and the step's effect had been undone); `input` is the run's
+--            input (JSON), `steps` its plan, `policy` the step's policy (JSON), `limits`
+--            the run's own time limits, `summary` what may be shown of it; for the last
+--            step, `results` holds every step's recorded result (for the run's result)
 --   done     the step already completed; `result` is its recorded result
 --   busy     another attempt of this step holds the lease
 --   stale    the message was superseded (re-driven, or the run moved on)
---   finished the run is terminal
+--   finished the run has ended (final, or compensating)
 --   missing  no such run
 local K = run_keys()
 local A = cjson.decode(ARGV[1])
@@ -17,10 +18,10 @@ local sk = 's:' .. A.step .. ':'
 
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'task_id',
   sk .. 'attempts', 'worker', 'created', 'input', 'p:' .. A.step, 'steps',
-  sk .. 'state', sk .. 'result', 'suspect', 'summary', sk .. 'round')
+  sk .. 'state', sk .. 'result', 'suspect', 'summary', sk .. 'round', 'limits')
 local status, step, phase, epoch = o[1], o[2], o[3], tonumber(o[4])
 if not status then return reply({v = 'missing'}) end
-if TERMINAL[status] then return reply({v = 'finished', status = status}) end
+if ENDED[status] then return reply({v = 'finished', status = status}) end
 if step ~= A.step then
   if o[12] == 'completed' then return reply({v = 'done', result = o[13]}) end
   return reply({v = 'stale', reason = 'run is at step ' .. step})
@@ -44,7 +45,7 @@ end
 
 local now = now_us()
 attempt = attempt + 1
-local lease = now + cjson.decode(o[10]).lease_us
+local lease = now + us(decode_policy(o[10]).lease)
 redis.call('HSET', K.record, 'status', 'running', 'phase', 'running', 'lease_until', int(lease),
   'worker', A.worker, 'task_id', A.task_id, 'started', int(now), 'updated', int(now),
   sk .. 'state', 'running', sk .. 'attempts', attempt)
@@ -55,7 +56,7 @@ schedule(K, id, lease)
 emit(K, 'attempt_started', {step = A.step, attempt = attempt, worker = A.worker,
   task_id = A.task_id})
 local out = {v = 'run', attempt = attempt, input = o[9], steps = o[11], summary = o[15],
-  round = tonumber(o[16] or '1')}
+  round = tonumber(o[16] or '1'), policy = o[10], limits = o[17]}
 if not next_step(o[11], A.step) then
   local steps = split(o[11])
   local fields = {}

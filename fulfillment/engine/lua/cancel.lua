@@ -4,8 +4,8 @@
 -- cancel_decides takes a cancel as one of its decisions: once it was approved or
 -- rejected, the cancel is refused.
 -- A: id, by, reason + common settings.
--- Replies v = cancelled (compensations, send) | cancel_requested | decided (decision, by)
---   | finished (status, decision, by) | missing.
+-- Replies v = cancelled (compensating, compensations, send) | cancel_requested | decided
+--   (decision, by) | finished (status, decision, by) | missing.
 local K = run_keys()
 local A = cjson.decode(ARGV[1])
 local id = A.id
@@ -14,7 +14,7 @@ local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'ste
   'gates', 'cancel_requested')
 local status, step, phase = o[1], o[2], o[3]
 if not status then return reply({v = 'missing'}) end
-if TERMINAL[status] then return reply({v = 'finished', status = status}) end
+if ENDED[status] then return reply({v = 'finished', status = status}) end
 if o[8] == '1' then return reply({v = 'cancel_requested'}) end
 local now = now_us()
 local cur = {status = status, created = o[6], gates = o[7], phase = phase, steps = o[5]}
@@ -31,7 +31,7 @@ for _, g in ipairs(split(o[7])) do
     if step == g and phase == 'waiting' and now >= tonumber(gs[4]) then
       local out = cjson.decode(time_out_gate(K, id, g, now, tonumber(gs[4]), 'deadline', A, cur))
       return reply({v = 'finished', status = 'failed', decision = 'timed_out', by = 'deadline',
-        gate = g, send = out.send})
+        gate = g, send = out.send, limits = out.limits})
     end
   end
 end

@@ -4,9 +4,9 @@
 --    ARGV[2..]: the next step's message (outbox), pushed only with reply `next` for
 --    that very step.
 -- Replies v = next (step, sent; dispatch: send it, the outbox did not), completed
---   (result), cancelled | failed (compensations, send), compensate (send: a late effect
---   of a presumed-dead attempt on a run that failed or was cancelled; its undo runs
---   again), stale (reason).
+--   (result), cancelled | failed (compensating, compensations, send), compensate (send:
+--   a late effect of a presumed-dead attempt on a run that failed or was cancelled: its
+--   undo runs again, and the run is compensating until it is done), stale (reason).
 local K = run_keys()
 local A = cjson.decode(ARGV[1])
 local id = A.id
@@ -22,7 +22,8 @@ local status = o[1]
 if o[6] == 'completed' and tonumber(o[5]) == tonumber(A.attempt)
     and tonumber(o[4]) == tonumber(A.epoch) then
   if status == 'completed' then return reply({v = 'completed', result = o[7], replay = true}) end
-  if TERMINAL[status] then return reply({v = status, compensations = '', replay = true}) end
+  if status == 'compensating' then status = redis.call('HGET', K.record, 'ends_as') end
+  if TERMINAL[status] then return reply({v = status, replay = true}) end
   return reply({v = 'next', step = o[2], replay = true})
 end
 
@@ -33,7 +34,7 @@ if why then
   -- cancelled, the step's undo must run (again): its effect may postdate the undo.
   local pol = status and policy(K, A.step)
   local undo = pol and pol.undo
-  if (status == 'failed' or status == 'cancelled') and undo then
+  if (status == 'compensating' or status == 'failed' or status == 'cancelled') and undo then
     local p = 'c:' .. undo
     local state = redis.call('HGET', K.record, p)
     emit(K, 'result_discarded', {step = A.step, attempt = A.attempt, epoch = A.epoch,
@@ -43,17 +44,30 @@ if why then
     for _, a in ipairs(comps) do listed = listed or a == undo end
     if not listed then
       comps[#comps + 1] = undo
-      redis.call('HSET', K.record, 'compensations', table.concat(comps, ','))
+      redis.call('HSET', K.record, 'compensations', table.concat(comps, ','),
+        p .. ':step', A.step)
     end
     if state == 'running' then
       redis.call('HSET', K.record, p .. ':again', '1')  -- undone.lua sends it again
       return reply({v = 'stale', reason = why})
     end
-    if state == 'pending' then return reply({v = 'stale', reason = why}) end
-    unsettle(K, A)
-    local send = open_compensation(K, undo, now, 0)
+    -- still to run (in its turn), or on its way: it undoes this effect too
+    if state == 'pending' or (state == 'waiting' and status == 'compensating') then
+      return reply({v = 'stale', reason = why})
+    end
+    if status ~= 'compensating' then
+      -- it was final: an effect is in place again, until its undo is done
+      unsettle(K, A)
+      set_status(K, id, status, 'compensating', o[12], false)
+      redis.call('HSET', K.record, 'status', 'compensating', 'ends_as', status,
+        'updated', int(now))
+      emit(K, 'run_compensating', {ends_as = status, late_effect = A.step,
+        compensations = undo})
+    end
+    local sends = {}
+    open_compensation(K, undo, now, sends, 0)
     schedule_compensations(K, id, A)
-    return reply({v = 'compensate', send = send, reason = why})
+    return reply({v = 'compensate', send = sends, reason = why, limits = limits_of(K)})
   end
   return discard(K, A, why, status ~= nil)
 end
@@ -85,4 +99,4 @@ if moved.step == A.outbox_step then
   return reply({v = 'next', step = moved.step, sent = #ARGV - 1})
 end
 return reply({v = 'next', step = moved.step, epoch = tonumber(o[4]), dispatch = true,
-  summary = redis.call('HGET', K.record, 'summary'), steps = o[9]})
+  summary = redis.call('HGET', K.record, 'summary'), steps = o[9], limits = limits_of(K)})

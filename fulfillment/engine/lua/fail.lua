@@ -1,7 +1,10 @@
--- fail.lua: a non-retryable error (a business error): the run fails now, or is
--- cancelled if a cancel was accepted while the attempt ran.
--- A: id, step, epoch, attempt, error_type, error + common settings.
--- Replies v = failed | cancelled (compensations, send), stale.
+-- fail.lua: a non-retryable error (a business error, or a failure around the activity
+-- such as input the workflow's model refuses): the run fails now, or is cancelled if a
+-- cancel was accepted while the attempt ran.
+-- A: id, step, epoch, attempt, error_type, error, refused (false: the step's effect may
+--    have happened, so it is undone too; default true: the service refused, so it did
+--    nothing) + common settings.
+-- Replies v = failed | cancelled (compensating, compensations, send), stale.
 local K = run_keys()
 local A = cjson.decode(ARGV[1])
 local id = A.id
@@ -20,4 +23,4 @@ local cur = {status = o[1], created = o[9], phase = 'running', steps = o[10]}
 local cancel = nil
 if o[7] == '1' then cancel = {reason = o[8], by = o[11]} end
 return fail_run(K, id, now, {type = A.error_type, message = A.error, step = A.step,
-  refused = true}, A, cur, cancel)
+  refused = A.refused ~= false}, A, cur, cancel)

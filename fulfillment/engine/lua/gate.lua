@@ -12,7 +12,7 @@ local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'tas
   'p:' .. A.step, 'created', gk .. 'deadline', sk .. 'state', sk .. 'result')
 local status, step, phase, epoch = o[1], o[2], o[3], tonumber(o[4])
 if not status then return reply({v = 'missing'}) end
-if TERMINAL[status] then return reply({v = 'finished', status = status}) end
+if ENDED[status] then return reply({v = 'finished', status = status}) end
 if step ~= A.step then
   if o[9] == 'completed' then return reply({v = 'done', result = o[10]}) end
   return reply({v = 'stale', reason = 'run is at step ' .. step})
@@ -30,7 +30,7 @@ if phase == 'waiting' then
 end
 if phase ~= 'queued' then return reply({v = 'stale', reason = 'step is ' .. tostring(phase)}) end
 
-local timeout = cjson.decode(o[6]).timeout_us
+local timeout = us(decode_policy(o[6]).timeout)
 local deadline = now + timeout
 redis.call('HSET', K.record, 'status', 'waiting', 'phase', 'waiting', gk .. 'deadline',
   int(deadline), sk .. 'state', 'waiting', sk .. 'attempts', 1, 'worker', A.worker,

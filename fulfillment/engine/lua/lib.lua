@@ -9,8 +9,9 @@
 --   4 due (zset: run id -> when the watchdog looks at it next: a lease's end, a late
 --     message, a retry, a gate's deadline, a compensation)
 --   5 retrying (zset: runs whose failed step waits for its next attempt)
---   6..11 status indexes: pending, waiting, running, completed, failed, cancelled
---   12 metrics (hash: event counters and histogram buckets, see count_event)
+--   6..12 status indexes: pending, waiting, running, completed, failed, cancelled,
+--     compensating
+--   13 metrics (hash: event counters and histogram buckets, see count_event)
 --   then A.nc companion keys (the workflow's own keys of the run, kept and expired with it),
 --   then the outbox's keys (see send_outbox), or the held-message sets (see held).
 -- ARGV[1] is one JSON argument A. Every transition's A carries the common settings:
@@ -20,17 +21,27 @@
 --   nc              how many companion keys follow the status indexes
 --
 -- The run record. Its plan, written at creation and read from there:
---   steps           the step names in order, gates included (comma-separated)
---   p:<step>        the step's policy (JSON): kind (step | gate), lease_us, initial_us,
---                   coefficient, maximum_us, max_attempts, undo (its compensation's name),
---                   and for a gate timeout_us, reject_error, timeout_error, timeout_message,
---                   cancel_decides (a cancel is one of the gate's decisions)
+--   steps           the step names, first to last, gates included (comma-separated)
+--   p:<step>        the step's policy (JSON, fulfillment/engine/policy.py: StepPolicy, under
+--                   its field names; durations in seconds): kind (step | gate),
+--                   time_limit, initial_interval, backoff_coefficient, maximum_interval,
+--                   maximum_attempts, non_retryable_error_types, lease, undo (its
+--                   compensation's name); for a gate timeout, reject_error, timeout_error,
+--                   timeout_message, cancel_decides (a cancel is one of the gate's decisions)
+--   limits          the run's own step time limits (JSON, step -> seconds), if any
+--   undo_mode       concurrent: every undo starts at once (else one at a time, in order)
 -- Its state: status, step, phase (queued | running | retry_wait | waiting), epoch,
 --   gates (the gate names of the plan), s:<step>:state / attempts / result /
 --   error / lost / fence_until, g:<gate>:deadline / decision / by / reason / at,
 --   compensations and c:<action>:* (see open_compensation), result, failure:*,
+--   ends_as (failed | cancelled: what a compensating run becomes once its undos are done),
 --   cancel_requested / cancel_reason / cancel_by, cancel_error (the failure type of a
 --   cancelled run, from the workflow).
+--
+-- Statuses: pending, waiting (at a gate), running, then completed; or, once a failure or
+-- a cancel is accepted, compensating while its undos run and failed / cancelled (its
+-- ends_as) only when every undo is done. A run without an undo to do is failed or
+-- cancelled at once.
 
 local function now_us()
   local t = redis.call('TIME')
@@ -41,7 +52,12 @@ local function int(n)
   return string.format('%d', n)
 end
 
+-- final statuses: nothing more will happen to the run (but see unsettle)
 local TERMINAL = {completed = true, failed = true, cancelled = true}
+-- the run no longer runs steps: final, or undoing its effects
+local ENDED = {completed = true, failed = true, cancelled = true, compensating = true}
+-- the first companion key (KEYS), after the run's own keys
+local FIRST_COMPANION = 14
 
 local function reply(t)
   return cjson.encode(t)
@@ -60,17 +76,44 @@ local function run_keys()
     record = KEYS[1], history = KEYS[2], settled = KEYS[3], due = KEYS[4], retrying = KEYS[5],
     status = {
       pending = KEYS[6], waiting = KEYS[7], running = KEYS[8],
-      completed = KEYS[9], failed = KEYS[10], cancelled = KEYS[11],
+      completed = KEYS[9], failed = KEYS[10], cancelled = KEYS[11], compensating = KEYS[12],
     },
-    metrics = KEYS[12],
+    metrics = KEYS[13],
   }
+end
+
+-- A policy from a run's plan (decoded). Plans written before the policy kept its
+-- field names (durations in us, shorter names) are read the same way.
+local function decode_policy(p)
+  local pol = cjson.decode(p)
+  if pol.initial_us then
+    pol.initial_interval, pol.backoff_coefficient = pol.initial_us / 1e6, pol.coefficient
+    pol.maximum_interval, pol.maximum_attempts = pol.maximum_us / 1e6, pol.max_attempts
+  end
+  if pol.lease_us then pol.lease = pol.lease_us / 1e6 end
+  if pol.timeout_us then pol.timeout = pol.timeout_us / 1e6 end
+  return pol
 end
 
 -- The step's policy from the run's plan.
 local function policy(K, step)
   local p = redis.call('HGET', K.record, 'p:' .. step)
   if not p then return nil end
-  return cjson.decode(p)
+  return decode_policy(p)
+end
+
+-- Microseconds from seconds.
+local function us(seconds)
+  return math.floor(seconds * 1000000 + 0.5)
+end
+
+-- The backoff: how long to wait after failure number `n` (1: the first) before trying
+-- again (Temporal's: initial interval x coefficient^(n-1), capped at the maximum), in us.
+-- Every delay the engine computes is this one: a step's retries, a step whose worker
+-- keeps dying, an undo that failed.
+local function backoff(pol, n)
+  return us(math.min(pol.initial_interval * pol.backoff_coefficient ^ (n - 1),
+    pol.maximum_interval))
 end
 
 -- Metrics: events count in the workflow's metrics hash (read by the Prometheus
@@ -85,22 +128,22 @@ end
 --                                          bucket i counts values <= BUCKETS_MS[i] ms
 local BUCKETS_MS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000}
 local COUNTED = {run_started = true, run_completed = true, run_failed = true,
-  run_cancelled = true, run_resumed = true, redriven = true, retried_now = true,
-  gate_decided = true, gate_timed_out = true}
+  run_cancelled = true, run_compensating = true, run_resumed = true, redriven = true,
+  retried_now = true, gate_decided = true, gate_timed_out = true}
 -- events that are an outcome of an attempt (a|) or of a compensation (c|)
 local ATTEMPT_OUTCOME = {attempt_lost = 'lost', result_discarded = 'discarded'}
 local COMPENSATION_OUTCOME = {compensation_lost = 'lost', compensation_resent = 'resent'}
 
-local function observe(K, name, us)
-  us = tonumber(us)
-  if not us then return end
+local function observe(K, name, micros)
+  micros = tonumber(micros)
+  if not micros then return end
   local i = #BUCKETS_MS + 1
   for j, ms in ipairs(BUCKETS_MS) do
-    if us <= ms * 1000 then i = j break end
+    if micros <= ms * 1000 then i = j break end
   end
   local f = 'h|' .. name .. '|'
   redis.call('HINCRBY', K.metrics, f .. i, 1)
-  redis.call('HINCRBY', K.metrics, f .. 'sum', math.floor(us))
+  redis.call('HINCRBY', K.metrics, f .. 'sum', math.floor(micros))
 end
 
 local function count_event(K, kind, data)
@@ -181,7 +224,7 @@ end
 -- recorded" and "next step sent" happen together or not at all, and a replayed
 -- call (its reply was lost) does not send them twice.
 local function send_outbox(A)
-  local k = 13 + A.nc
+  local k = FIRST_COMPANION + A.nc
   for i, spec in ipairs(A.outbox or {}) do
     if spec.p then
       redis.call('PUBLISH', spec.p, ARGV[i + 1])
@@ -208,36 +251,48 @@ local function settle(K, status, A, result)
   redis.call('EXPIRE', K.settled, ttl)
   redis.call('EXPIRE', K.record, ttl)
   redis.call('EXPIRE', K.history, ttl)
-  for i = 13, 12 + A.nc do redis.call('EXPIRE', KEYS[i], ttl) end
+  for i = FIRST_COMPANION, FIRST_COMPANION + A.nc - 1 do redis.call('EXPIRE', KEYS[i], ttl) end
 end
 
 -- A finished run that has to act again (a late effect to undo) must not expire meanwhile.
 local function unsettle(K, A)
   redis.call('PERSIST', K.record)
   redis.call('PERSIST', K.history)
-  for i = 13, 12 + A.nc do redis.call('PERSIST', KEYS[i]) end
+  for i = FIRST_COMPANION, FIRST_COMPANION + A.nc - 1 do redis.call('PERSIST', KEYS[i]) end
   redis.call('DEL', K.settled)
 end
 
--- Compensations. For each action `a` in the run's `compensations` list:
---   c:a             pending | running | done | not_needed
+-- Compensations. A run that fails or is cancelled undoes the effects of its steps in
+-- reverse order: its `compensations` list holds their undo actions, the last step's
+-- first, and they run one at a time (the next is opened when the one before is done or
+-- found nothing to undo), unless the run's undo_mode is concurrent. For each action `a`:
+--   c:a             waiting (its turn has not come) | pending (due, or its message is on
+--                   its way) | running (claimed) | done | not_needed
+--   c:a:step        the step it undoes
 --   c:a:n           messages sent so far; the latest one's Celery task id is <id>:<a>:<n>
 --                   (0: none yet, it waits for c:a:not_before)
 --   c:a:sent        when the latest message was sent (or is due, after a failed try)
 --   c:a:not_before  it must not run earlier: an attempt of its step that was presumed
 --                   lost may still act until its lease runs out
 --   c:a:claims, c:a:lease, c:a:task   the running claim (begin_undo.lua)
+--   c:a:failures, c:a:error           failed tries so far, and the last error
+--   c:a:summary, c:a:again            what it did; a late effect to undo once more
 -- A pending message that does not start is sent again with a growing delay
--- (comp_grace_us * 2^(n-1)), once it is really missing (see message_lost).
+-- (comp_grace_us * 2^(n-1)), once it is really missing (see message_lost). The run
+-- stays compensating until every action is done or not_needed; only then is it failed
+-- or cancelled (finish_compensating).
+--
+-- Scripts that open compensations collect them in `sends`, a list of {action, n} that
+-- their reply carries for the sender (with the run's own time limits, see limits_of).
+
+local COMPENSATION_FIELDS = {'step', 'n', 'sent', 'not_before', 'claims', 'lease', 'task',
+  'summary', 'again', 'suspect', 'failures', 'error'}
 
 -- Forget compensation `a` entirely (a resumed run does its step again).
 local function clear_compensation(K, a)
   local p = 'c:' .. a
   local fields = {p}
-  for _, f in ipairs({'n', 'sent', 'not_before', 'claims', 'lease', 'task', 'summary', 'again',
-      'suspect'}) do
-    fields[#fields + 1] = p .. ':' .. f
-  end
+  for _, f in ipairs(COMPENSATION_FIELDS) do fields[#fields + 1] = p .. ':' .. f end
   redis.call('HDEL', K.record, unpack(fields))
 end
 
@@ -246,6 +301,11 @@ end
 -- the same).
 local function message_id(id, name, n)
   return id .. ':' .. name .. ':' .. int(n)
+end
+
+-- The run's own step time limits (JSON text), for the messages a reply asks for.
+local function limits_of(K)
+  return redis.call('HGET', K.record, 'limits') or nil
 end
 
 -- When the watchdog must look at compensation `a` again (nil: nothing to wait for).
@@ -261,12 +321,12 @@ local function compensation_due(K, a, A)
 end
 
 -- Put the run's watchdog timer at the earliest compensation due, or clear it.
--- Returns the number of compensations not finished yet.
+-- Returns the number of compensations not finished yet (waiting ones included).
 local function schedule_compensations(K, id, A)
   local soonest, open = nil, 0
   for _, a in ipairs(split(redis.call('HGET', K.record, 'compensations'))) do
     local state = redis.call('HGET', K.record, 'c:' .. a)
-    if state == 'pending' or state == 'running' then
+    if state == 'pending' or state == 'running' or state == 'waiting' then
       open = open + 1
       local due = compensation_due(K, a, A)
       if due and (not soonest or due < soonest) then soonest = due end
@@ -276,20 +336,42 @@ local function schedule_compensations(K, id, A)
   return open
 end
 
+-- When compensation `a` may run: not before its step's presumed-lost attempt (if any)
+-- has run out of lease.
+local function not_before_of(K, a)
+  local step = redis.call('HGET', K.record, 'c:' .. a .. ':step')
+  if not step then return 0 end
+  return tonumber(redis.call('HGET', K.record, 's:' .. step .. ':fence_until') or '0')
+end
+
 -- Mark compensation `a` pending and, unless its step's lost attempt may still act,
--- due to be sent now (returned as "a:n" for the sender, else nil).
-local function open_compensation(K, a, now, not_before)
+-- due to be sent now: then {action, n} is added to `sends`. `not_before`: when it may
+-- run (default: see not_before_of).
+local function open_compensation(K, a, now, sends, not_before)
   local p = 'c:' .. a
+  not_before = not_before or not_before_of(K, a)
   local n = tonumber(redis.call('HGET', K.record, p .. ':n') or '0')
   if now < not_before then
     redis.call('HSET', K.record, p, 'pending', p .. ':not_before', int(not_before),
       p .. ':n', n, p .. ':sent', int(not_before))
-    return nil
+    return
   end
   n = n + 1
   redis.call('HSET', K.record, p, 'pending', p .. ':not_before', int(not_before),
     p .. ':n', n, p .. ':sent', int(now))
-  return a .. ':' .. n
+  sends[#sends + 1] = {action = a, n = n}
+end
+
+-- One at a time: when no compensation of the run is pending or running, the first
+-- waiting one (the newest step's not yet undone) is opened.
+local function open_next_compensation(K, now, sends)
+  local waiting = nil
+  for _, a in ipairs(split(redis.call('HGET', K.record, 'compensations'))) do
+    local state = redis.call('HGET', K.record, 'c:' .. a)
+    if state == 'pending' or state == 'running' then return end
+    if state == 'waiting' and not waiting then waiting = a end
+  end
+  if waiting then open_compensation(K, waiting, now, sends) end
 end
 
 -- The compensations of a run that failed or was cancelled: every step with an undo,
@@ -309,53 +391,89 @@ local function undo_steps(K, refused_step)
   return out
 end
 
--- Make the run terminal. `failure` is nil for a completed run, else
--- {type=, message=, step=, refused=} (refused: a business error of `step`).
--- `cur` = {status, created, phase} of the run before; `fields`: more fields to write;
--- `result`: a completed run's result (for its doorbell).
--- Returns the compensations started (comma-joined) and those to send now ("a:n",
--- comma-joined; the rest wait for their step's lost attempt to run out of lease).
-local function finish(K, id, status, now, failure, A, cur, fields, result)
-  set_status(K, id, cur.status, status, cur.created, false)
-  unschedule(K, id, cur.phase)
-  local args = {'status', status, 'step', '', 'phase', '', 'finished', int(now), 'updated', int(now)}
-  for _, f in ipairs(fields or {}) do args[#args + 1] = f end
-  redis.call('HSET', K.record, unpack(args))
-  local actions, send = {}, {}
-  if failure then
-    redis.call('HSET', K.record, 'failure:type', failure.type,
-      'failure:message', failure.message, 'failure:step', failure.step or '')
-    for _, entry in ipairs(undo_steps(K, failure.refused and failure.step or nil)) do
-      local step, a = entry[1], entry[2]
-      actions[#actions + 1] = a
-      local fence_until = tonumber(redis.call('HGET', K.record, 's:' .. step .. ':fence_until') or '0')
-      send[#send + 1] = open_compensation(K, a, now, fence_until)
-    end
+-- The event data of a run that failed or was cancelled, from its record.
+local function ending_data(K)
+  local o = redis.call('HMGET', K.record, 'ends_as', 'failure:type', 'failure:message',
+    'failure:step', 'cancel_reason', 'cancel_by', 'compensations')
+  local step = o[4]
+  if step == '' then step = nil end
+  if o[1] == 'cancelled' then
+    return 'cancelled', {reason = o[5], by = o[6], step = step, compensations = o[7] or ''}
   end
-  if #actions > 0 then
-    redis.call('HSET', K.record, 'compensations', table.concat(actions, ','))
-    schedule_compensations(K, id, A)
-  else
-    settle(K, status, A, result)
-  end
-  return table.concat(actions, ','), table.concat(send, ',')
+  return 'failed', {type = o[2], message = o[3], step = step, compensations = o[7] or ''}
 end
 
--- The run fails (or, if a cancel was accepted meanwhile, is cancelled). Emits the
--- run-level event and returns the reply for the sender.
-local function fail_run(K, id, now, failure, A, cur, cancel)
-  if cancel then
-    local kind = redis.call('HGET', K.record, 'cancel_error') or 'Cancelled'
-    local comps, send = finish(K, id, 'cancelled', now, {type = kind,
-      message = cancel.reason, step = failure.step, refused = failure.refused}, A, cur)
-    emit(K, 'run_cancelled', {reason = cancel.reason, by = cancel.by, step = failure.step,
-      compensations = comps})
-    return reply({v = 'cancelled', compensations = comps, send = send})
+-- A compensating run whose every undo is done becomes what it ends as (failed or
+-- cancelled), and is settled. Call after a compensation finished.
+local function finish_compensating(K, id, now, A)
+  local o = redis.call('HMGET', K.record, 'status', 'created')
+  if o[1] ~= 'compensating' then return end
+  local status, data = ending_data(K)
+  set_status(K, id, 'compensating', status, o[2], false)
+  redis.call('HSET', K.record, 'status', status, 'finished', int(now), 'updated', int(now))
+  emit(K, 'run_' .. status, data)
+  settle(K, status, A)
+end
+
+-- Make the run final, or compensating. `failure` is nil for a completed run, else
+-- {type=, message=, step=, refused=} (refused: a business error of `step`).
+-- `cur` = {status, created, phase} of the run before; `fields`: more fields to write;
+-- `result`: a completed run's result (for its doorbell); `sends`: compensations opened.
+-- Returns the compensations the run has to do (their actions, in order).
+local function finish(K, id, status, now, failure, A, cur, fields, result, sends)
+  unschedule(K, id, cur.phase)
+  local args = {'step', '', 'phase', '', 'updated', int(now)}
+  for _, f in ipairs(fields or {}) do args[#args + 1] = f end
+  redis.call('HSET', K.record, unpack(args))
+  local actions = {}
+  if failure then
+    redis.call('HSET', K.record, 'failure:type', failure.type,
+      'failure:message', failure.message, 'failure:step', failure.step or '', 'ends_as', status)
+    local concurrent = redis.call('HGET', K.record, 'undo_mode') == 'concurrent'
+    for i, entry in ipairs(undo_steps(K, failure.refused and failure.step or nil)) do
+      local step, a = entry[1], entry[2]
+      actions[#actions + 1] = a
+      redis.call('HSET', K.record, 'c:' .. a, 'waiting', 'c:' .. a .. ':step', step)
+      if concurrent or i == 1 then open_compensation(K, a, now, sends) end
+    end
   end
-  local comps, send = finish(K, id, 'failed', now, failure, A, cur)
-  emit(K, 'run_failed', {type = failure.type, message = failure.message, step = failure.step,
-    compensations = comps})
-  return reply({v = 'failed', compensations = comps, send = send})
+  if #actions == 0 then
+    set_status(K, id, cur.status, status, cur.created, false)
+    redis.call('HSET', K.record, 'status', status, 'finished', int(now))
+    settle(K, status, A, result)
+    return actions
+  end
+  set_status(K, id, cur.status, 'compensating', cur.created, false)
+  redis.call('HSET', K.record, 'status', 'compensating', 'compensations',
+    table.concat(actions, ','))
+  schedule_compensations(K, id, A)
+  return actions
+end
+
+-- The run fails (or, if a cancel was accepted meanwhile, is cancelled): final at once
+-- when there is nothing to undo, else compensating. Emits the run-level event
+-- (run_failed / run_cancelled, or run_compensating) and returns the reply for the
+-- sender: v = failed | cancelled, with `compensating`, `compensations` and `send`.
+local function fail_run(K, id, now, failure, A, cur, cancel)
+  local status = 'failed'
+  if cancel then
+    status = 'cancelled'
+    failure = {type = redis.call('HGET', K.record, 'cancel_error') or 'Cancelled',
+      message = cancel.reason, step = failure.step, refused = failure.refused}
+    redis.call('HSET', K.record, 'cancel_reason', cancel.reason or '', 'cancel_by',
+      cancel.by or '')
+  end
+  local sends = {}
+  local actions = finish(K, id, status, now, failure, A, cur, nil, nil, sends)
+  local _, data = ending_data(K)
+  if #actions > 0 then
+    data.ends_as = status
+    emit(K, 'run_compensating', data)
+  else
+    emit(K, 'run_' .. status, data)
+  end
+  return reply({v = status, compensating = #actions > 0, compensations = actions, send = sends,
+    limits = limits_of(K)})
 end
 
 -- A gate's wait ends without a decision: the run fails with the gate's timeout error.
@@ -365,7 +483,7 @@ local function time_out_gate(K, id, gate, now, deadline, source, A, cur)
     'g:' .. gate .. ':by', source, 'g:' .. gate .. ':at', int(now),
     's:' .. gate .. ':state', 'failed')
   emit(K, 'gate_timed_out', {gate = gate, source = source, late_by_us = int(now - deadline),
-    waited_us = int(now - deadline + pol.timeout_us)})
+    waited_us = int(now - deadline + us(pol.timeout))})
   return fail_run(K, id, now, {type = pol.timeout_error, message = pol.timeout_message,
     step = gate}, A, cur, nil)
 end
@@ -376,7 +494,7 @@ end
 -- same atomic step as their write.
 local function stale_fields(o, tok)
   if not o[1] then return 'run not found' end
-  if TERMINAL[o[1]] then return 'run is ' .. o[1] end
+  if ENDED[o[1]] then return 'run is ' .. o[1] end
   if o[2] ~= tok.step then return 'run moved on to step ' .. o[2] end
   if tonumber(o[4]) ~= tonumber(tok.epoch) then return 'superseded by epoch ' .. o[4] end
   if o[3] ~= 'running' then return 'step is ' .. o[3] end

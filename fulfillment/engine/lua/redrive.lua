@@ -7,8 +7,9 @@
 --   dispatch   send the run's step `step` under the new `epoch` (after countdown_us)
 --   (any of them with lost_task: the Celery task id of an attempt presumed lost, and
 --   reason)
---   compensate send the compensations in `send` ("action:n", comma-joined)
---   failed | cancelled (compensations, send): also a gate's wait past its deadline
+--   compensate send the compensations in `send` ([{action, n}])
+--   failed | cancelled (compensating, compensations, send): also a gate's wait past
+--              its deadline
 --   noop       nothing to do (not due, still on its way, or already handled)
 local K = run_keys()
 local A = cjson.decode(ARGV[1])
@@ -25,9 +26,10 @@ end
 local now = now_us()
 local cur = {status = status, created = o[14], gates = o[15], phase = phase, steps = o[16]}
 
-if TERMINAL[status] then
+if ENDED[status] then
   -- Compensations: a running one whose lease ran out is sent again; a pending one
-  -- whose message is really missing is sent again, each time after a longer wait.
+  -- whose message is really missing is sent again, each time after a longer wait. A
+  -- waiting one waits for the undo before it (undone.lua opens it).
   local send = {}
   local later = nil
   for _, a in ipairs(split(o[12])) do
@@ -39,16 +41,16 @@ if TERMINAL[status] then
     if state == 'running' and now >= tonumber(c[5]) then
       emit(K, 'compensation_lost', {action = a, claim = tonumber(c[6]),
         reason = 'no result within its lease'})
-      send[#send + 1] = open_compensation(K, a, now, 0)
+      open_compensation(K, a, now, send, 0)
     elseif state == 'pending' and n == 0 then
-      if now >= not_before then send[#send + 1] = open_compensation(K, a, now, 0) end
+      if now >= not_before then open_compensation(K, a, now, send, 0) end
     elseif state == 'pending' then
       local due = math.max(tonumber(c[3]), not_before) + A.comp_grace_us * 2 ^ (n - 1)
       local lost, again = message_lost(K, p .. ':suspect', message_id(id, a, n), due, now, A)
       if lost then
         emit(K, 'compensation_resent', {action = a, message = n + 1,
           reason = 'message ' .. message_id(id, a, n) .. ' not started'})
-        send[#send + 1] = open_compensation(K, a, now, 0)
+        open_compensation(K, a, now, send, 0)
       elseif again and (not later or again < later) then
         later = again
       end
@@ -60,7 +62,7 @@ if TERMINAL[status] then
     if current == 0 or later < current then schedule(K, id, later) end
   end
   if #send == 0 then return reply({v = 'noop', reason = 'compensations on their way'}) end
-  return reply({v = 'compensate', send = table.concat(send, ',')})
+  return reply({v = 'compensate', send = send, limits = limits_of(K)})
 end
 
 local sk = 's:' .. step .. ':'
@@ -70,7 +72,8 @@ local function dispatch(reason, countdown_us)
   emit(K, 'redriven', {step = step, epoch = epoch + 1, reason = reason,
     countdown_us = int(countdown_us)})
   return reply({v = 'dispatch', step = step, epoch = epoch + 1, reason = reason,
-    countdown_us = int(countdown_us), summary = o[13], steps = o[16], lost_task = lost_task})
+    countdown_us = int(countdown_us), summary = o[13], steps = o[16], lost_task = lost_task,
+    limits = limits_of(K)})
 end
 local function with_lost(out, why)
   local r = cjson.decode(out)
@@ -104,7 +107,7 @@ if phase == 'running' then
       A, cur, {reason = o[10], by = o[17]}), why)
   end
   local pol = policy(K, step)
-  if pol.max_attempts > 0 and attempt >= pol.max_attempts then
+  if pol.maximum_attempts > 0 and attempt >= pol.maximum_attempts then
     redis.call('HSET', K.record, sk .. 'state', 'failed')
     return with_lost(fail_run(K, id, now, {type = 'AttemptLost',
       message = why .. ' (gave up after ' .. attempt .. ' attempts)', step = step}, A, cur, nil),
@@ -116,7 +119,7 @@ if phase == 'running' then
     return dispatch(why, 0)
   end
   -- The step keeps losing its worker (a poison step?): back off as for a failure.
-  local delay = math.min(pol.initial_us * pol.coefficient ^ (attempt - 1), pol.maximum_us)
+  local delay = backoff(pol, attempt)
   redis.call('HSET', K.record, 'epoch', epoch + 1, 'phase', 'retry_wait',
     'next_at', int(now + delay), sk .. 'state', 'retrying')
   schedule(K, id, now + delay + A.grace_us)

@@ -2,8 +2,8 @@
 -- reset), under a new epoch. An earlier step is kept only while its effect is still in
 -- place: a step that did not complete, or whose effect was undone (its compensation
 -- ran), runs again, so it starts from the first such step if that comes earlier. A
--- step that runs again gets a new round: its idempotency key changes, so a refunded
--- payment is charged again. The run must be settled (no compensation pending).
+-- step that runs again gets a new round: its idempotency key changes, so an effect that
+-- was undone is made anew. The run must be settled (no compensation pending).
 -- A: id, step (where to resume), by + common settings.
 -- Replies v = dispatch (step, epoch, steps, summary) | noop (reason) | missing.
 local K = run_keys()
@@ -13,6 +13,9 @@ local o = redis.call('HMGET', K.record, 'status', 'epoch', 'steps', 'summary', '
   'created', 'gates')
 local status, epoch = o[1], tonumber(o[2])
 if not status then return reply({v = 'missing'}) end
+if status == 'compensating' then
+  return reply({v = 'noop', reason = 'it is still undoing its effects (compensating)'})
+end
 if status ~= 'failed' and status ~= 'cancelled' then
   return reply({v = 'noop', reason = 'it is ' .. status ..
     ' (only a failed or cancelled one can resume)'})
@@ -20,7 +23,7 @@ end
 local comps = {}
 for _, a in ipairs(split(o[5])) do
   local state = redis.call('HGET', K.record, 'c:' .. a)
-  if state == 'pending' or state == 'running' then
+  if state == 'pending' or state == 'running' or state == 'waiting' then
     return reply({v = 'noop', reason = 'its compensation ' .. a .. ' has not finished'})
   end
   comps[a] = true
@@ -67,10 +70,10 @@ end
 fields[#fields + 1] = 'compensations'
 fields[#fields + 1] = table.concat(left, ',')
 redis.call('HDEL', K.record, 'failure:type', 'failure:message', 'failure:step', 'finished',
-  'result', 'cancel_requested', 'cancel_reason', 'cancel_by')
+  'result', 'cancel_requested', 'cancel_reason', 'cancel_by', 'ends_as')
 set_status(K, id, status, 'running', o[6], false)
 unsettle(K, A)
 queue_step(K, id, steps[start], epoch + 1, now, A, {phase = ''}, fields)
 emit(K, 'run_resumed', {step = steps[start], requested = A.step, epoch = epoch + 1, by = A.by})
 return reply({v = 'dispatch', step = steps[start], epoch = epoch + 1, steps = o[3],
-  summary = o[4]})
+  summary = o[4], limits = limits_of(K)})

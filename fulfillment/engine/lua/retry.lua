@@ -2,7 +2,7 @@
 -- (the step's policy in the run's plan decides the delay and the attempts allowed).
 -- A: id, step, epoch, attempt, error_type, error, grace_us + common settings.
 -- Replies v = retry (next_at, delay_us), failed (attempts exhausted) | cancelled
---   (compensations, send), stale.
+--   (compensating, compensations, send), stale.
 local K = run_keys()
 local A = cjson.decode(ARGV[1])
 local id = A.id
@@ -15,7 +15,7 @@ local why = stale_fields(o, A)
 if why then return discard(K, A, why, o[1] ~= nil) end
 
 local now = now_us()
-local pol = cjson.decode(o[10])
+local pol = decode_policy(o[10])
 local err = A.error_type .. ': ' .. A.error
 local event = {step = A.step, attempt = A.attempt, error_type = A.error_type, error = A.error,
   duration_us = int(now - tonumber(o[6])), retryable = true}
@@ -26,7 +26,7 @@ if o[7] == '1' then
   return fail_run(K, id, now, {type = A.error_type, message = A.error, step = A.step}, A, cur,
     {reason = o[8], by = o[12]})
 end
-if pol.max_attempts > 0 and A.attempt >= pol.max_attempts then
+if pol.maximum_attempts > 0 and A.attempt >= pol.maximum_attempts then
   redis.call('HSET', K.record, sk .. 'state', 'failed', sk .. 'error', err)
   event.exhausted = true
   emit(K, 'attempt_failed', event)
@@ -35,7 +35,7 @@ if pol.max_attempts > 0 and A.attempt >= pol.max_attempts then
     nil)
 end
 
-local delay = math.min(pol.initial_us * pol.coefficient ^ (A.attempt - 1), pol.maximum_us)
+local delay = backoff(pol, A.attempt)
 local next_at = now + delay
 redis.call('HSET', K.record, 'phase', 'retry_wait', 'next_at', int(next_at),
   sk .. 'state', 'retrying', sk .. 'error', err, 'updated', int(now))

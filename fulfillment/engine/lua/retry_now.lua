@@ -9,7 +9,7 @@ local id = A.id
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'steps', 'summary')
 local status, step, phase, epoch = o[1], o[2], o[3], tonumber(o[4])
 if not status then return reply({v = 'missing'}) end
-if TERMINAL[status] then return reply({v = 'finished', status = status}) end
+if ENDED[status] then return reply({v = 'finished', status = status}) end
 if phase ~= 'retry_wait' then
   return reply({v = 'noop', reason = 'no step waits for a retry (step ' .. tostring(step) ..
     ' is ' .. tostring(phase) .. ')'})
@@ -17,4 +17,5 @@ end
 local now = now_us()
 queue_step(K, id, step, epoch + 1, now, A, {phase = phase}, {'s:' .. step .. ':state', 'queued'})
 emit(K, 'retried_now', {step = step, epoch = epoch + 1, by = A.by})
-return reply({v = 'dispatch', step = step, epoch = epoch + 1, steps = o[5], summary = o[6]})
+return reply({v = 'dispatch', step = step, epoch = epoch + 1, steps = o[5], summary = o[6],
+  limits = limits_of(K)})
