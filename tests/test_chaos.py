@@ -10,8 +10,9 @@ workers and Redis, duplicated queue messages and forged task messages.
 
 Then, for every order: it settled; completed => exactly one charge, one
 reservation, one shipment and no undo; failed or cancelled => every effect
-undone; stock conserved per item; no completed step re-ran; the queue drained;
-and the outcome is the one its kind (and an accepted cancel) calls for.
+undone, in reverse order, one undo at a time; stock conserved per item; no
+completed step re-ran; the queue drained; and the outcome is the one its kind
+(and an accepted cancel) calls for.
 
 It runs twice: with Redis as the broker, and with RabbitMQ as the broker (Redis
 stays the order store). The RabbitMQ run adds the broker's own faults: its
@@ -22,6 +23,7 @@ and restarted from its data. That broker is a node of the test's own
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import threading
@@ -332,6 +334,7 @@ def check(d: Deployment, run: Run, stock_before: dict[str, int]) -> list[str]:
             for line in run.docs[oid]["items"]:
                 completed_units[line["itemName"]] += line["quantity"]
         events = d.client.history(oid)
+        violations += undo_order_violations(oid, [c.action for c in view.compensations], events)
         for step in ("payment", "inventory", "delivery"):
             types = [e.type for e in events if e.data.get("step") == step]
             if "attempt_succeeded" in types:
@@ -346,6 +349,29 @@ def check(d: Deployment, run: Run, stock_before: dict[str, int]) -> list[str]:
                 f"but completed orders took {completed_units.get(item, 0)}"
             )
     return violations
+
+
+UNDO_ORDER = ("cancel_shipment", "release_inventory", "refund_payment")  # the last step's first
+
+
+def undo_order_violations(oid: str, undos: list[str], events: list[Any]) -> list[str]:
+    """The order's undos ran in reverse order of its steps, each only once the one before
+    it was done."""
+    out = []
+    if undos != [a for a in UNDO_ORDER if a in undos]:
+        out.append(f"{oid}: undos listed out of order: {undos}")
+
+    def first(kind: str, action: str) -> int | None:
+        found = (
+            i for i, e in enumerate(events) if e.type == kind and e.data.get("action") == action
+        )
+        return next(found, None)
+
+    for before, after in itertools.pairwise(undos):
+        done, started = first("compensated", before), first("compensation_started", after)
+        if started is not None and (done is None or started < done):
+            out.append(f"{oid}: undo {after} started before {before} was done")
+    return out
 
 
 def _counter(effect: str) -> str:
