@@ -299,6 +299,59 @@ def generate(
         click.echo("final: " + ", ".join(f"{n} {s}" for s, n in sorted(outcomes.items())))
 
 
+# --- dead letters ----------------------------------------------------------------------------
+
+
+def _dead_letters():
+    from .engine.deadletter import DeadLetters
+
+    client = _client()
+    return DeadLetters(client.store.client, client.settings.dead_letter_limit)
+
+
+@main.group(name="dead-letters", invoke_without_command=True)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
+@click.pass_context
+def dead_letters(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Messages the workers refused (malformed, an unknown task, bad arguments), newest first.
+
+    A refused message was acknowledged, so it never comes back; it is kept here (at
+    most FULFILLMENT_DEAD_LETTER_LIMIT of them) to be looked at and dropped.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from .render import dead_letter_table
+
+    letters = _dead_letters().list(limit)
+    if as_json:
+        _json([letter.as_json() for letter in letters])
+    else:
+        _out().print(dead_letter_table(letters))
+
+
+@dead_letters.command("show")
+@click.argument("letter_id")
+def dead_letters_show(letter_id: str) -> None:
+    """One dead letter, with the payload that was refused (as JSON)."""
+    letter = _dead_letters().get(letter_id)
+    if letter is None:
+        raise click.ClickException(f"no dead letter {letter_id!r}")
+    _json(letter.as_json())
+
+
+@dead_letters.command("drop")
+@click.argument("letter_ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Drop every dead letter.")
+def dead_letters_drop(letter_ids: tuple[str, ...], everything: bool) -> None:
+    """Drop dead letters by id, or all of them."""
+    if everything == bool(letter_ids):
+        raise click.UsageError("give dead letter ids, or --all (not both)")
+    store = _dead_letters()
+    dropped = store.drop_all() if everything else store.drop(*letter_ids)
+    click.echo(f"dropped {dropped} dead letter(s)")
+
+
 # --- faults and inventory -------------------------------------------------------------------
 
 

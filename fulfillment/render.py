@@ -10,6 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .engine.deadletter import DeadLetter
 from .engine.views import ClaimView
 from .state import HistoryEvent, OrderStatus, OrderView
 from .timeline import AttemptView, Timeline
@@ -281,6 +282,18 @@ def _undo_outcome(claim: ClaimView) -> Text:
     if claim.retry_in_ms is not None:
         text.append(f" → again in {duration(claim.retry_in_ms)}", style="yellow")
     return text
+
+
+def dead_letter_table(letters: list[DeadLetter]) -> Table:
+    """``fulfillment dead-letters``."""
+    table = Table(expand=False, title=f"{len(letters)} dead letter(s), newest first",
+                  title_justify="left")  # fmt: skip
+    for column in ("id", "refused at (UTC)", "reason", "task", "task id", "queue", "worker"):
+        table.add_column(column, overflow="fold", no_wrap=column == "id")
+    for letter in letters:
+        table.add_row(letter.id, stamp(letter.at), letter.reason, letter.task or "-",
+                      letter.task_id or "-", letter.queue or "-", letter.worker or "-")  # fmt: skip
+    return table
 
 
 def order_table(views: list[OrderView]) -> Table:

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from fulfillment.client import FulfillmentClient
+from fulfillment.engine.deadletter import DEAD_LETTERS
 from fulfillment.engine.embedded import free_port
 from fulfillment.settings import load_settings
 
@@ -43,7 +44,9 @@ def test_pickled_message_is_refused_and_never_executed(deploy, tmp_path, oid) ->
     )
     raw = d.redis.lindex(d.settings.queue, 0)
     assert raw is None or "application/x-python-serialize" in raw  # or already taken
-    wait_until(lambda: "ContentDisallowed" in worker.log.read_text(), 20, "the refusal in the log")
+    refusal = "application/x-python-serialize' is not JSON"
+    wait_until(lambda: refusal in worker.log.read_text(), 20, "the refusal in the log")
+    assert d.redis.xlen(DEAD_LETTERS) == 1, "kept as a dead letter, never loaded"
     wait_until(lambda: d.redis.llen(d.settings.queue) == 0, 10, "the message to leave the queue")
     assert not marker.exists(), "the pickle was never loaded"
     assert worker.alive()

@@ -27,6 +27,11 @@ Why each (the Celery and kombu facts behind them are in ``docs/celery-facts.md``
 * ``broker_transport``: kombu's Redis transport, except that a channel reuses one
   redis-py client instead of building one per command, and holds messages for the
   outbox (:mod:`fulfillment.engine.transport`).
+* ``worker_consumer``: Celery's consumer, checking every message before Celery acts on
+  it (:mod:`fulfillment.engine.consumer`): one that would raise in Celery's strategy
+  (a body that is not ``[args, kwargs, embed]``, time limits that are not numbers),
+  an unknown task or bad arguments for an engine task is refused with one line and
+  kept as a dead letter, instead of killing the worker and every worker after it.
 * Reconnect forever (``broker_connection_max_retries = None``) and retry
   publishing, so a Redis restart pauses the workers instead of killing them.
 * RabbitMQ as broker (``FULFILLMENT_BROKER_URL=amqp://...``): publisher confirms
@@ -128,6 +133,8 @@ def _build(settings: EngineSettings, broker_url: str) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": settings.task_sent_events,
         "worker_enable_remote_control": True,
+        # --- a worker never dies of a message (intake.py, consumer.py) ----------------------
+        "worker_consumer": "fulfillment.engine.consumer:Consumer",
         # --- misc --------------------------------------------------------------------------
         "enable_utc": True,
         "timezone": "UTC",

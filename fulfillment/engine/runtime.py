@@ -23,6 +23,7 @@ from . import tracing
 from .connection import client_for, resolve_broker_url, resolve_redis_url
 from .definition import Gate, Step, Workflow
 from .errors import ConfigError, InvalidArgument
+from .intake import TaskShape
 from .keys import KeySpace
 from .policy import StepPolicy
 from .scripts import Scripts, engine_scripts
@@ -106,6 +107,10 @@ class Engine:
         ours = transport_for(url)
         return url == self.url and ours is not None and self.app.conf.broker_transport == ours
 
+    def task_shapes(self) -> dict[str, TaskShape]:
+        """Every task the registered workflows generated, and the arguments it takes."""
+        return {name: shape for rt in self.workflows.values() for name, shape in rt.shapes.items()}
+
     @property
     def queues(self) -> list[str]:
         """The broker's lists of every registered workflow's queue (``global_keyprefix``)."""
@@ -145,6 +150,8 @@ class WorkflowRuntime:
         self.sender = Sender(self)
         self._policies = {s.name: self.resolve(s) for s in workflow.activities}
         self._tasks: dict[str, str] = {}
+        #: every generated task and the arguments it takes (what a worker accepts)
+        self.shapes: dict[str, TaskShape] = {}
 
     def resolve(self, step: Step, run: Mapping[str, Any] | None = None) -> StepPolicy:
         """``step``'s policy: every layer merged (``run``: the run's own options, last)."""
@@ -250,8 +257,11 @@ class WorkflowRuntime:
                           start_time_ns=began_us * 1000) as current:  # fmt: skip
             tracing.set_outcome(current, outcome)
 
-    def task_registered(self, task_name: str, step: str) -> None:
-        self._tasks[task_name] = step
+    def task_registered(self, task_name: str, step: str | None, shape: TaskShape) -> None:
+        """``task_name`` runs ``step`` (None: not a step's own task) and takes ``shape``."""
+        if step is not None:
+            self._tasks[task_name] = step
+        self.shapes[task_name] = shape
 
     def step_of_task(self, task_name: str) -> str | None:
         return self._tasks.get(task_name)

@@ -79,6 +79,11 @@ class EngineSettings(BaseSettings):
     compensation_grace: float = Field(default=5.0, gt=0)
     retention: float = Field(default=7 * 24 * 3600.0, gt=0)
 
+    # --- refused messages -------------------------------------------------------------
+    dead_letter_limit: int = Field(
+        default=1000, ge=1, description="Refused messages kept (the oldest go first)."
+    )
+
     # --- monitoring ----------------------------------------------------------------
     task_sent_events: bool = Field(
         default=False, description="Also send task-sent events (Flower's 'sent' time)."

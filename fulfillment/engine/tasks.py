@@ -239,7 +239,7 @@ def _register_step(rt: WorkflowRuntime, step: Step) -> None:
         soft_time_limit=policy.time_limit,
         time_limit=policy.time_limit + rt.settings.hard_time_limit_slack,
     )(body)
-    rt.task_registered(name, step.name)
+    rt.task_registered(name, step.name, "step")
 
 
 # --- gates -------------------------------------------------------------------------------
@@ -276,7 +276,8 @@ def _register_gate(rt: WorkflowRuntime, gate: Gate) -> None:
     ):
         func.__name__ = func.__qualname__ = name.rsplit(".", 1)[-1]
         app.task(name=name, bind=True, shared=False, base=EngineTask)(func)
-    rt.task_registered(rt.workflow.task_name(gate), gate.name)
+    rt.task_registered(rt.workflow.task_name(gate), gate.name, "step")
+    rt.task_registered(rt.workflow.timeout_task_name(gate), None, "step")
 
 
 # --- compensations -------------------------------------------------------------------------
@@ -345,6 +346,7 @@ def _register_undo(rt: WorkflowRuntime, step: Step, undo: Undo) -> None:
         soft_time_limit=policy.time_limit,
         time_limit=policy.time_limit + rt.settings.hard_time_limit_slack,
     )(body)
+    rt.task_registered(rt.workflow.task_name(undo), None, "undo")
 
 
 def register_tasks(rt: WorkflowRuntime) -> None:

@@ -21,13 +21,21 @@ last command changes hands. Everything kombu's ``_put`` would do is held: the
 be held (a publish batch) raises :class:`OutboxError` instead of slipping out
 at once; a fanout message (an event) is held as a ``PUBLISH``.
 
+They also refuse a payload kombu's consumer loop would die of (not JSON, empty, a JSON
+array, a body that is not base64, no delivery tag: see
+:func:`~fulfillment.engine.intake.envelope_problem`): it is handed to the refusal
+handler (:func:`on_refused`; the engine's worker keeps it as a dead letter) and
+dropped, instead of raising out of the event loop and killing the worker, whose
+restart would pop the next such message in turn.
+
 ``celeryconfig.build`` selects them by the broker URL's scheme
 (:func:`transport_for`); any other scheme keeps kombu's own transport.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -35,7 +43,29 @@ from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport.virtual import Empty
+from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
+
+from .intake import envelope_problem
+
+log = logging.getLogger(__name__)
+
+#: what to do with a payload the channels refuse: (reason, raw payload, queue)
+RefusalHandler = Callable[[str, "bytes | str", str], None]
+
+
+def _log_refusal(reason: str, raw: bytes | str, queue: str) -> None:
+    log.warning("refused a payload from queue %s: %s", queue, reason)
+
+
+_on_refused: RefusalHandler = _log_refusal
+
+
+def on_refused(handler: RefusalHandler | None) -> None:
+    """Set what the Redis channels do with a payload they refuse (None: log it only)."""
+    global _on_refused
+    _on_refused = handler or _log_refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +106,7 @@ class _ReusedClientAndOutbox:
     """Mixin for kombu's Redis channels: reuse the synchronous client; honour :func:`outbox`."""
 
     _reused_client: Any = None
+    _in_poll: Any
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
@@ -103,6 +134,33 @@ class _ReusedClientAndOutbox:
                 return client  # only a redis-py client is known to be safe to share
             self._reused_client = client
         return client
+
+    def _brpop_read(self, **options: Any) -> bool:
+        """kombu's read of a ``BRPOP`` reply, with the payload checked before delivery."""
+        client = self.client  # type: ignore[attr-defined]
+        try:
+            try:
+                reply = client.parse_response(client.connection, "BRPOP", **options)
+            except self.connection_errors:  # type: ignore[attr-defined]
+                client.connection.disconnect()  # the next poll reconnects
+                raise
+            if not reply:
+                raise Empty()
+            dest, item = reply
+            queue = bytes_to_str(dest).rsplit(self.sep, 1)[0]  # type: ignore[attr-defined]
+            self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
+            payload, problem = envelope_problem(item)
+            if problem is not None:
+                try:
+                    _on_refused(problem, item, queue)
+                except Exception:  # the refusal itself must not stop the worker
+                    log.warning("refused a payload from queue %s: %s", queue, problem)
+                return True
+            self.connection._deliver(payload, queue)  # type: ignore[attr-defined]
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()  # type: ignore[attr-defined]
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         held = _holding.get()

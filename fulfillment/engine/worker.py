@@ -33,6 +33,7 @@ from celery import bootsteps
 from celery.signals import task_postrun, task_prerun, worker_shutdown
 
 from .config import is_amqp
+from .consumer import keep_refused_payloads
 from .identity import set_worker_id, worker_id
 from .keys import WATCHDOG_LOCK, WORKERS, held_set
 from .runtime import Engine, WorkflowRuntime
@@ -234,6 +235,7 @@ class WatchdogStep(bootsteps.StartStopStep):
         # billiard installs this module attribute as each pool process's handler
         billiard.pool.soft_timeout_sighandler = _soft_timeout_if_running
         Engine.of(worker.app).check_overrides()
+        keep_refused_payloads(Engine.of(worker.app))
         self.watchdog: Watchdog | None = None
         super().__init__(worker, **kwargs)
 
