@@ -23,10 +23,17 @@ from .support import answers, wait_until
 class OwnServer:
     """One valkey-server process with its data directory and port."""
 
-    def __init__(self, data_dir: Path, fsync: str = "everysec", port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        fsync: str = "everysec",
+        port: int | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = data_dir
         self.fsync = fsync
         self.port = port or free_port()
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         data_dir.mkdir(parents=True, exist_ok=True)
 
@@ -39,7 +46,7 @@ class OwnServer:
             str(get_binary_path()),
             "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
             "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "",
-            "--databases", "4", "--logfile", "valkey.log",
+            "--databases", "4", "--logfile", "valkey.log", *self.extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         probe = redis.Redis(port=self.port, socket_connect_timeout=0.5)

@@ -39,12 +39,45 @@ def resolve_broker_url(settings: EngineSettings) -> str:
     return settings.broker_url or resolve_redis_url(settings)
 
 
+#: error codes of a server that refuses a command for now, and will take it again:
+#: out of memory (maxmemory + noeviction), a failed snapshot (stop-writes-on-bgsave-error),
+#: a replica (a failover demoted it), a script running too long, a dataset loading, a
+#: cluster without quorum or migrating a slot
+REFUSALS = ("OOM", "MISCONF", "READONLY", "BUSY", "LOADING", "NOREPLICAS", "MASTERDOWN",
+            "CLUSTERDOWN", "TRYAGAIN")  # fmt: skip
+
+
+def refuses_for_now(error: BaseException) -> bool:
+    """Is ``error`` a server refusing a command for now (an outage to ride out), not a
+    refusal that will stand (a wrong command, a script error, a wrong password)?"""
+    if isinstance(error, redis.BusyLoadingError | redis.exceptions.OutOfMemoryError):
+        return True
+    if isinstance(error, redis.exceptions.ReadOnlyError | redis.exceptions.ClusterDownError):
+        return True
+    if not isinstance(error, redis.ResponseError):
+        return False
+    code = getattr(error, "status_code", None)
+    if not code:
+        # a pipeline's error reads "Command # 1 (ZREM ...) of pipeline caused error: MISCONF ..."
+        text = str(error).rsplit("caused error: ", 1)[-1]
+        code = text.split(" ", 1)[0]
+    return code in REFUSALS
+
+
+def unavailable(error: BaseException) -> bool:
+    """Is ``error`` Redis being out of reach or refusing commands for now (either heals)?"""
+    if isinstance(error, AuthenticationError | AuthorizationError):
+        return False
+    return isinstance(error, redis.ConnectionError | redis.TimeoutError) or refuses_for_now(error)
+
+
 class _Retry(Retry):
-    """Retry lost connections, but never a refused password: that will not heal."""
+    """Retry lost connections and refusals that heal (:func:`refuses_for_now`), but never
+    a refused password or a command the server will refuse again."""
 
     def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
         def retryable(error: Exception) -> bool:
-            if isinstance(error, AuthenticationError | AuthorizationError):
+            if not unavailable(error):
                 return False
             return is_retryable(error) if is_retryable else True
 
@@ -58,7 +91,8 @@ def _options() -> dict[str, Any]:
         "socket_connect_timeout": 2,
         "health_check_interval": 30,
         "retry": _Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20),
-        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        # ResponseError: only those that heal are retried (_Retry)
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError, redis.ResponseError],
     }
 
 
@@ -97,9 +131,11 @@ def redis_client(url: str, sentinel_master: str = "mymaster") -> redis.Redis:
     ``sentinel://`` URL asks the sentinels for the current master of
     ``sentinel_master`` and follows it when it fails over.
 
-    Commands are retried for about 15 s on connection errors, so a Redis restart
-    pauses callers instead of failing them. Every transition script is a
-    compare-and-set, so running one twice is safe.
+    Commands are retried for about 15 s on connection errors and on refusals that heal
+    (:func:`refuses_for_now`: out of memory, a failed snapshot, a demoted master, a busy
+    script), so a Redis restart or a short outage pauses callers instead of failing
+    them. Every transition script is a compare-and-set, so running one twice is safe;
+    a refused command did not run.
     """
     if url.startswith("sentinel://"):
         sentinels, password, db = parse_sentinel_url(url)

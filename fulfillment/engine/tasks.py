@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 import redis
 from celery import Task
-from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from . import tracing
@@ -42,17 +42,41 @@ log = logging.getLogger(__name__)
 
 
 class EngineTask(Task):
-    """Base of every generated task: late acks, no result, JSON arguments."""
+    """Base of every generated task: late acks, no result, JSON arguments.
+
+    Redis out of reach, or refusing writes for now, before the attempt began (after the
+    client's own retries): the message is sent again a second later (Celery's
+    autoretry), or, if that send fails too, handed back to the broker: never dropped.
+    Any other Redis error (a script that fails) is not retried by the task: the run's
+    watchdog re-drives it with backoff.
+    """
 
     acks_late = True
     ignore_result = True
     typing = False
     max_retries = None
     default_retry_delay = 1
-    # Redis unreachable before the attempt began: send the message again
-    autoretry_for = (redis.RedisError, OSError)
+    autoretry_for = (
+        redis.ConnectionError,
+        redis.TimeoutError,
+        redis.exceptions.OutOfMemoryError,
+        redis.exceptions.ReadOnlyError,
+        OSError,
+    )
     # a business refusal is part of normal operation: no ERROR with a traceback
     throws = (NonRetryableError,)
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's retry; a message whose re-send fails goes back to the broker
+        (``Reject(requeue=True)``) instead of being dropped (Celery rejects it for good)."""
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as exc:
+            if exc.requeue:
+                raise
+            log.warning("%s[%s]: could not send it again (%s); handing it back to the broker",
+                        self.name, self.request.id, exc.reason)  # fmt: skip
+            raise Reject(exc.reason, requeue=True) from None
 
 
 def describe(exc: BaseException) -> tuple[str, str]:

@@ -28,6 +28,15 @@ handler (:func:`on_refused`; the engine's worker keeps it as a dead letter) and
 dropped, instead of raising out of the event loop and killing the worker, whose
 restart would pop the next such message in turn.
 
+And they ride out a Redis that refuses writes for a while (out of memory, a failed
+snapshot, a demoted master, a busy script: :func:`~fulfillment.engine.connection.refuses_for_now`).
+kombu's Redis consumer treats such a refusal as unrecoverable (its ``ZADD
+unacked_index`` after a message was popped raises ``OutOfMemoryError`` out of the
+event loop and the worker exits; a refused ``BRPOP`` does the same). Here the
+bookkeeping of a delivered message, an ack, a reject and a restore are tried again
+with a growing delay for up to ``RIDE_OUT`` seconds (a popped message is held, never
+dropped), and a refused ``BRPOP`` waits and polls again; one WARNING line says so.
+
 ``celeryconfig.build`` selects them by the broker URL's scheme
 (:func:`transport_for`); any other scheme keeps kombu's own transport.
 """
@@ -35,6 +44,7 @@ restart would pop the next such message in turn.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -43,10 +53,12 @@ from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual as kombu_virtual
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
 
+from .connection import refuses_for_now
 from .intake import envelope_problem
 
 log = logging.getLogger(__name__)
@@ -66,6 +78,78 @@ def on_refused(handler: RefusalHandler | None) -> None:
     """Set what the Redis channels do with a payload they refuse (None: log it only)."""
     global _on_refused
     _on_refused = handler or _log_refusal
+
+
+#: seconds a refused bookkeeping write is tried again before the worker goes on without it
+RIDE_OUT = 30.0
+
+
+def ride_out(what: str, call: Callable[[], Any], fallback: Callable[[], Any] | None = None) -> Any:
+    """``call()``, tried again with a growing delay while Redis refuses it for now.
+
+    After ``RIDE_OUT`` seconds of refusals, ``fallback()`` (or the refusal is raised).
+    One WARNING line when the refusals begin, one when they end.
+    """
+    delay, deadline, warned = 0.05, time.monotonic() + RIDE_OUT, False
+    while True:
+        try:
+            out = call()
+        except redis.ResponseError as exc:
+            if not refuses_for_now(exc):
+                raise
+            if time.monotonic() >= deadline:
+                log.warning("Redis still refuses %s after %gs (%s); going on without it",
+                            what, RIDE_OUT, exc)  # fmt: skip
+                if fallback is None:
+                    raise
+                return fallback()
+            if not warned:
+                log.warning("Redis refuses %s for now (%s); trying again", what, exc)
+                warned = True
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            continue
+        if warned:
+            log.warning("Redis takes %s again", what)
+        return out
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's Redis acknowledgement emulation, riding out a Redis that refuses writes."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        ride_out(
+            "the bookkeeping of a delivered message",
+            lambda: super(QoS, self).append(message, delivery_tag),
+            # held in memory only: acked as usual; lost only if this worker dies too
+            lambda: kombu_virtual.QoS.append(self, message, delivery_tag),
+        )
+
+    def ack(self, delivery_tag: str) -> None:
+        ride_out(
+            "an acknowledgement",
+            lambda: super(QoS, self).ack(delivery_tag),
+            lambda: kombu_virtual.QoS.ack(self, delivery_tag),
+        )
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        ride_out(
+            "a rejected message",
+            lambda: super(QoS, self).reject(delivery_tag, requeue),
+            lambda: kombu_virtual.QoS.ack(self, delivery_tag),
+        )
+
+    def restore_unacked(self, client: Any = None) -> None:
+        restore = super().restore_unacked
+        ride_out("the restore of unacknowledged messages", lambda: restore(client), _nothing)
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        restore = super().restore_visible
+        ride_out("the restore of timed-out messages", lambda: restore(*args, **kwargs), _nothing)
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +187,13 @@ _TRANSPORTS = {
 
 
 class _ReusedClientAndOutbox:
-    """Mixin for kombu's Redis channels: reuse the synchronous client; honour :func:`outbox`."""
+    """Mixin for kombu's Redis channels: reuse the synchronous client; honour :func:`outbox`;
+    refuse payloads that would kill the worker; ride out refused writes."""
 
+    QoS = QoS
     _reused_client: Any = None
+    _refused_since: float | None = None
+    _refused_delay = 0.05
     _in_poll: Any
 
     def _create_client(self, asynchronous: bool = False) -> Any:
@@ -144,6 +232,15 @@ class _ReusedClientAndOutbox:
             except self.connection_errors:  # type: ignore[attr-defined]
                 client.connection.disconnect()  # the next poll reconnects
                 raise
+            except redis.ResponseError as exc:
+                if not refuses_for_now(exc):
+                    raise
+                self._wait_while_refused(exc)
+                raise Empty() from None
+            if self._refused_since is not None:
+                log.warning("Redis takes BRPOP again after %.1fs",
+                            time.monotonic() - self._refused_since)  # fmt: skip
+                self._refused_since, self._refused_delay = None, 0.05
             if not reply:
                 raise Empty()
             dest, item = reply
@@ -161,6 +258,27 @@ class _ReusedClientAndOutbox:
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()  # type: ignore[attr-defined]
+
+    def maybe_refresh_binding_expiry(self) -> None:
+        """kombu's refresh of expiring queues' bindings, which logs a traceback for every
+        refusal; a refusal that heals is one line instead, and the next refresh tries again."""
+        try:
+            super().maybe_refresh_binding_expiry()  # type: ignore[misc]
+        except redis.ResponseError as exc:
+            if not refuses_for_now(exc):
+                raise
+            if self._refused_since is None:
+                log.warning("Redis refuses the bindings' refresh for now (%s)", exc)
+
+    def _wait_while_refused(self, exc: Exception) -> None:
+        """BRPOP was refused (nothing was popped): wait a little longer each time, then poll
+        again. The wait blocks this worker's event loop, which has nothing to do meanwhile
+        (every write to Redis is refused too)."""
+        if self._refused_since is None:
+            self._refused_since = time.monotonic()
+            log.warning("Redis refuses BRPOP for now (%s); polling again", exc)
+        time.sleep(self._refused_delay)
+        self._refused_delay = min(self._refused_delay * 2, 1.0)
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         held = _holding.get()
