@@ -2,9 +2,10 @@
 
 Workers connect to Redis through it; the test reaches Redis directly. ``reset()``
 aborts every open connection with a TCP RST (as a dropped NAT entry or a
-restarted load balancer would); ``stall(seconds)`` stops forwarding in both
-directions for a while (a congested or partitioned network), leaving the
-connections open.
+restarted load balancer would); ``drop_clients()`` aborts only the clients' ends
+and leaves the server's open and silent (a half-open connection);
+``stall(seconds)`` stops forwarding in both directions for a while (a congested
+or partitioned network), leaving the connections open.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Proxy:
         self.port = free_port()
         self._listener = socket.create_server((host, self.port))
         self._pairs: set[tuple[socket.socket, socket.socket]] = set()
+        self._held: set[socket.socket] = set()  # upstream ends kept open by drop_clients()
         self._lock = threading.Lock()
         self._stalled_until = 0.0
         self._closing = threading.Event()
@@ -76,8 +78,10 @@ class Proxy:
         finally:
             with self._lock:
                 self._pairs.discard(pair)
+                keep = self._held
             for sock in pair:
-                _abort(sock)
+                if sock not in keep:
+                    _abort(sock)
 
     def reset(self) -> int:
         """Abort every open connection (RST); returns how many."""
@@ -89,6 +93,18 @@ class Proxy:
                 _abort(sock)
         return len(pairs)
 
+    def drop_clients(self) -> int:
+        """A half-open cut: abort the clients' ends (they see a reset and reconnect) while
+        the upstream ends stay open and silent, as after a client's network blip; the
+        server notices only when its heartbeat times out. Returns how many."""
+        with self._lock:
+            pairs = list(self._pairs)
+            self._pairs.clear()
+            self._held |= {server for _, server in pairs}
+        for client, _ in pairs:
+            _abort(client)
+        return len(pairs)
+
     def stall(self, seconds: float) -> None:
         """Forward nothing, either way, for ``seconds`` (connections stay open)."""
         self._stalled_until = time.monotonic() + seconds
@@ -98,6 +114,10 @@ class Proxy:
         self._thread.join(5)
         self._listener.close()
         self.reset()
+        with self._lock:
+            held, self._held = self._held, set()
+        for sock in held:
+            _abort(sock)
 
 
 def _abort(sock: socket.socket) -> None:

@@ -118,6 +118,34 @@ def test_broker_connections_cut_mid_run(deploy, vhost: str, oid: str) -> None:  
         proxy.close()
 
 
+def test_a_half_open_broker_connection_is_ridden_out(deploy, vhost: str, oid: str) -> None:  # type: ignore[no-untyped-def]
+    # The worker's end of every broker connection is cut while the broker's stays open and
+    # silent: the broker still holds the old connection (its exclusive queues, its
+    # unacknowledged messages) while the worker reconnects. It used to exit with
+    # RESOURCE_LOCKED on its mailbox (celery#1963).
+    proxy = Proxy(PORT).start()
+    try:
+        d = deploy(FULFILLMENT_BROKER_URL=amqp(vhost, proxy.port),
+                   FULFILLMENT_SERVICE_LATENCY="0.05", FULFILLMENT_BROKER_HEARTBEAT="2",
+                   FULFILLMENT_QUEUE=f"fulfillment-{uuid.uuid4().hex[:8]}")  # fmt: skip
+        worker = d.start_worker(concurrency=2)
+        ids = [f"{oid}-{i}" for i in range(20)]
+        for order_id in ids:
+            d.client.place_order(order_doc(order_id=order_id))
+        wait_until(lambda: any(d.client.get_order(i).status.finished for i in ids), 30,
+                   "some orders to finish")  # fmt: skip
+        assert proxy.drop_clients() > 0
+        d.wait_all_settled(ids, 90)
+        for order_id in ids:
+            assert d.client.get_order(order_id).status is OrderStatus.COMPLETED, d.explain(order_id)
+            assert_effects_once(d, order_id)
+        assert worker.alive(), worker.log.read_text()[-3000:]
+        log = worker.log.read_text()
+        assert "Unrecoverable" not in log and "RESOURCE_LOCKED" not in log, log[-3000:]
+    finally:
+        proxy.close()
+
+
 def test_quorum_queue_with_native_delayed_delivery(deploy, vhost: str, oid: str) -> None:  # type: ignore[no-untyped-def]
     if not vhost:
         pytest.skip("quorum queues are declared on a vhost of the test's own (needs rabbitmqctl)")

@@ -35,8 +35,10 @@ Why each (the Celery and kombu facts behind them are in ``docs/celery-facts.md``
 * Reconnect forever (``broker_connection_max_retries = None``) and retry
   publishing, so a Redis restart pauses the workers instead of killing them.
 * RabbitMQ as broker (``FULFILLMENT_BROKER_URL=amqp://...``): publisher confirms
-  (``confirm_publish``: a publish returns once the broker has the message), the
-  Redis-only transport options left out, and with ``FULFILLMENT_QUEUE_TYPE=quorum``
+  (``confirm_publish``: a publish returns once the broker has the message), heartbeats
+  every ``FULFILLMENT_BROKER_HEARTBEAT`` seconds, a worker mailbox that a lingering old
+  connection cannot lock the reconnected worker out of, the Redis-only transport
+  options left out, and with ``FULFILLMENT_QUEUE_TYPE=quorum``
   a quorum queue on a topic exchange, so that countdowns (retries, a gate's
   timeout) use Celery's native delayed delivery instead of being held by a worker.
 """
@@ -58,7 +60,16 @@ def is_amqp(url: str) -> bool:
 
 def amqp_settings(settings: EngineSettings) -> dict[str, Any]:
     """What RabbitMQ as the broker needs instead of the Redis transport's options."""
-    conf: dict[str, Any] = {"broker_transport_options": {"confirm_publish": True}}
+    conf: dict[str, Any] = {
+        "broker_transport_options": {"confirm_publish": True},
+        # a dead or half-open connection is noticed within about two heartbeats, by the
+        # broker too (it then hands the connection's unacknowledged messages on)
+        "broker_heartbeat": settings.broker_heartbeat,
+        # A worker's mailbox (remote control) is not exclusive to its connection: after
+        # a network blip the broker may still hold the old connection, and an exclusive
+        # queue would refuse the reconnected worker (RESOURCE_LOCKED) until it lets go.
+        "control_queue_exclusive": False,
+    }
     if settings.queue_type == "quorum":
         exchange = Exchange(settings.queue, type="topic")
         conf.update(

@@ -19,9 +19,11 @@ import logging
 from functools import cached_property
 from typing import Any
 
+from amqp.exceptions import ResourceLocked
 from celery.worker.consumer import Consumer as CeleryConsumer
 from vine import promise
 
+from .config import is_amqp
 from .deadletter import DeadLetters, mask
 from .identity import worker_id
 from .intake import TaskShape, task_problem
@@ -60,7 +62,19 @@ def _payload(message: Any) -> str:
 
 
 class Consumer(CeleryConsumer):
-    """Celery's consumer, with every task message checked before its strategy runs."""
+    """Celery's consumer, with every task message checked before its strategy runs.
+
+    A queue locked by the worker's own previous connection (``RESOURCE_LOCKED``: after a
+    network blip the broker may not have dropped it yet) counts as a lost connection:
+    the consumer reconnects with Celery's backoff until the broker lets go, instead of
+    exiting with an unrecoverable error.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if is_amqp(str(self.app.conf.broker_url)):
+            recoverable: tuple[Any, ...] = tuple(getattr(self, "connection_errors", ()))
+            self.connection_errors = (*recoverable, ResourceLocked)
 
     @cached_property
     def _engine(self) -> Engine:

@@ -47,6 +47,12 @@ class EngineSettings(BaseSettings):
         default="mymaster", description="Master name, for sentinel:// URLs."
     )
     queue: str = Field(default="fulfillment", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    broker_heartbeat: float = Field(
+        default=10.0,
+        ge=0,
+        description="RabbitMQ only: seconds between AMQP heartbeats (0: none). A dead or "
+        "half-open connection is noticed within about two.",
+    )
     queue_type: Literal["classic", "quorum"] = Field(
         default="classic",
         description="RabbitMQ only: quorum makes the queue a replicated quorum queue "
