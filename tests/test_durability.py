@@ -229,5 +229,8 @@ def test_lost_countdown_still_times_out(deploy, oid: str) -> None:  # type: igno
     late = (view.finished_at - view.approval.deadline).total_seconds()
     print(f"timed out {late:.2f} s after the deadline")
     assert 0 <= late < 2.5
+    # The dead worker's countdown message is put back in the queue once the watchdog knows
+    # the worker is gone, so either it or the watchdog (past the deadline) times the wait
+    # out: exactly one of them.
     sources = [e.data.get("source") for e in handle.history() if e.type == "approval_timed_out"]
-    assert sources == ["watchdog"], sources
+    assert sources in (["watchdog"], ["countdown task"]), sources

@@ -146,6 +146,30 @@ def test_a_half_open_broker_connection_is_ridden_out(deploy, vhost: str, oid: st
         proxy.close()
 
 
+def test_a_worker_that_dies_before_sending_the_next_step_is_covered(
+    deploy, vhost: str, oid: str, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    # Without the outbox the next step's message follows the script that recorded the
+    # step. The pool process dies right there: its step's message goes back to the broker
+    # (unacknowledged), comes back redelivered, finds its step done, and sends the next
+    # step again at once, without waiting for the watchdog's grace.
+    d = deploy(FULFILLMENT_BROKER_URL=amqp(vhost), FULFILLMENT_QUEUE_GRACE="30",
+               FULFILLMENT_STEP_TIME_LIMIT="5",  # the window is the subject, not the limit
+               FULFILLMENT_QUEUE=f"fulfillment-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    marker = tmp_path / "died"
+    dies = {"DIE_BEFORE_SENDING": f"{oid}:inventory:1", "DIE_MARKER": str(marker)}
+    worker = d.start_worker(concurrency=1, app="tests.dying_app", **dies)
+    started = time.monotonic()
+    assert d.client.place_order(order_doc(order_id=oid)).result(timeout=60).startswith("Order")
+    took = time.monotonic() - started
+    assert marker.exists(), "the pool process died before sending inventory's message"
+    (resent,) = [e for e in d.client.history(oid) if e.type == "redriven"]
+    assert resent.data["step"] == "inventory" and "came back" in resent.data["reason"]
+    assert took < d.settings.queue_grace, "it did not wait for the watchdog's grace"
+    assert_effects_once(d, oid)
+    assert worker.alive()
+
+
 def test_quorum_queue_with_native_delayed_delivery(deploy, vhost: str, oid: str) -> None:  # type: ignore[no-untyped-def]
     if not vhost:
         pytest.skip("quorum queues are declared on a vhost of the test's own (needs rabbitmqctl)")

@@ -84,6 +84,7 @@ ENGINE_SCRIPTS = (
     "undone",
     "undo_failed",
     "tick",
+    "orphans",
 )
 
 

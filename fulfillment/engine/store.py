@@ -216,8 +216,13 @@ class RunStore:
         *,
         backlog: int = 0,
         alive: tuple[str, ...] | list[str] = (),
+        epoch: int | None = None,
     ) -> Verdict:
-        """The watchdog's look at a run that is due; ``alive``: the live workers."""
+        """The watchdog's look at a run that is due; ``alive``: the live workers.
+
+        ``reason="resend"``: the message of a step that completed under ``epoch`` was
+        delivered again; the next step is sent again if it still waits for its message.
+        """
         held = [held_set(w) for w in alive]
         s = self.settings
         first_held = len(self.space.run(run_id).transition()) + 1
@@ -232,6 +237,7 @@ class RunStore:
             stall_us=us(s.queue_stall_limit),
             interval_us=us(s.watchdog_interval),
             held_from=first_held,
+            epoch=epoch,
         )
 
     def begin_undo(self, run_id: str, action: str, step: str, task_id: str, worker: str) -> Verdict:

@@ -98,6 +98,9 @@ def run_step(rt: WorkflowRuntime, step: Step, task: Task, run_id: str, epoch: in
     begun = rt.store.begin(run_id, step.name, epoch, request.id, worker_id())
     if begun.kind is not Kind.RUN:
         request.chain = None
+        if begun.kind is Kind.DONE and not rt.engine.holds_messages and _redelivered(request):
+            # its worker died before acking it: maybe before sending the next step too
+            rt.sender.act(run_id, rt.store.redrive(run_id, "resend", epoch=epoch))
         rt.sender.skipped(task, begun.describe())
     assert begun.attempt is not None
     token = AttemptToken(run_id, step.name, epoch, begun.attempt, begun.round)
@@ -107,6 +110,11 @@ def run_step(rt: WorkflowRuntime, step: Step, task: Task, run_id: str, epoch: in
         result = _attempt(rt, step, task, begun, token)
         tracing.set_outcome(current, "succeeded")
         return result
+
+
+def _redelivered(request: Any) -> bool:
+    """Did the broker deliver this message before (its worker died before acking it)?"""
+    return bool((request.delivery_info or {}).get("redelivered"))
 
 
 @contextlib.contextmanager

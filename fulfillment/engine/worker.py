@@ -31,33 +31,43 @@ import billiard.pool
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import bootsteps
 from celery.signals import task_postrun, task_prerun, worker_shutdown
+from celery.worker import state as worker_state
 
 from .config import is_amqp
 from .consumer import keep_refused_payloads
 from .identity import set_worker_id, worker_id
-from .keys import WATCHDOG_LOCK, WORKERS, held_set
+from .keys import PREFIX, WATCHDOG_LOCK, WORKERS, held_set
 from .runtime import Engine, WorkflowRuntime
 from .verdicts import US, Kind, Tick
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 20  # ticks between two scans for expired runs in the status indexes
+ORPHANS_EVERY = 2  # ticks between two looks for messages delivered to workers that are gone
+ORPHAN_CURSOR = f"{PREFIX}:watchdog:orphan-cursor"
 
 
 def held_messages() -> list[str]:
-    """Ids of the messages this worker process holds: prefetched, scheduled, running.
+    """The messages this worker process holds (prefetched, scheduled, running): each one's
+    task id, and its delivery tag as ``t:<tag>``.
 
     Celery keeps them in ``celery.worker.state.requests`` (main process) until the
     task is done (and drops them when the broker connection is lost); the heartbeat
     reports them so that the watchdog never takes a message that is only waiting for
-    a free pool process for a lost one.
+    a free pool process for a lost one, and knows which of the Redis transport's
+    unacknowledged messages a live worker still holds (see :meth:`Watchdog.restore_orphans`).
     """
-    from celery.worker import state
-
     try:
-        return list(state.requests)
+        requests = list(worker_state.requests.items())
     except RuntimeError:  # changed while copied: report the next heartbeat
         return []
+    held = []
+    for task_id, request in requests:
+        held.append(task_id)
+        tag = getattr(getattr(request, "message", None), "delivery_tag", None)
+        if isinstance(tag, str):
+            held.append(f"t:{tag}")
+    return held
 
 
 class Watchdog(threading.Thread):
@@ -77,11 +87,16 @@ class Watchdog(threading.Thread):
         self._backlog = 0
         self._alive: tuple[str, ...] = ()
         self._broker: Any = None  # a connection to a broker that is not the store's Redis
+        self._transport: Any = None  # a connection to the broker when it is the store's Redis
 
     def stop(self) -> None:
         self._stopping.set()
         if self.is_alive():
             self.join(timeout=5)
+        for connection in (self._broker, self._transport):
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    connection.release()
         try:
             self.leave()
         except Exception:  # Redis gone at shutdown: the heartbeat just ages out
@@ -146,6 +161,9 @@ class Watchdog(threading.Thread):
                 self.redrive_dead_workers(rt, due.dead, list(scheduled))
             horizon = due.now_us - int(self.settings.worker_dead_after * US)
             self.engine.client.zremrangebyscore(WORKERS, "-inf", horizon)
+        orphan_look = self._ticks % ORPHANS_EVERY == 0 and self.engine.holds_messages
+        if orphan_look and self._trusts_heartbeats():
+            self.restore_orphans(due.now_us / US)
 
     def broker_backlog(self) -> int:
         """Messages waiting in the workflows' queues on RabbitMQ (``tick.lua`` counts them
@@ -164,6 +182,33 @@ class Watchdog(threading.Thread):
                 self._broker.release()
             self._broker = None
             return len(queues)
+
+    def restore_orphans(self, now: float) -> int:
+        """Put back in their queues the messages the Redis transport delivered to workers
+        that are gone (no live worker reports holding them), now, instead of after
+        kombu's visibility timeout (an hour). They go back at the front, where they were
+        when they were taken. Returns how many."""
+        try:
+            if self._transport is None:
+                self._transport = self.engine.app.connection_for_write()
+            channel = self._transport.default_channel
+            index = channel.global_keyprefix + channel.unacked_index_key
+            before = now - max(self.settings.worker_dead_after, 2 * self.settings.watchdog_interval)
+            keys = [index, ORPHAN_CURSOR, *(held_set(w) for w in self._alive)]
+            reply = self.engine.scripts.call("orphans", keys, {"before": before, "limit": 200})
+            orphans = list(reply.get("orphans") or [])
+            for tag in orphans:
+                channel.qos.restore_by_tag(tag)
+        except Exception as exc:
+            log.debug("could not restore the messages of workers that are gone: %r", exc)
+            with contextlib.suppress(Exception):
+                self._transport.release()
+            self._transport = None
+            return 0
+        if orphans:
+            log.info("watchdog: %d message(s) of workers that are gone put back in their queue",
+                     len(orphans))  # fmt: skip
+        return len(orphans)
 
     def _trusts_heartbeats(self) -> bool:
         # Right after this watchdog was cut off from Redis, everyone's heartbeats look

@@ -1,6 +1,7 @@
 -- redrive.lua: the watchdog's look at one run whose schedule came due.
 -- KEYS: the run's keys (lib.lua), then the held-message sets of the live workers.
--- A: id, reason (due | worker_lost), worker (the dead worker, for worker_lost),
+-- A: id, reason (due | worker_lost | resend), worker (the dead worker, for worker_lost),
+--    epoch (for resend: the epoch the redelivered message's step completed under),
 --    grace_us (retry / gate grace), backlog (messages waiting in the queues), stall_us,
 --    interval_us (heartbeat period), held_from (first held-set KEY) + common settings.
 -- Replies v =
@@ -125,6 +126,19 @@ if phase == 'running' then
   schedule(K, id, now + delay + A.grace_us)
   redis.call('ZADD', K.retrying, now, id)
   return dispatch(why, delay)
+end
+
+-- The message of the step before this one came back from the broker after that step had
+-- completed: its worker died before acknowledging it, so it may also have died before it
+-- sent this step's message (without the outbox, the send follows the script). Send it
+-- again at once, under a new epoch (a copy that did go out is then stale).
+if A.reason == 'resend' then
+  if phase ~= 'queued' or epoch ~= tonumber(A.epoch) then
+    return reply({v = 'noop', reason = 'the step after it is under way'})
+  end
+  queue_step(K, id, step, epoch + 1, now, A, cur)
+  return dispatch('the message of the step before came back (its worker died before it was '
+    .. 'acknowledged): this one may never have been sent', 0)
 end
 
 -- A queued step or a retry whose message has not started: sent again only if it is
