@@ -170,6 +170,33 @@ def test_a_worker_that_dies_before_sending_the_next_step_is_covered(
     assert worker.alive()
 
 
+def test_a_message_the_broker_could_not_take_is_sent_by_the_watchdog(
+    deploy, vhost: str, oid: str
+) -> None:  # type: ignore[no-untyped-def]
+    # The order is stored, then its first message cannot be published (this client's
+    # broker is out of reach): place_order still returns, the message is recorded as
+    # unsent, and a worker's watchdog sends it at its next look, backlog or not.
+    from fulfillment.client import FulfillmentClient
+    from fulfillment.engine import create_app
+    from fulfillment.engine.embedded import free_port
+
+    d = deploy(FULFILLMENT_BROKER_URL=amqp(vhost),
+               FULFILLMENT_QUEUE=f"fulfillment-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    d.start_worker(concurrency=1)
+    nowhere = d.settings.model_copy(update={"broker_url": amqp(vhost, free_port())})
+    fail_fast = {"confirm_publish": True, "max_retries": 0}  # no reconnect tries: it is gone
+    app = create_app("unreachable", nowhere, set_as_current=False, task_publish_retry=False,
+                     broker_transport_options=fail_fast)  # fmt: skip
+    client = FulfillmentClient(nowhere, app=app)
+    handle = client.place_order(order_doc(order_id=oid))
+    assert "unsent" in d.client.store.record(oid)
+    assert d.client.handle(handle.id).result(timeout=30).startswith("Order fulfilled")
+    (resent,) = [e for e in d.client.history(oid) if e.type == "redriven"]
+    assert resent.data["step"] == "payment" and resent.data["epoch"] == 2, resent.data
+    assert "unsent" not in d.client.store.record(oid)
+    assert_effects_once(d, oid)
+
+
 def test_quorum_queue_with_native_delayed_delivery(deploy, vhost: str, oid: str) -> None:  # type: ignore[no-untyped-def]
     if not vhost:
         pytest.skip("quorum queues are declared on a vhost of the test's own (needs rabbitmqctl)")

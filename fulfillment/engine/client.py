@@ -31,7 +31,7 @@ from .errors import (
     RunNotFound,
     SignalError,
 )
-from .keys import RunStatus
+from .keys import RunStatus, message_id
 from .verdicts import Kind, Verdict
 from .views import Event, RunView, Timeline
 
@@ -158,11 +158,14 @@ class WorkflowClient:
                 f"(status {out.status})"
             )
         if out.kind is Kind.CREATED and held is None:
-            try:
-                self.rt.sender.dispatch(run_id, names[0], 1, summary, names, limits=plan.limits)
-            except Exception:  # stored durably: the watchdog sends it once the broker is back
-                log.warning("%s %s stored but not yet sent; the watchdog will send it",
-                            self.noun, run_id)  # fmt: skip
+            # stored durably: if the broker cannot take it, the watchdog sends it
+            self.rt.sender.or_unsent(
+                run_id,
+                [message_id(run_id, names[0], 1)],
+                lambda: self.rt.sender.dispatch(
+                    run_id, names[0], 1, summary, names, limits=plan.limits
+                ),
+            )
         return RunHandle(self, run_id)
 
     def check_timeout(self, gate: str, seconds: object) -> float:

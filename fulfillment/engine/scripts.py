@@ -85,6 +85,7 @@ ENGINE_SCRIPTS = (
     "undo_failed",
     "tick",
     "orphans",
+    "unsent",
 )
 
 

@@ -262,19 +262,43 @@ class Sender:
     # --- verdicts --------------------------------------------------------------------------
 
     def act(self, run_id: str, verdict: Verdict) -> None:
-        """Send what a transition's verdict asks for."""
+        """Send what a transition's verdict asks for.
+
+        The transition is recorded already: a message that cannot be published (the
+        broker out of reach) is recorded as unsent, and the watchdog sends it at its next
+        look; the caller goes on.
+        """
         if verdict.lost_task:
             self.lost(verdict.lost_task, verdict.reason or "presumed lost")
         if verdict.kind is Kind.DISPATCH or (verdict.kind is Kind.NEXT and verdict.dispatch):
             assert verdict.step is not None and verdict.epoch is not None
-            self.dispatch(
+            step, epoch = verdict.step, verdict.epoch
+            self.or_unsent(
                 run_id,
-                verdict.step,
-                verdict.epoch,
-                verdict.summary_dict,
-                verdict.plan,
-                countdown=verdict.countdown,
-                limits=verdict.limits,
+                [message_id(run_id, step, epoch)],
+                lambda: self.dispatch(
+                    run_id,
+                    step,
+                    epoch,
+                    verdict.summary_dict,
+                    verdict.plan,
+                    countdown=verdict.countdown,
+                    limits=verdict.limits,
+                ),
             )
         if verdict.send:
-            self.undo(run_id, verdict.send, verdict.limits)
+            self.or_unsent(
+                run_id,
+                [message_id(run_id, action, n) for action, n in verdict.send],
+                lambda: self.undo(run_id, verdict.send, verdict.limits),
+            )
+
+    def or_unsent(self, run_id: str, messages: list[str], send: Callable[[], object]) -> None:
+        """``send()``; if the broker cannot take it, record ``messages`` as unsent (the
+        watchdog sends them). Raises only if even that cannot be recorded."""
+        try:
+            send()
+        except Exception as exc:
+            self.rt.store.unsent(run_id, messages)
+            log.warning("%s %s: could not send %s (%s); the watchdog sends it",
+                        self.rt.workflow.noun, run_id, ", ".join(messages), exc)  # fmt: skip

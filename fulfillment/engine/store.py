@@ -240,6 +240,11 @@ class RunStore:
             epoch=epoch,
         )
 
+    def unsent(self, run_id: str, message_ids: list[str]) -> Verdict:
+        """These messages of the run could not be published: the watchdog sends them again
+        at its next look (without waiting for a queue's backlog)."""
+        return self._call("unsent", run_id, messages=message_ids)
+
     def begin_undo(self, run_id: str, action: str, step: str, task_id: str, worker: str) -> Verdict:
         """Claim a pending compensation before calling the service (a no-op otherwise).
         ``step``: whose undo it is (its policy's lease applies to the claim)."""

@@ -537,7 +537,8 @@ local function held(msg, first)
   return false
 end
 
--- Is message `msg`, due to start by `due`, really lost (so it may be sent again)?
+-- Is message `msg`, due to start by `due`, really lost (so it may be sent again)? It is
+-- if its publish failed (unsent.lua). Otherwise:
 -- Not while a live worker holds it, nor while the queue has a backlog (it may be
 -- waiting its turn), until A.stall_us after `due` (a worker that heartbeats but no
 -- longer works must not keep it forever); and only if it was missing at an earlier
@@ -546,6 +547,19 @@ end
 -- it has been overdue, the later (so a long backlog costs few looks).
 local function message_lost(K, suspect_field, msg, due, now, A)
   if now < due then return false, due end
+  -- a message whose publish failed (unsent.lua) is lost for sure
+  local unsent = split(redis.call('HGET', K.record, 'unsent'))
+  for i, m in ipairs(unsent) do
+    if m == msg then
+      table.remove(unsent, i)
+      if #unsent > 0 then
+        redis.call('HSET', K.record, 'unsent', table.concat(unsent, ','))
+      else
+        redis.call('HDEL', K.record, 'unsent')
+      end
+      return true, nil
+    end
+  end
   local stalled = now >= due + A.stall_us
   local again = math.min(now + math.max(2 * A.interval_us, A.queue_grace_us, now - due),
     due + A.stall_us)
