@@ -29,7 +29,7 @@
 --                   compensation's name); for a gate timeout, reject_error, timeout_error,
 --                   timeout_message, cancel_decides (a cancel is one of the gate's decisions)
 --   limits          the run's own step time limits (JSON, step -> seconds), if any
---   undo_mode       concurrent: every undo starts at once (else one at a time, in order)
+--   undo_mode       concurrent: every undo starts at once (else one at a time, last step first)
 -- Its state: status, step, phase (queued | running | retry_wait | waiting), epoch,
 --   gates (the gate names of the plan), s:<step>:state / attempts / result /
 --   error / lost / fence_until, g:<gate>:deadline / decision / by / reason / at,
@@ -263,7 +263,7 @@ local function unsettle(K, A)
 end
 
 -- Compensations. A run that fails or is cancelled undoes the effects of its steps in
--- reverse order: its `compensations` list holds their undo actions, the last step's
+-- reverse: its `compensations` list holds their undo actions, the last step's
 -- first, and they run one at a time (the next is opened when the one before is done or
 -- found nothing to undo), unless the run's undo_mode is concurrent. For each action `a`:
 --   c:a             waiting (its turn has not come) | pending (due, or its message is on
@@ -419,7 +419,7 @@ end
 -- {type=, message=, step=, refused=} (refused: a business error of `step`).
 -- `cur` = {status, created, phase} of the run before; `fields`: more fields to write;
 -- `result`: a completed run's result (for its doorbell); `sends`: compensations opened.
--- Returns the compensations the run has to do (their actions, in order).
+-- Returns the compensations the run has to do (their actions, first to run first).
 local function finish(K, id, status, now, failure, A, cur, fields, result, sends)
   unschedule(K, id, cur.phase)
   local args = {'step', '', 'phase', '', 'updated', int(now)}

@@ -1,11 +1,12 @@
--- orphans.lua: messages the Redis transport holds as delivered to a worker that is gone.
--- kombu keeps each delivered, unacknowledged message in its unacked hash (by delivery
--- tag, its delivery time in the unacked_index zset) and puts it back only after the
--- visibility timeout (an hour). Every live worker reports the delivery tags it holds in
+-- orphans.lua: messages the Redis transport handed to a worker that is gone.
+-- kombu keeps each message it handed to a worker and that is not acknowledged yet in
+-- its unacked hash (by delivery_tag; when it was handed out in the unacked_index zset)
+-- and puts it back only after the visibility timeout (an hour). Every live worker
+-- reports the delivery_tag of each message it holds in
 -- its heartbeat (its held set, "t:<tag>"); an entry older than A.before that no live
 -- worker holds belongs to a worker that died (or lost its connection): it can go back
 -- to its queue now.
--- KEYS: 1 unacked_index (zset: tag -> delivery time, seconds), 2 the scan's cursor
+-- KEYS: 1 unacked_index (zset: delivery_tag -> when handed out, seconds), 2 the scan's cursor
 --       (string: the score to go on from), 3.. the held sets of the live workers.
 -- A: before (seconds: only entries delivered earlier), limit (entries looked at).
 -- Replies {orphans = [tag...]}.

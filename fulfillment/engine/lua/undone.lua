@@ -1,5 +1,5 @@
 -- undone.lua: the running claim of a compensation finished: it undid an effect, or
--- found none. The run's next undo starts (one at a time, in reverse order of the
+-- found none. The run's next undo starts (one at a time, the reverse of its
 -- steps), and once every undo is done the compensating run becomes failed or cancelled.
 -- A: id, action, claim, undone (true if there was something to undo), summary
 --    + common settings.
