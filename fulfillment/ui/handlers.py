@@ -105,6 +105,8 @@ class OrdersHandler(BaseHandler):
         if action == "cancel":
             reason = self.get_body_argument("reason", "", strip=True) or None
             view = client.cancel_order(order_id, reason=reason, by=by)
+            if view.status.value == "compensating":
+                return f"{order_id}: cancelled; undoing its effects before it reads cancelled"
             done = "cancelled" if view.status.value == "cancelled" else "cancel requested"
             return f"{order_id}: {done}"
         if action == "retry":
