@@ -66,6 +66,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: f
         time.sleep(every)
 
 
+def interruptible() -> None:
+    """``preexec_fn`` for a process a test will Ctrl-C: SIGINT at its default action. A
+    process started in the background by a non-interactive shell (CI run with ``&``)
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def answers(client: redis.Redis) -> bool:
     """Does the server behind ``client`` answer PING yet?"""
     try:

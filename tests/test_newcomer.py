@@ -15,7 +15,7 @@ from pathlib import Path
 from fulfillment.keys import CATALOGUE, STOCK
 from fulfillment.state import OrderStatus
 
-from .support import REPO, Deployment, order_doc, wait_until
+from .support import REPO, Deployment, interruptible, order_doc, wait_until
 
 
 def test_usage_errors_are_one_error_line(shared: Deployment) -> None:
@@ -57,7 +57,7 @@ def test_submit_wait_without_workers_says_so_and_ctrl_c_names_the_order(
     cmd = [str(Path(sys.executable).with_name("fulfillment")), "submit", "--wait", str(doc)]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**d.env, "COLUMNS": "200"}, cwd=d.workdir, text=True,
+        env={**d.env, "COLUMNS": "200"}, cwd=d.workdir, text=True, preexec_fn=interruptible,
     )  # fmt: skip
     lines: list[str] = []
     assert proc.stderr is not None

@@ -12,7 +12,7 @@ import psutil
 
 from fulfillment.state import OrderStatus
 
-from .support import Deployment, kill_tree, order_doc, processes_using, wait_until
+from .support import Deployment, interruptible, kill_tree, order_doc, processes_using, wait_until
 
 
 def test_up_with_three_workers_spreads_a_batch_and_survives_a_kill(deploy) -> None:  # type: ignore[no-untyped-def]
@@ -21,7 +21,7 @@ def test_up_with_three_workers_spreads_a_batch_and_survives_a_kill(deploy) -> No
     log = (d.workdir / "up.log").open("wb")
     up = subprocess.Popen(
         [exe, "up", "--workers", "3", "--concurrency", "1", "--no-flower"],
-        env=d.env, stdout=log, stderr=log,
+        env=d.env, stdout=log, stderr=log, preexec_fn=interruptible,
     )  # fmt: skip
     try:
         wait_until(lambda: len(d.worker_ids()) == 3, 60, "three workers to heartbeat")
@@ -73,7 +73,8 @@ def test_up_runs_server_worker_and_flower_and_ctrl_c_stops_all(tmp_path) -> None
     }
     exe = str(Path(sys.executable).with_name("fulfillment"))
     log = (tmp_path / "up.log").open("wb")
-    up = subprocess.Popen([exe, "up", "--concurrency", "1"], env=env, stdout=log, stderr=log)
+    up = subprocess.Popen([exe, "up", "--concurrency", "1"], env=env, stdout=log, stderr=log,
+                          preexec_fn=interruptible)  # fmt: skip
     try:
         url = wait_until(lambda: running_url(data), 30, "the embedded server")
 
