@@ -33,7 +33,6 @@ from .errors import (
     OrderNotFound,
     ResultTimeout,
 )
-from .keys import OrderKeys
 from .models import Order, parse_order, printable
 from .settings import Settings, get_settings
 from .state import HistoryEvent, OrderStatus, OrderView, order_event
@@ -150,7 +149,7 @@ class FulfillmentClient:
 
     def ledger(self, order_id: str) -> dict[str, str]:
         """The simulated services' ledger of the order (charges, reservation, shipment)."""
-        return self.store.client.hgetall(OrderKeys(order_id).ledger)
+        return self.store.client.hgetall(self.store.companion(order_id, "ledger"))
 
     def handle(self, order_id: str) -> OrderHandle:
         """A handle to an existing order."""

@@ -2,36 +2,46 @@
 
 The run keys (record, history, doorbell, schedules, status indexes) are the
 engine's (:mod:`fulfillment.engine.keys`) in the order workflow's namespace
-``fulfillment``: an order's record is ``fulfillment:{ORDER_ID}:order``. The
-simulated services add the order's ledger (a companion key of the run, kept and
-expired with it) and two global hashes.
+``fulfillment``: on one server an order's record is ``fulfillment:{ORDER_ID}:order``,
+on a cluster ``fulfillment:{b<bucket>}:ORDER_ID:order``. The simulated services add
+the order's ledger (a companion key of the run, kept and expired with it) and keys of
+their own, each group in one cluster slot:
+
+    fulfillment:{inventory}:stock             hash    item name -> units in stock
+    fulfillment:{inventory}:catalogue         hash    item name -> JSON {price, stock}
+    fulfillment:{inventory}:take:<key>        string  on a cluster: a reservation's items,
+                                                      by its idempotency key
+    fulfillment:{inventory}:released:<key>    string  on a cluster: that reservation was
+                                                      given back (a late one is refused)
+    fulfillment:{faults}                      hash    service -> JSON fault spec
 """
 
 from __future__ import annotations
 
-from .engine.keys import KeySpace, RunKeys, RunStatus
+from typing import Any
+
+from .engine.cluster import bucket_count
+from .engine.keys import KeySpace
 
 PREFIX = "fulfillment"
-ORDERS = KeySpace(PREFIX, "order", companions=("ledger",))
-STOCK = f"{PREFIX}:inventory:stock"  # hash: item name -> units in stock
-CATALOGUE = f"{PREFIX}:inventory:catalogue"  # hash: item name -> JSON {price, stock}, if loaded
-FAULTS = f"{PREFIX}:faults"  # hash: service -> JSON fault spec
+RECORD = "order"
+COMPANIONS = ("ledger",)
+INVENTORY = f"{PREFIX}:{{inventory}}"
+STOCK = f"{INVENTORY}:stock"
+CATALOGUE = f"{INVENTORY}:catalogue"
+FAULTS = f"{PREFIX}:{{faults}}"
 
 
-def status_index(status: str) -> str:
-    """Zset of the orders in ``status`` (an order's or a run's status; score: creation time)."""
-    if status == "awaiting_approval":
-        status = RunStatus.WAITING
-    return ORDERS.status_index(status)
+def order_space(settings: Any, client: Any) -> KeySpace:
+    """The order workflow's keys on the deployment of ``settings`` (its bucket count)."""
+    return KeySpace(PREFIX, RECORD, COMPANIONS, bucket_count(settings, client))
 
 
-class OrderKeys(RunKeys):
-    """The keys of one order."""
+def take_key(key: str) -> str:
+    """Where a cluster keeps one reservation's items, by its idempotency key."""
+    return f"{INVENTORY}:take:{key}"
 
-    def __init__(self, order_id: str) -> None:
-        super().__init__(ORDERS, order_id)
 
-    @property
-    def ledger(self) -> str:
-        """The simulated services' ledger of the order (charges, reservation, shipment)."""
-        return self.companion("ledger")
+def released_key(key: str) -> str:
+    """The mark that a cluster's reservation was given back."""
+    return f"{INVENTORY}:released:{key}"

@@ -23,6 +23,7 @@ import redis
 
 from fulfillment.client import FulfillmentClient
 from fulfillment.engine.config import is_amqp
+from fulfillment.engine.keys import WORKERS, held_set
 from fulfillment.processes import live_workers, worker_command
 from fulfillment.settings import Settings, load_settings
 from fulfillment.state import OrderStatus, OrderView
@@ -177,8 +178,8 @@ class Deployment:
         )
         self.client = FulfillmentClient(self.settings)
         self.redis: redis.Redis = (
-            self.client.store.client  # follows the sentinels to the master
-            if url.startswith("sentinel://")
+            self.client.store.client  # follows the sentinels, or routes over the cluster
+            if url.startswith(("sentinel://", "redis+cluster://"))
             else redis.Redis.from_url(url, decode_responses=True)
         )
         self.workers: list[Worker] = []
@@ -256,13 +257,11 @@ class Deployment:
         record = {k: v for k, v in self.client.store.record(order_id).items() if k != "order"}
         events = [(e[1], e[2]) for e in self.client.store.history(order_id)]
         lines = [f"{order_id}: {record}"] + [f"    {t} {d}" for t, d in events]
-        for key in self.redis.scan_iter("fulfillment:held:*"):
+        for key in self.redis.scan_iter(held_set("*")):
             mine = [m for m in self.redis.smembers(key) if m.startswith(order_id + ":")]
             if mine:
                 lines.append(f"    held by {key} (ttl {self.redis.pttl(key)} ms): {mine}")
-        lines.append(
-            f"    workers: {self.redis.zrange('fulfillment:workers', 0, -1, withscores=True)}"
-        )
+        lines.append(f"    workers: {self.redis.zrange(WORKERS, 0, -1, withscores=True)}")
         lines.append(f"    queue length: {self.queue_length()}")
         return "\n".join(lines)
 

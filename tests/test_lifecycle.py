@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import signal
 
-from fulfillment.keys import OrderKeys, status_index
 from fulfillment.services import set_fault
 from fulfillment.state import OrderStatus
 
 from .support import EXPENSIVE, Deployment, Worker, order_doc, wait_until
 
 
+def run_keys(d: Deployment, order_id: str) -> list[str]:
+    k = d.client.store.space.run(order_id)
+    return [k.record, k.history, k.companion("ledger"), k.settled]
+
+
 def keys_of(d: Deployment, order_id: str) -> list[str]:
-    k = OrderKeys(order_id)
-    return [key for key in (k.record, k.history, k.ledger, k.settled) if d.redis.exists(key)]
+    return [key for key in run_keys(d, order_id) if d.redis.exists(key)]
 
 
 def test_finished_orders_expire_running_and_waiting_never(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
@@ -32,12 +35,7 @@ def test_finished_orders_expire_running_and_waiting_never(deploy, oid: str) -> N
     d.client.wait_for(stuck.id, lambda v: v.steps[1].attempts >= 2, 30)
 
     for finished in (done.id, refunded.id):
-        assert set(keys_of(d, finished)) == {
-            OrderKeys(finished).record,
-            OrderKeys(finished).history,
-            OrderKeys(finished).ledger,
-            OrderKeys(finished).settled,
-        }
+        assert set(keys_of(d, finished)) == set(run_keys(d, finished))
         assert all(0 < d.redis.ttl(k) <= 2 for k in keys_of(d, finished))
     for live in (waiting.id, stuck.id):
         assert all(d.redis.ttl(k) == -1 for k in keys_of(d, live)), "never expire while live"
@@ -46,8 +44,8 @@ def test_finished_orders_expire_running_and_waiting_never(deploy, oid: str) -> N
                "finished orders, their history and ledgers to expire")  # fmt: skip
     # the watchdog prunes them from the status indexes too
     wait_until(
-        lambda: d.redis.zscore(status_index("completed"), done.id) is None
-        and d.redis.zscore(status_index("failed"), refunded.id) is None,
+        lambda: d.redis.zscore(d.client.store.space.status_index("completed"), done.id) is None
+        and d.redis.zscore(d.client.store.space.status_index("failed"), refunded.id) is None,
         20, "the index entries to be pruned",
     )  # fmt: skip
     assert d.client.get_order(waiting.id).status is OrderStatus.AWAITING_APPROVAL

@@ -103,7 +103,8 @@ def _build(settings: EngineSettings, broker_url: str) -> dict[str, Any]:
         # --- where --------------------------------------------------------------
         "broker_url": broker_url,
         "broker_transport": transport_for(broker_url),
-        "result_backend": resolve_redis_url(settings),
+        # nobody reads Celery's results (the run record is the result); a cluster has none
+        "result_backend": None if settings.is_cluster else resolve_redis_url(settings),
         "task_default_queue": settings.queue,
         "task_create_missing_queues": True,
         # --- delivery ------------------------------------------------------------

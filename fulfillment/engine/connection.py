@@ -19,6 +19,7 @@ from redis.exceptions import AuthenticationError, AuthorizationError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from .cluster import cluster_client, is_cluster_url
 from .embedded import ensure_server
 from .errors import ConfigError
 from .settings import EngineSettings
@@ -129,7 +130,8 @@ def redis_client(url: str, sentinel_master: str = "mymaster") -> redis.Redis:
 
     ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs connect directly; a
     ``sentinel://`` URL asks the sentinels for the current master of
-    ``sentinel_master`` and follows it when it fails over.
+    ``sentinel_master`` and follows it when it fails over; a ``redis+cluster://`` URL
+    is a Redis Cluster (:mod:`fulfillment.engine.cluster`).
 
     Commands are retried for about 15 s on connection errors and on refusals that heal
     (:func:`refuses_for_now`: out of memory, a failed snapshot, a demoted master, a busy
@@ -142,6 +144,8 @@ def redis_client(url: str, sentinel_master: str = "mymaster") -> redis.Redis:
         return Sentinel(sentinels, socket_timeout=2).master_for(
             sentinel_master, db=db, password=password, **_options()
         )
+    if is_cluster_url(url):
+        return cluster_client(url, _options())  # type: ignore[return-value]
     return redis.Redis.from_url(url, **_options())
 
 

@@ -1,22 +1,53 @@
 """Redis key layout of the engine.
 
-Each workflow has a namespace (``fulfillment`` for the order workflow,
-``fulfillment:<name>`` by default). Every key of one run carries the hash tag
-``{<run id>}``, so a run's record, history, doorbell and the workflow's own
-companion keys (the order services' ledger) live in one Redis Cluster slot. The
-schedule zsets and status indexes are per workflow; the workers' heartbeats, the
-watchdog lock and the held-message sets are shared by every workflow of a
-deployment (prefix ``fulfillment``).
+Every key of one run and the indexes of its bucket share one hash tag, so that every
+transition script touches one Redis Cluster slot:
+
+On one Redis server (one bucket)::
+
+    <ns>:{<run id>}:<record name>     hash    the run's record (state, plan, results)
+    <ns>:{<run id>}:history           stream  its history, one event per change
+    <ns>:{<run id>}:settled           list    its doorbell: one element once it is settled
+    <ns>:{<run id>}:<companion>       any     the workflow's own per-run keys (a ledger)
+    <ns>:due                          zset    run id -> when the watchdog looks at it next
+    <ns>:retrying                     zset    runs waiting out a retry's backoff
+    <ns>:status:<status>              zset    runs in that status (score: creation time)
+    <ns>:metrics                      hash    event counters and histogram buckets
+
+On a cluster, a run belongs to bucket ``crc32(run id) % buckets`` (a fixed number,
+``FULFILLMENT_CLUSTER_BUCKETS``, recorded in the store at first use), and the tag is
+the bucket's: ``<ns>:{b<bucket>}:<run id>:<suffix>`` for the run, ``<ns>:{b<bucket>}:due``
+(and the others) for the bucket's indexes. Buckets are spread over the cluster's slots
+by the hash of their tag; resharding moves whole buckets.
+
+``<ns>`` is the workflow's namespace (``fulfillment:<workflow>``, or the workflow's
+own). Keys shared by every workflow of a deployment, each in a slot of its own group:
+
+    fulfillment:{watchdog}:workers          zset    worker id -> last heartbeat
+    fulfillment:{watchdog}:lock             string  the worker that runs the watchdog
+    fulfillment:{watchdog}:held:<worker>    set     messages (task ids, t:<delivery_tag>)
+                                                    a worker holds; expires with it
+    fulfillment:{watchdog}:orphan-cursor    string  where the look for orphans goes on
+    fulfillment:{due-<i>}:shard             zset    on a cluster: bucket -> its earliest
+                                                    due time, for the buckets of one node
+    fulfillment:{layout}                    hash    the store's layout (buckets)
+    fulfillment:dead-letters                stream  refused messages (deadletter.py)
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 
 PREFIX = "fulfillment"
-WORKERS = f"{PREFIX}:workers"  # zset: worker id -> last heartbeat
-WATCHDOG_LOCK = f"{PREFIX}:watchdog:lock"
+WATCHDOG = f"{PREFIX}:{{watchdog}}"
+WORKERS = f"{WATCHDOG}:workers"  # zset: worker id -> last heartbeat
+WATCHDOG_LOCK = f"{WATCHDOG}:lock"
+ORPHAN_CURSOR = f"{WATCHDOG}:orphan-cursor"
+LAYOUT = f"{PREFIX}:{{layout}}"
+#: candidate keys of the due shards (a cluster's per-node index of due buckets)
+DUE_SHARDS = tuple(f"{PREFIX}:{{due-{i}}}:shard" for i in range(256))
 
 
 class RunStatus(StrEnum):
@@ -50,7 +81,7 @@ TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED
 
 def held_set(worker: str) -> str:
     """Set of the message ids ``worker`` holds (its heartbeat writes it; it expires with it)."""
-    return f"{PREFIX}:held:{worker}"
+    return f"{WATCHDOG}:held:{worker}"
 
 
 def message_id(run_id: str, name: str, number: int) -> str:
@@ -71,6 +102,59 @@ class KeySpace:
     record_name: str
     #: the workflow's own per-run keys (suffixes), kept and expired with the run
     companions: tuple[str, ...] = ()
+    #: 1 on one Redis server; a cluster's fixed number of buckets
+    buckets: int = 1
+
+    def bucket_of(self, run_id: str) -> int:
+        return 0 if self.buckets == 1 else zlib.crc32(run_id.encode()) % self.buckets
+
+    def bucket(self, number: int) -> BucketKeys:
+        """The indexes of bucket ``number``."""
+        return BucketKeys(self, number)
+
+    @property
+    def all_buckets(self) -> list[BucketKeys]:
+        return [BucketKeys(self, b) for b in range(self.buckets)]
+
+    # the indexes of the one bucket of a single server (the fan-out reads use buckets)
+    @property
+    def due(self) -> str:
+        return self.bucket(0).due
+
+    @property
+    def retrying(self) -> str:
+        return self.bucket(0).retrying
+
+    @property
+    def metrics(self) -> str:
+        return self.bucket(0).metrics
+
+    def status_index(self, status: str) -> str:
+        return self.bucket(0).status_index(status)
+
+    @property
+    def status_indexes(self) -> tuple[str, ...]:
+        return self.bucket(0).status_indexes
+
+    def run(self, run_id: str) -> RunKeys:
+        return RunKeys(self, run_id)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketKeys:
+    """The indexes of one bucket: in its slot, with the runs that belong to it."""
+
+    space: KeySpace
+    number: int
+
+    @property
+    def tag(self) -> str:
+        return f"b{self.number}"
+
+    def _key(self, suffix: str) -> str:
+        if self.space.buckets == 1:
+            return f"{self.space.namespace}:{suffix}"
+        return f"{self.space.namespace}:{{{self.tag}}}:{suffix}"
 
     @property
     def due(self) -> str:
@@ -79,28 +163,25 @@ class KeySpace:
         The end of a running attempt's lease, when a queued step's message counts as
         late, a retry's time, a gate's deadline, a compensation's next look.
         """
-        return f"{self.namespace}:due"
+        return self._key("due")
 
     @property
     def retrying(self) -> str:
         """zset: run id -> when it started waiting for the next attempt of a failed step."""
-        return f"{self.namespace}:retrying"
+        return self._key("retrying")
 
     @property
     def metrics(self) -> str:
         """hash: counters and histogram buckets of the workflow's events (``lua/lib.lua``)."""
-        return f"{self.namespace}:metrics"
+        return self._key("metrics")
 
     def status_index(self, status: str) -> str:
         """zset of the runs in ``status`` (score: creation time)."""
-        return f"{self.namespace}:status:{status}"
+        return self._key(f"status:{status}")
 
     @property
     def status_indexes(self) -> tuple[str, ...]:
         return tuple(self.status_index(s) for s in RunStatus)
-
-    def run(self, run_id: str) -> RunKeys:
-        return RunKeys(self, run_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +191,14 @@ class RunKeys:
     space: KeySpace
     run_id: str
 
+    @property
+    def bucket(self) -> BucketKeys:
+        return self.space.bucket(self.space.bucket_of(self.run_id))
+
     def _key(self, suffix: str) -> str:
-        return f"{self.space.namespace}:{{{self.run_id}}}:{suffix}"
+        if self.space.buckets == 1:
+            return f"{self.space.namespace}:{{{self.run_id}}}:{suffix}"
+        return f"{self.space.namespace}:{{{self.bucket.tag}}}:{self.run_id}:{suffix}"
 
     @property
     def record(self) -> str:
@@ -135,15 +222,15 @@ class RunKeys:
 
     def transition(self, extra: list[str] | None = None) -> list[str]:
         """KEYS of every run transition script (``lua/lib.lua``); ``extra`` follow them."""
-        s = self.space
+        b = self.bucket
         return [
             self.record,
             self.history,
             self.settled,
-            s.due,
-            s.retrying,
-            *s.status_indexes,
-            s.metrics,
+            b.due,
+            b.retrying,
+            *b.status_indexes,
+            b.metrics,
             *self.companions,
             *(extra or ()),
         ]

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 import redis
 from celery import Celery
 from pydantic import ValidationError
+from redis.cluster import RedisCluster
 
 from . import tracing
+from .cluster import Router, bucket_count
 from .connection import client_for, resolve_broker_url, resolve_redis_url
 from .definition import Gate, Step, Workflow
 from .errors import ConfigError, InvalidArgument
@@ -91,8 +93,24 @@ class Engine:
         return client_for(self.settings)
 
     @cached_property
+    def buckets(self) -> int:
+        """How many buckets the runs are spread over: 1 on one server; on a cluster the
+        number fixed when the store was first used (``FULFILLMENT_CLUSTER_BUCKETS`` then)."""
+        return bucket_count(self.settings, self.client)
+
+    @cached_property
+    def router(self) -> Router | None:
+        """On a cluster, what routes a call by its key's slot; else None."""
+        client = self.client
+        return Router(client) if isinstance(client, RedisCluster) else None
+
+    @cached_property
     def scripts(self) -> Scripts:
-        return engine_scripts(self.client)
+        s = self.settings
+        wait = None
+        if s.is_cluster and s.cluster_wait_replicas > 0:
+            wait = (s.cluster_wait_replicas, max(1, round(s.cluster_wait_timeout * 1000)))
+        return engine_scripts(self.client, wait)
 
     @cached_property
     def holds_messages(self) -> bool:
@@ -146,7 +164,9 @@ class WorkflowRuntime:
         self.workflow = workflow
         self.queue = queue
         self.settings = engine.settings
-        self.space = KeySpace(workflow.keys_namespace, workflow.name, workflow.companions)
+        self.space = KeySpace(
+            workflow.keys_namespace, workflow.name, workflow.companions, engine.buckets
+        )
         self.sender = Sender(self)
         self._policies = {s.name: self.resolve(s) for s in workflow.activities}
         self._tasks: dict[str, str] = {}
@@ -172,7 +192,8 @@ class WorkflowRuntime:
 
     @cached_property
     def store(self) -> RunStore:
-        return RunStore(self.engine.client, self.engine.scripts, self.space, self.settings)
+        engine = self.engine
+        return RunStore(engine.client, engine.scripts, self.space, self.settings, engine.router)
 
     def plan(
         self,

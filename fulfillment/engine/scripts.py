@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from functools import cache
+from hashlib import sha1
 from importlib.resources import files
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
+
+from .cluster import Router
 
 
 @cache
@@ -50,10 +54,31 @@ def fenced_script(client: redis.Redis, lua: str) -> Any:
 
 
 class Scripts:
-    """The scripts of one package's ``lua`` directory, registered on one client."""
+    """The scripts of one package's ``lua`` directory, registered on one client.
 
-    def __init__(self, client: redis.Redis, package: str, names: Iterable[str]) -> None:
-        self._scripts = {name: client.register_script(source(package, name)) for name in names}
+    On a Redis Cluster each call goes to the primary of its first key's slot
+    (:class:`~fulfillment.engine.cluster.Router`); a script in ``durable`` then waits for
+    ``wait`` = (replicas, timeout ms) before it returns (``WAIT``).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        package: str,
+        names: Iterable[str],
+        *,
+        durable: Iterable[str] = (),
+        wait: tuple[int, int] | None = None,
+    ) -> None:
+        self._router = Router(client) if isinstance(client, RedisCluster) else None
+        self._sources = {name: source(package, name) for name in names}
+        self._shas = {name: sha1(text.encode()).hexdigest() for name, text in self._sources.items()}
+        self._durable = frozenset(durable)
+        self._wait = wait
+        if self._router is None:
+            self._scripts = {
+                name: client.register_script(text) for name, text in self._sources.items()
+            }
 
     def call(
         self, name: str, keys: list[str], args: dict[str, Any], extra: list[str] | None = None
@@ -64,7 +89,12 @@ class Scripts:
         ``extra`` are further arguments passed as they are (``ARGV[2]``, ...).
         """
         payload = json.dumps({k: v for k, v in args.items() if v is not None})
-        reply = self._scripts[name](keys=keys, args=[payload, *(extra or ())])
+        argv = [payload, *(extra or ())]
+        if self._router is None:
+            reply = self._scripts[name](keys=keys, args=argv)
+        else:
+            wait = self._wait if name in self._durable else None
+            reply = self._router.script(self._shas[name], self._sources[name], keys, argv, wait)
         return json.loads(reply)
 
 
@@ -89,5 +119,9 @@ ENGINE_SCRIPTS = (
 )
 
 
-def engine_scripts(client: redis.Redis) -> Scripts:
-    return Scripts(client, "fulfillment.engine", ENGINE_SCRIPTS)
+#: transitions whose outcome a caller is told about: on a cluster they wait for a replica
+DURABLE = ("create", "complete", "fail", "signal", "cancel", "retry_now", "resume", "unsent")
+
+
+def engine_scripts(client: redis.Redis, wait: tuple[int, int] | None = None) -> Scripts:
+    return Scripts(client, "fulfillment.engine", ENGINE_SCRIPTS, durable=DURABLE, wait=wait)

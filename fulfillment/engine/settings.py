@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .cluster import is_cluster_url
 from .errors import ConfigError
 from .policy import StepPolicy
 from .validation import one_line, problems
@@ -34,7 +35,9 @@ class EngineSettings(BaseSettings):
     # --- connections -------------------------------------------------------
     redis_url: str | None = Field(
         default=None,
-        description="Redis for broker, results and run state. Unset: embedded server.",
+        description="Redis for broker, results and run state (redis://, rediss://, unix://, "
+        "sentinel://; redis+cluster://HOST:PORT[,HOST:PORT...] or rediss+cluster:// for a "
+        "Redis or Valkey Cluster, with an amqp:// broker). Unset: embedded server.",
     )
     broker_url: str | None = Field(
         default=None, description="Separate broker URL (defaults to the Redis URL)."
@@ -85,6 +88,24 @@ class EngineSettings(BaseSettings):
     compensation_grace: float = Field(default=5.0, gt=0)
     retention: float = Field(default=7 * 24 * 3600.0, gt=0)
 
+    # --- a Redis Cluster as the store ----------------------------------------------
+    cluster_buckets: int = Field(
+        default=1024,
+        ge=1,
+        le=16384,
+        description="Cluster only: buckets the runs are spread over. Fixed when the store is "
+        "first used (recorded in it); a different number is refused later.",
+    )
+    cluster_wait_replicas: int = Field(
+        default=1,
+        ge=0,
+        description="Cluster only: replicas that must have a write before the caller is told "
+        "it happened (WAIT); 0: do not wait (a primary's death can then lose it).",
+    )
+    cluster_wait_timeout: float = Field(
+        default=0.5, gt=0, description="Cluster only: seconds a write waits for its replicas."
+    )
+
     # --- refused messages -------------------------------------------------------------
     dead_letter_limit: int = Field(
         default=1000, ge=1, description="Refused messages kept (the oldest go first)."
@@ -94,6 +115,21 @@ class EngineSettings(BaseSettings):
     task_sent_events: bool = Field(
         default=False, description="Also send task-sent events (Flower's 'sent' time)."
     )
+
+    @model_validator(mode="after")
+    def _cluster_needs_amqp(self) -> EngineSettings:
+        if is_cluster_url(self.redis_url) and not _is_amqp(self.broker_url):
+            raise ValueError(
+                "FULFILLMENT_BROKER_URL must be an amqp:// URL (RabbitMQ) when "
+                "FULFILLMENT_REDIS_URL is a Redis Cluster (redis+cluster://): Celery's broker "
+                "cannot be the cluster"
+            )
+        return self
+
+    @property
+    def is_cluster(self) -> bool:
+        """Is the store a Redis Cluster?"""
+        return is_cluster_url(self.redis_url)
 
     @field_validator("step_policies")
     @classmethod
@@ -132,6 +168,10 @@ class EngineSettings(BaseSettings):
         for override in self.step_policies.values():
             longest = max(longest, float(override.get("maximum_interval") or 0))
         return longest
+
+
+def _is_amqp(url: str | None) -> bool:
+    return bool(url) and str(url).split("://", 1)[0].lower() in ("amqp", "amqps", "pyamqp")
 
 
 def explain(exc: ValidationError) -> str:

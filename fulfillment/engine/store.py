@@ -3,16 +3,24 @@
 This module only marshals arguments and types the replies (:class:`Verdict`); the
 rules live in ``fulfillment/engine/lua``. Times cross the boundary as integer
 microseconds of the Redis server clock.
+
+On a Redis Cluster a run's keys and its bucket's indexes share a slot
+(:mod:`fulfillment.engine.keys`), so every transition stays one script on one node;
+reads across runs (lists, counts, metrics, what is due) fan out over the buckets, one
+pipeline per node, and merge.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
 
-from .keys import KeySpace, RunStatus, held_set
+from .cluster import Router
+from .keys import BucketKeys, KeySpace, RunStatus
 from .scripts import Scripts
 from .settings import EngineSettings
 from .transport import Outbox
@@ -23,16 +31,26 @@ def us(seconds: float) -> int:
     return round(seconds * US)
 
 
+def _score(pair: tuple[str, float]) -> float:
+    return pair[1]
+
+
 class RunStore:
     """Atomic transitions and reads of the runs of one workflow."""
 
     def __init__(
-        self, client: redis.Redis, scripts: Scripts, space: KeySpace, settings: EngineSettings
+        self,
+        client: redis.Redis,
+        scripts: Scripts,
+        space: KeySpace,
+        settings: EngineSettings,
+        router: Router | None = None,
     ) -> None:
         self.client = client
         self.scripts = scripts
         self.space = space
         self.settings = settings
+        self.router = router
         self._common = {
             "queue_grace_us": us(settings.queue_grace),
             "comp_grace_us": us(settings.compensation_grace),
@@ -55,9 +73,13 @@ class RunStore:
                 {"p": p.key} if p.publish else {"n": len(p.expire_keys), "ms": p.expire_ms}
                 for p in held
             ]
+        keys = self.space.run(run_id)
+        if self.router is not None:  # the due shard of the node of the run's bucket
+            args["shard"] = self.router.shard_for(keys.record)
+            args["bucket"] = str(keys.bucket.number)
         reply = self.scripts.call(
             script,
-            self.space.run(run_id).transition([*pushes, *(extra_keys or ())]),
+            keys.transition([*pushes, *(extra_keys or ())]),
             {"id": run_id, **self._common, **args},
             [p.message for p in held],
         )
@@ -215,28 +237,26 @@ class RunStore:
         worker: str | None = None,
         *,
         backlog: int = 0,
-        alive: tuple[str, ...] | list[str] = (),
+        held: Iterable[str] = (),
         epoch: int | None = None,
     ) -> Verdict:
-        """The watchdog's look at a run that is due; ``alive``: the live workers.
+        """The watchdog's look at a run that is due; ``held``: the ids of the run's messages
+        that live workers hold (prefetched, waiting for a countdown, running).
 
         ``reason="resend"``: the message of a step that completed under ``epoch`` was
         delivered again; the next step is sent again if it still waits for its message.
         """
-        held = [held_set(w) for w in alive]
         s = self.settings
-        first_held = len(self.space.run(run_id).transition()) + 1
         return self._call(
             "redrive",
             run_id,
-            extra_keys=held,
             reason=reason,
             worker=worker,
             grace_us=us(s.redrive_grace),
             backlog=backlog,
             stall_us=us(s.queue_stall_limit),
             interval_us=us(s.watchdog_interval),
-            held_from=first_held,
+            held=list(held),
             epoch=epoch,
         )
 
@@ -272,6 +292,18 @@ class RunStore:
 
     # --- housekeeping ---------------------------------------------------------------
 
+    def _batch(self, calls: Iterable[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        """Commands ``(name, args, kwargs)`` in one pipeline: one round trip per node on a
+        cluster (redis-py groups them by node), results in order."""
+        pipe = self.client.pipeline(transaction=False)
+        for name, args, kwargs in calls:
+            getattr(pipe, name)(*args, **kwargs)
+        return pipe.execute()
+
+    def _each(self, name: str, keys: Iterable[str], *args: Any, **kwargs: Any) -> list[Any]:
+        """Command ``name`` on each key (with the same further arguments), in one pipeline."""
+        return self._batch((name, (key, *args), kwargs) for key in keys)
+
     def prune_expired(self, now_us: int, limit: int = 500) -> int:
         """Drop index entries of finished runs whose record expired (retention).
 
@@ -279,26 +311,78 @@ class RunStore:
         scan is bounded; an entry whose record still exists is kept.
         """
         cutoff = now_us - us(self.settings.retention)
-        removed = 0
-        for status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
-            index = self.space.status_index(status)
-            ids: list[str] = self.client.zrangebyscore(index, "-inf", cutoff, start=0, num=limit)  # type: ignore[assignment]
-            if not ids:
-                continue
-            pipe = self.client.pipeline(transaction=False)
-            for run_id in ids:
-                pipe.exists(self.space.run(run_id).record)
-            gone = [i for i, alive in zip(ids, pipe.execute(), strict=True) if not alive]
-            if gone:
-                removed += int(self.client.zrem(index, *gone))
-        return removed
+        final = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        indexes = [b.status_index(s) for b in self.space.all_buckets for s in final]
+        found = self._each("zrangebyscore", indexes, "-inf", cutoff, start=0, num=limit)
+        old = [(index, run_id) for index, ids in zip(indexes, found, strict=True) for run_id in ids]
+        if not old:
+            return 0
+        alive = self._each("exists", (self.space.run(r).record for _, r in old))
+        gone: dict[str, list[str]] = {}
+        for (index, run_id), exists in zip(old, alive, strict=True):
+            if not exists:
+                gone.setdefault(index, []).append(run_id)
+        removed = self._batch(("zrem", (i, *g), {}) for i, g in gone.items())
+        return sum(int(n) for n in removed)
 
     def workers_of(self, run_ids: list[str]) -> list[str | None]:
         """The worker recorded on each run (whose attempt it runs, if any)."""
-        pipe = self.client.pipeline(transaction=False)
-        for run_id in run_ids:
-            pipe.hget(self.space.run(run_id).record, "worker")
-        return pipe.execute()
+        return self.fields(run_ids, "worker")
+
+    def scheduled(self) -> list[str]:
+        """Every run the watchdog will look at (all buckets' due indexes)."""
+        found = self._each("zrange", (b.due for b in self.space.all_buckets), 0, -1)
+        return [run_id for ids in found for run_id in ids]
+
+    # --- what is due, on a cluster (the due shards, see lua/lib.lua: schedule) ---------
+
+    def due_on_cluster(self, now_us: int, limit: int) -> tuple[list[str], list[BucketKeys]]:
+        """The runs due now, found through the nodes' due shards: only the buckets that have
+        something due are read. Returns them and the buckets they came from (to be
+        :meth:`reindex`-ed once they were handled)."""
+        assert self.router is not None
+        entries = self._each(
+            "zrangebyscore", self.router.shards(), "-inf", now_us, start=0, num=limit,
+            withscores=True,
+        )  # fmt: skip
+        numbers = sorted({int(b) for found in entries for b, _ in found})
+        if not numbers:
+            return [], []
+        buckets = [self.space.bucket(b) for b in numbers]
+        found = self._each(
+            "zrangebyscore", (b.due for b in buckets), "-inf", now_us, start=0, num=limit
+        )
+        return [run_id for ids in found for run_id in ids], buckets
+
+    def reindex(self, buckets: list[BucketKeys]) -> None:
+        """Raise each bucket's entry in its node's due shard to its earliest due run now, or
+        drop it when nothing is scheduled (``ZADD GT``: a transition that made it earlier
+        meanwhile wins; :meth:`reindex_all` mends the rest)."""
+        assert self.router is not None
+        heads = self._each("zrange", (b.due for b in buckets), 0, 0, withscores=True)
+        updates: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        for bucket, head in zip(buckets, heads, strict=True):
+            shard, member = self.router.shard_for(bucket.due), str(bucket.number)
+            if head:
+                updates.append(("zadd", (shard, {member: head[0][1]}), {"gt": True}))
+            else:
+                updates.append(("zrem", (shard, member), {}))
+        self._batch(updates)
+
+    def reindex_all(self) -> int:
+        """Rebuild the due shards from every bucket (a safety net, and after a bucket moved
+        to another node): each bucket with something scheduled gets its earliest time in
+        the shard of the node that serves it now. Returns how many buckets that was."""
+        assert self.router is not None
+        buckets = self.space.all_buckets
+        heads = self._each("zrange", (b.due for b in buckets), 0, 0, withscores=True)
+        updates = [
+            ("zadd", (self.router.shard_for(b.due), {str(b.number): head[0][1]}), {"lt": True})
+            for b, head in zip(buckets, heads, strict=True)
+            if head
+        ]
+        self._batch(updates)
+        return len(updates)
 
     # --- reads ------------------------------------------------------------------------
 
@@ -307,23 +391,36 @@ class RunStore:
         return self.client.hgetall(self.space.run(run_id).record)  # type: ignore[return-value]
 
     def records(self, run_ids: list[str]) -> list[dict[str, str]]:
-        pipe = self.client.pipeline(transaction=False)
-        for run_id in run_ids:
-            pipe.hgetall(self.space.run(run_id).record)
-        return pipe.execute()
+        return self._each("hgetall", (self.space.run(r).record for r in run_ids))
+
+    def fields(self, run_ids: list[str], field: str) -> list[str | None]:
+        """One field of each run's record."""
+        return self._each("hget", (self.space.run(r).record for r in run_ids), field)
 
     def history(self, run_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         """All events of the run: (stream id, type, data)."""
         entries: Any = self.client.xrange(self.space.run(run_id).history)
         return [(eid, f["type"], json.loads(f["data"])) for eid, f in entries]
 
+    def _on_node(self, key: str, read: Callable[[Any, bool], Any]) -> Any:
+        """``read(client, asking)`` on the node of ``key`` (on one server: the client)."""
+        if self.router is None:
+            return read(self.client, False)
+        return self.router.on_slot(key, read)
+
     def snapshot(self, run_id: str) -> tuple[dict[str, str], str]:
         """The run hash and the id of its newest event, in one round trip."""
         k = self.space.run(run_id)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hgetall(k.record)
-        pipe.xrevrange(k.history, count=1)
-        record, last = pipe.execute()
+
+        def read(client: Any, asking: bool) -> Any:
+            pipe = client.pipeline(transaction=not asking)
+            if asking:
+                pipe.execute_command("ASKING")
+            pipe.hgetall(k.record)
+            pipe.xrevrange(k.history, count=1)
+            return pipe.execute()[-2:]
+
+        record, last = self._on_node(k.record, read)
         return record, last[0][0] if last else "0-0"
 
     def wait_settled(self, run_id: str, timeout: float) -> dict[str, Any] | None:
@@ -341,24 +438,81 @@ class RunStore:
 
     def wait_for_event(self, run_id: str, after: str, block_ms: int) -> str | None:
         """Block until the run's history grows past ``after``; the newest event id, or None."""
-        reply: Any = self.client.xread({self.space.run(run_id).history: after}, block=block_ms)
+        history = self.space.run(run_id).history
+
+        def read(client: Any, asking: bool) -> Any:
+            if not asking:
+                return client.xread({history: after}, block=block_ms)
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command("ASKING")
+            pipe.xread({history: after}, block=block_ms)
+            return pipe.execute()[-1]
+
+        reply = self._on_node(history, read)
         return reply[0][1][-1][0] if reply else None
 
     def run_ids(
         self, status: str | None = None, *, retrying: bool = False, limit: int = 50
     ) -> list[str]:
         """Newest first. ``retrying``: runs waiting for the next attempt of a failed step."""
-        s = self.space
+        buckets = self.space.all_buckets
         if retrying:
-            return self.client.zrevrange(s.retrying, 0, limit - 1)  # type: ignore[return-value]
-        if status:
-            return self.client.zrevrange(s.status_index(status), 0, limit - 1)  # type: ignore[return-value]
-        pipe = self.client.pipeline(transaction=False)
-        for index in s.status_indexes:
-            pipe.zrevrange(index, 0, limit - 1, withscores=True)
-        merged = [pair for result in pipe.execute() for pair in result]
-        merged.sort(key=lambda pair: pair[1], reverse=True)
-        return [run_id for run_id, _ in merged[:limit]]
+            indexes = [b.retrying for b in buckets]
+        elif status:
+            indexes = [b.status_index(status) for b in buckets]
+        else:
+            indexes = [i for b in buckets for i in b.status_indexes]
+        return self.newest(indexes, limit)
+
+    def newest(self, indexes: list[str], limit: int) -> list[str]:
+        """The ``limit`` members with the highest scores over several zsets, newest first.
+
+        Two rounds at most: a few of each (``limit`` shared out), then, from those that
+        may hold more above the ``limit``-th best score seen, the rest above it.
+        """
+        if limit <= 0 or not indexes:
+            return []
+        few = len(indexes) <= 8
+        share = limit if few else max(1, math.ceil(2 * limit / len(indexes)))
+        first = self._each("zrevrange", indexes, 0, share - 1, withscores=True)
+        seen = sorted((pair for found in first for pair in found), key=_score, reverse=True)
+        if not few:
+            floor = seen[limit - 1][1] if len(seen) >= limit else float("-inf")
+            more = [
+                i for i, found in zip(indexes, first, strict=True)
+                if len(found) == share and found[-1][1] >= floor
+            ]  # fmt: skip
+            if more:
+                rest = self._each(
+                    "zrevrangebyscore", more, "+inf", floor, start=share, num=limit,
+                    withscores=True,
+                )  # fmt: skip
+                seen = sorted([*seen, *(p for found in rest for p in found)], key=_score,
+                              reverse=True)  # fmt: skip
+        return [run_id for run_id, _ in seen[:limit]]
+
+    def counts(self) -> dict[str, int]:
+        """Runs per status, and ``retrying``: one ZCARD per bucket index, in one pipeline."""
+        names = [*(s.value for s in RunStatus), "retrying"]
+        keys = [
+            (n, b.retrying if n == "retrying" else b.status_index(n))
+            for b in self.space.all_buckets
+            for n in names
+        ]
+        sizes = self._each("zcard", (k for _, k in keys))
+        out = dict.fromkeys(names, 0)
+        for (name, _), size in zip(keys, sizes, strict=True):
+            out[name] += int(size)
+        return out
+
+    def metrics(self) -> dict[str, int]:
+        """The workflow's event counters and histogram buckets (``lua/lib.lua``,
+        count_event), summed over the buckets."""
+        out: dict[str, int] = {}
+        for found in self._each("hgetall", (b.metrics for b in self.space.all_buckets)):
+            for field, value in found.items():
+                out[field] = out.get(field, 0) + int(value)
+        return out
 
     def companion(self, run_id: str, suffix: str) -> str:
         """The key of one of the workflow's own per-run keys."""

@@ -36,15 +36,16 @@ from celery.worker import state as worker_state
 from .config import is_amqp
 from .consumer import keep_refused_payloads
 from .identity import set_worker_id, worker_id
-from .keys import PREFIX, WATCHDOG_LOCK, WORKERS, held_set
+from .keys import ORPHAN_CURSOR, WATCHDOG_LOCK, WORKERS, BucketKeys, held_set
 from .runtime import Engine, WorkflowRuntime
 from .verdicts import US, Kind, Tick
 
 log = logging.getLogger(__name__)
 
+LIMIT = 200  # runs looked at per workflow and tick, at most
 PRUNE_EVERY = 20  # ticks between two scans for expired runs in the status indexes
+REINDEX_EVERY = 60  # ticks between two rebuilds of a cluster's due shards (a safety net)
 ORPHANS_EVERY = 2  # ticks between two looks for messages delivered to workers that are gone
-ORPHAN_CURSOR = f"{PREFIX}:watchdog:orphan-cursor"
 
 
 def held_messages() -> list[str]:
@@ -86,6 +87,7 @@ class Watchdog(threading.Thread):
         self._tick = engine.scripts
         self._backlog = 0
         self._alive: tuple[str, ...] = ()
+        self._held: dict[str, list[str]] = {}
         self._broker: Any = None  # a connection to a broker that is not the store's Redis
         self._transport: Any = None  # a connection to the broker when it is the store's Redis
 
@@ -122,11 +124,19 @@ class Watchdog(threading.Thread):
                     self._last_error_log = time.monotonic()
                     log.warning("watchdog tick failed (will keep trying): %r", exc)
 
-    def heartbeat(self, limit: int = 200) -> Tick:
+    @property
+    def clustered(self) -> bool:
+        return self.engine.router is not None
+
+    def heartbeat(self, limit: int = LIMIT) -> Tick:
+        """``tick.lua``: the heartbeat, the lock, and on one server what is due (on a
+        cluster the buckets are looked at through their due shards: :meth:`due`)."""
         s = self.settings
         keys = [WORKERS, WATCHDOG_LOCK, held_set(self.worker)]
-        keys += [rt.space.due for rt in self.runtimes]
-        keys += self.engine.queues
+        runtimes = [] if self.clustered else self.runtimes
+        keys += [rt.space.due for rt in runtimes]
+        if self.engine.holds_messages:  # the broker's queues are lists of this server
+            keys += self.engine.queues
         reply = self.engine.scripts.call(
             "tick",
             keys,
@@ -135,35 +145,55 @@ class Watchdog(threading.Thread):
                 "lock_ttl_ms": int(max(3 * s.watchdog_interval, 1.0) * 1000),
                 "dead_after_us": int(s.worker_dead_after * US),
                 "limit": limit,
-                "nw": len(self.runtimes),
+                "nw": len(runtimes),
                 "held": held_messages(),
             },
         )
         return Tick.parse(reply)
 
+    def due(self, tick: Tick) -> list[tuple[WorkflowRuntime, list[str], list[BucketKeys]]]:
+        """What is due in each workflow: from the tick on one server, from the due shards
+        on a cluster (only the buckets that have something due are read)."""
+        if not self.clustered:
+            return [(rt, list(ids), []) for rt, ids in zip(self.runtimes, tick.due, strict=False)]
+        out = []
+        for rt in self.runtimes:
+            ids, buckets = rt.store.due_on_cluster(tick.now_us, LIMIT)
+            out.append((rt, ids, buckets))
+        return out
+
     def tick(self) -> None:
         """One heartbeat; if this worker holds the lock, re-drive what is due."""
-        due = self.heartbeat()
-        if not due.leader:
+        tick = self.heartbeat()
+        if not tick.leader:
             return
         self._ticks += 1
-        self._backlog = due.backlog
-        if any(due.due) and is_amqp(str(self.engine.app.conf.broker_url)):
-            self._backlog += self.broker_backlog()
-        self._alive = due.alive
-        for rt, ids in zip(self.runtimes, due.due, strict=False):
+        self._backlog = tick.backlog
+        self._alive = tick.alive
+        due = self.due(tick)
+        if any(ids for _, ids, _ in due):
+            if is_amqp(str(self.engine.app.conf.broker_url)):
+                self._backlog += self.broker_backlog()
+            self._held = self.held_by_live_workers()
+        for rt, ids, buckets in due:
             if self._ticks % PRUNE_EVERY == 1:
-                rt.store.prune_expired(due.now_us)
+                rt.store.prune_expired(tick.now_us)
             for run_id in ids:
                 self.redrive(rt, run_id, "due")
-        if due.dead and self._trusts_heartbeats():
-            for rt, scheduled in zip(self.runtimes, due.scheduled, strict=False):
-                self.redrive_dead_workers(rt, due.dead, list(scheduled))
-            horizon = due.now_us - int(self.settings.worker_dead_after * US)
+            if buckets:
+                rt.store.reindex(buckets)
+            if self.clustered and self._ticks % REINDEX_EVERY == 1:
+                rt.store.reindex_all()
+        if tick.dead and self._trusts_heartbeats():
+            self._held = self.held_by_live_workers()
+            for i, rt in enumerate(self.runtimes):
+                scheduled = rt.store.scheduled() if self.clustered else list(tick.scheduled[i])
+                self.redrive_dead_workers(rt, tick.dead, scheduled)
+            horizon = tick.now_us - int(self.settings.worker_dead_after * US)
             self.engine.client.zremrangebyscore(WORKERS, "-inf", horizon)
         orphan_look = self._ticks % ORPHANS_EVERY == 0 and self.engine.holds_messages
         if orphan_look and self._trusts_heartbeats():
-            self.restore_orphans(due.now_us / US)
+            self.restore_orphans(tick.now_us / US)
 
     def broker_backlog(self) -> int:
         """Messages waiting in the workflows' queues on RabbitMQ (``tick.lua`` counts them
@@ -227,10 +257,22 @@ class Watchdog(threading.Thread):
             if holder in dead:
                 self.redrive(rt, run_id, "worker_lost", holder)
 
+    def held_by_live_workers(self) -> dict[str, list[str]]:
+        """The ids of the messages live workers hold, by run (from their heartbeats)."""
+        if not self._alive:
+            return {}
+        members: Any = self.engine.client.sunion([held_set(w) for w in self._alive])
+        out: dict[str, list[str]] = {}
+        for message in members:
+            if not message.startswith("t:"):
+                out.setdefault(message.rsplit(":", 2)[0], []).append(message)
+        return out
+
     def redrive(
         self, rt: WorkflowRuntime, run_id: str, reason: str, worker: str | None = None
     ) -> None:
-        out = rt.store.redrive(run_id, reason, worker, backlog=self._backlog, alive=self._alive)
+        held = self._held.get(run_id, ())
+        out = rt.store.redrive(run_id, reason, worker, backlog=self._backlog, held=held)
         rt.sender.act(run_id, out)
         if out.kind is not Kind.NOOP:
             log.info("watchdog: %s %s: %s %s", rt.workflow.noun, run_id, out.kind.value,

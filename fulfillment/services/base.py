@@ -1,7 +1,16 @@
-"""What every simulated service shares: simulated latency, outages, the ledger call."""
+"""What every simulated service shares: simulated latency, outages, the ledger call.
+
+On one Redis server a service's call is one script: the fencing check against the
+order's record, the fault check, the effect on the order's ledger (and the stock), in
+one atomic step. On a cluster a script touches one slot, so the shared keys (the
+faults, the stock) are read or changed by calls of their own: the fault is read first
+and handed to the ledger's script, and the inventory reserves and gives back stock by
+the reservation's idempotency key (``inventory.py``).
+"""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import Any
@@ -9,12 +18,17 @@ from typing import Any
 import redis
 
 from ..engine.fencing import Token
+from ..engine.keys import KeySpace
 from ..engine.scripts import Scripts
 from ..errors import ServiceUnavailable, StaleAttempt
-from ..keys import FAULTS, STOCK, OrderKeys
+from ..keys import FAULTS, STOCK
 from ..settings import Settings
 
-SERVICE_SCRIPTS = ("charge", "refund", "reserve", "release", "ship", "cancel_shipment")
+SERVICE_SCRIPTS = (
+    "charge", "refund", "reserve", "release", "ship", "cancel_shipment",
+    # a cluster's inventory: the ledger's part and the stock's part, each in its slot
+    "reserve_begin", "reserve_end", "release_begin", "release_end", "stock_take", "stock_give",
+)  # fmt: skip
 
 
 def service_scripts(client: redis.Redis) -> Scripts:
@@ -35,10 +49,14 @@ class SimulatedService:
     #: name used in fault injection and error messages
     name = "service"
 
-    def __init__(self, client: redis.Redis, scripts: Scripts, settings: Settings) -> None:
+    def __init__(
+        self, client: redis.Redis, scripts: Scripts, settings: Settings, space: KeySpace
+    ) -> None:
         self.client = client
         self.scripts = scripts
         self.settings = settings
+        self.space = space
+        self.clustered = settings.is_cluster
 
     def _latency(self) -> None:
         base = self.settings.service_latency
@@ -46,12 +64,35 @@ class SimulatedService:
             jitter = self.settings.service_latency_jitter
             time.sleep(base * random.uniform(1 - jitter, 1 + jitter))
 
-    def _call(self, script: str, token: Token, **args: Any) -> dict[str, Any]:
-        self._latency()
-        k = OrderKeys(token.run_id)
+    def _keys(self, run_id: str) -> list[str]:
+        """KEYS of a ledger script: the ledger and the record; on one server also the
+        faults and the stock (a cluster reads those apart)."""
+        run = self.space.run(run_id)
+        keys = [run.companion("ledger"), run.record]
+        return keys if self.clustered else [*keys, FAULTS, STOCK]
+
+    def fault(self, run_id: str, attempt: int) -> str | None:
+        """On a cluster: the fault mode this call meets (a fault for the order wins over
+        one for every order), read before the ledger's script."""
+        specs: Any = self.client.hmget(FAULTS, [f"{self.name}:{run_id}", self.name])
+        found = specs[0] or specs[1]
+        if not found:
+            return None
+        spec = json.loads(found)
+        if spec["attempts"] >= 0 and attempt > spec["attempts"]:
+            return None
+        return str(spec["mode"])
+
+    def _call(
+        self, script: str, token: Token, *, latency: bool = True, **args: Any
+    ) -> dict[str, Any]:
+        if latency:
+            self._latency()
+        if self.clustered and "attempt" in token.as_json():
+            args["fault"] = self.fault(token.run_id, token.as_json()["attempt"]) or False
         reply = self.scripts.call(
             script,
-            [k.ledger, STOCK, FAULTS, k.record],
+            self._keys(token.run_id),
             {"order_id": token.run_id, "token": token.as_json(), **args},
         )
         if reply["v"] == "stale":

@@ -22,8 +22,8 @@ from pydantic import (
 
 from ..engine.fencing import AttemptToken, UndoToken
 from ..engine.validation import field_path, one_line, problems
-from ..errors import OutOfStock, UnknownItem
-from ..keys import CATALOGUE, STOCK
+from ..errors import OutOfStock, StaleAttempt, UnknownItem
+from ..keys import CATALOGUE, STOCK, released_key, take_key
 from ..models import OrderItem, printable
 from .base import SimulatedService
 
@@ -116,10 +116,17 @@ class Inventory(SimulatedService):
         for item in items:
             wanted[item.item_name] += item.quantity
         lines = [[name, qty] for name, qty in wanted.items()]
+        if self.clustered:
+            return self._reserve_on_cluster(token, lines)
         reply = self._call("reserve", token, items=lines)
         if reply["v"] == "unseeded":
             seed_stock(self.client)
             reply = self._call("reserve", token, items=lines)
+        self._refusal(reply)
+        return json.loads(reply["record"])
+
+    @staticmethod
+    def _refusal(reply: dict[str, Any]) -> None:
         if reply["v"] == "unknown":
             raise UnknownItem(f"Inventory reservation failed: unknown item {reply['item']!r}")
         if reply["v"] == "out_of_stock":
@@ -127,8 +134,40 @@ class Inventory(SimulatedService):
                 f"Inventory reservation failed: {reply['item']!r} is out of stock "
                 f"({reply['wanted']} wanted, {reply['available']} available)"
             )
-        return json.loads(reply["record"])
 
     def release(self, token: UndoToken) -> bool:
         """Give the order's reservation back. False if nothing was reserved."""
+        if self.clustered:
+            return self._release_on_cluster(token)
         return self._call("release", token)["v"] == "ok"
+
+    # On a cluster the stock is in a slot of its own: the ledger's part and the stock's
+    # part are calls of their own, joined by the reservation's idempotency key
+    # (lua/reserve_begin.lua explains the protocol).
+
+    def _stock(self, script: str, key: str, **args: Any) -> dict[str, Any]:
+        keys = [STOCK, take_key(key), released_key(key)]
+        return self.scripts.call(script, keys, {"ttl": int(self.settings.retention), **args})
+
+    def _reserve_on_cluster(self, token: AttemptToken, lines: list[list[Any]]) -> dict[str, Any]:
+        key = token.idempotency_key
+        begun = self._call("reserve_begin", token, key=key)
+        if begun["v"] == "ok":
+            return json.loads(begun["record"])
+        taken = self._stock("stock_take", key, items=lines)
+        if taken["v"] == "unseeded":
+            seed_stock(self.client)
+            taken = self._stock("stock_take", key, items=lines)
+        if taken["v"] == "released":
+            raise StaleAttempt("inventory refused a stale call: the reservation was given back")
+        self._refusal(taken)
+        ended = self._call("reserve_end", token, latency=False, record=taken["record"])
+        return json.loads(ended["record"])
+
+    def _release_on_cluster(self, token: UndoToken) -> bool:
+        begun = self._call("release_begin", token)
+        if begun["v"] != "go":
+            return begun["v"] == "ok"
+        given = self._stock("stock_give", begun["key"])
+        ended = self._call("release_end", token, latency=False, given=given["v"] == "ok")
+        return ended["v"] == "ok"

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from ..client import FulfillmentClient
-from ..keys import ORDERS
 from ..models import Order
 from ..state import OrderStatus, OrderView
 from ..timeline import Timeline
@@ -19,13 +18,13 @@ FILTERS = (*(s.value for s in OrderStatus), "retrying")
 SEARCH_DEPTH = 2000
 
 
-def status_counts(redis: Any) -> dict[str, int]:
-    """Orders per status (and retrying), from the status indexes, in one round trip."""
-    pipe = redis.pipeline(transaction=False)
-    for status in OrderStatus:
-        pipe.zcard(ORDERS.status_index(status.run_status))
-    pipe.zcard(ORDERS.retrying)
-    return dict(zip(FILTERS, (int(v) for v in pipe.execute()), strict=True))
+def status_counts(client: FulfillmentClient) -> dict[str, int]:
+    """Orders per status (and retrying), from the status indexes: one pipeline (one round
+    trip per node of a cluster, over every bucket)."""
+    runs = client.store.counts()
+    counts = {s.value: runs[s.run_status.value] for s in OrderStatus}
+    counts["retrying"] = runs["retrying"]
+    return counts
 
 
 def _ids(client: FulfillmentClient, status: str | None, limit: int) -> list[str]:
@@ -70,22 +69,16 @@ def list_orders(
         raise ValueError(f"unknown status {status!r}")
     needle = query.strip().lower()
     skip = (page - 1) * per_page
-    redis = client.store.client
+    store = client.store
     if needle:
         ids = _ids(client, status, SEARCH_DEPTH)
-        pipe = redis.pipeline(transaction=False)
-        for order_id in ids:
-            pipe.hget(ORDERS.run(order_id).record, "summary")
         verdicts = [
             _matches(i.lower(), json.loads(s), needle) if s else False
-            for i, s in zip(ids, pipe.execute(), strict=True)
+            for i, s in zip(ids, store.fields(ids, "summary"), strict=True)
         ]
         unsure = [i for i, v in zip(ids, verdicts, strict=True) if v is None]
         if unsure:
-            pipe = redis.pipeline(transaction=False)
-            for order_id in unsure:
-                pipe.hget(ORDERS.run(order_id).record, "input")
-            inputs = dict(zip(unsure, pipe.execute(), strict=True))
+            inputs = dict(zip(unsure, store.fields(unsure, "input"), strict=True))
             verdicts = [
                 _matches_input(inputs[i], needle) if v is None else v
                 for i, v in zip(ids, verdicts, strict=True)

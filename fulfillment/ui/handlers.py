@@ -135,7 +135,7 @@ class OrdersView(OrdersHandler):
             "orders.html",
             active_tab="orders",
             listing=data.list_orders(self.orders, status, query, page, per_page),
-            counts=data.status_counts(self.orders.store.client),
+            counts=data.status_counts(self.orders),
             filters=data.FILTERS,
             status=status or "",
             query=query,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -21,7 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ..keys import ORDERS
+from ..client import FulfillmentClient
 from .data import status_counts
 
 #: the histogram buckets of ``lib.lua`` (BUCKETS_MS), in seconds
@@ -42,12 +41,12 @@ def _histogram(counts: dict[str, int], name: str) -> tuple[list[tuple[str, float
 class OrderMetrics(Collector):
     """The ``fulfillment_*`` series, read from the order store at each scrape."""
 
-    def __init__(self, redis_client: Callable[[], Any]) -> None:
-        self._redis = redis_client
+    def __init__(self, client: Callable[[], FulfillmentClient]) -> None:
+        self._client = client
 
     def collect(self) -> Iterator[Metric]:
-        redis = self._redis()
-        counts = {k: int(v) for k, v in redis.hgetall(ORDERS.metrics).items()}
+        client = self._client()
+        counts = client.store.metrics()
         by_kind: dict[str, dict[tuple[str, ...], int]] = defaultdict(dict)
         for field, value in counts.items():
             kind, *labels = field.split("|")
@@ -65,7 +64,7 @@ class OrderMetrics(Collector):
             "Orders by status now (finished ones until their retention ends)",
             labels=["status"],
         )
-        for status, size in status_counts(redis).items():
+        for status, size in status_counts(client).items():
             orders.add_metric([status], size)
         yield orders
 
@@ -158,4 +157,4 @@ def register() -> None:
 
     from ..client import default_client
 
-    REGISTRY.register(OrderMetrics(lambda: default_client().store.client))
+    REGISTRY.register(OrderMetrics(default_client))

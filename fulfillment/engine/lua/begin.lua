@@ -11,8 +11,7 @@
 --   stale    the message was superseded (re-driven, or the run moved on)
 --   finished the run has ended (final, or compensating)
 --   missing  no such run
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local id = A.id
 local sk = 's:' .. A.step .. ':'
 

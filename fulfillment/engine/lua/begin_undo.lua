@@ -12,8 +12,7 @@
 --   early    its step's presumed-lost attempt may still act (remaining_us)
 --   noop     nothing to do (reason)
 --   missing  no such run
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local id = A.id
 local p = 'c:' .. A.action
 local c = redis.call('HMGET', K.record, 'status', p, p .. ':not_before', p .. ':lease',

@@ -6,8 +6,7 @@
 -- A: id, by, reason + common settings.
 -- Replies v = cancelled (compensating, compensations, send) | cancel_requested | decided
 --   (decision, by) | finished (status, decision, by) | missing.
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local id = A.id
 
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'steps', 'created',

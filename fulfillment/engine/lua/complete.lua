@@ -7,8 +7,7 @@
 --   (result), cancelled | failed (compensating, compensations, send), compensate (send:
 --   a late effect of a presumed-dead attempt on a run that failed or was cancelled: its
 --   undo runs again, and the run is compensating until it is done), stale (reason).
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local id = A.id
 A.outcome = 'succeeded'
 local sk = 's:' .. A.step .. ':'

@@ -4,8 +4,7 @@
 --    the run_started event), outbox_step + common settings;
 --    ARGV[2..]: the first step's message (outbox), pushed only with reply `created`.
 -- Replies v = created (step, epoch, sent) | exists (status) | conflict (status).
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local id = A.id
 
 local existing = redis.call('HMGET', K.record, 'digest', 'status')

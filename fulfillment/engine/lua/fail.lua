@@ -5,8 +5,7 @@
 --    have happened, so it is undone too; default true: the service refused, so it did
 --    nothing) + common settings.
 -- Replies v = failed | cancelled (compensating, compensations, send), stale.
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local id = A.id
 A.outcome = 'failed: ' .. A.error_type
 local sk = 's:' .. A.step .. ':'

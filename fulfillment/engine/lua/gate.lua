@@ -2,8 +2,7 @@
 -- A: id, step (the gate), epoch, task_id, worker, grace_us + common settings.
 -- Replies v = waiting (deadline, remaining_us), done (already passed), stale, finished,
 --   missing.
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local id = A.id
 local gk = 'g:' .. A.step .. ':'
 local sk = 's:' .. A.step .. ':'

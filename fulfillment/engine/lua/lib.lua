@@ -14,7 +14,8 @@
 --   13 metrics (hash: event counters and histogram buckets, see count_event)
 --   then A.nc companion keys (the workflow's own keys of the run, kept and expired with it),
 --   then the outbox's keys (see send_outbox), or the held-message sets (see held).
--- ARGV[1] is one JSON argument A. Every transition's A carries the common settings:
+-- ARGV[1] is one JSON argument A (see transition). Every transition's A carries the
+-- common settings:
 --   queue_grace_us  a queued step's message counts as late after this
 --   comp_grace_us   a compensation's message counts as late after this
 --   retention_s     how long a finished run is kept
@@ -183,10 +184,29 @@ local function set_status(K, id, old, new, created, write)
   if write then redis.call('HSET', K.record, 'status', new) end
 end
 
+-- The run's keys and the script's argument A, at the start of every run transition.
+-- On a cluster A also names the due shard of the node serving the run's bucket
+-- (A.shard, a key of another slot on the same node: see schedule) and the bucket
+-- (A.bucket); touching it first makes a stale guess of that node fail before the
+-- script writes anything.
+local function transition()
+  local K = run_keys()
+  local A = cjson.decode(ARGV[1])
+  if A.shard then
+    redis.call('EXISTS', A.shard)
+    K.shard, K.bucket = A.shard, A.bucket
+  end
+  return K, A
+end
+
 -- When the watchdog looks at the run next (one zset for every reason: a transition
--- moves the run's score, it never moves the run between sets).
+-- moves the run's score, it never moves the run between sets). On a cluster the node's
+-- due shard keeps, per bucket, the earliest time anything in it is due (it can only be
+-- early, never late: the watchdog corrects it), so that a watchdog tick looks only at
+-- the buckets that have something due.
 local function schedule(K, id, at)
   redis.call('ZADD', K.due, at, id)
+  if K.shard then redis.call('ZADD', K.shard, 'LT', at, K.bucket) end
 end
 
 local function unschedule(K, id, phase)
@@ -529,10 +549,10 @@ end
 
 -- Is message `msg` held by a live worker? Workers report the ids of the messages they
 -- hold (prefetched, waiting for a countdown, running) in their heartbeat; the
--- watchdog passes the sets of the live ones as KEYS[A.held_from..].
-local function held(msg, first)
-  for i = first, #KEYS do
-    if redis.call('SISMEMBER', KEYS[i], msg) == 1 then return true end
+-- watchdog passes those of this run that the live ones hold in A.held.
+local function held(msg, A)
+  for _, m in ipairs(A.held or {}) do
+    if m == msg then return true end
   end
   return false
 end
@@ -563,7 +583,7 @@ local function message_lost(K, suspect_field, msg, due, now, A)
   local stalled = now >= due + A.stall_us
   local again = math.min(now + math.max(2 * A.interval_us, A.queue_grace_us, now - due),
     due + A.stall_us)
-  if not stalled and (A.backlog > 0 or held(msg, A.held_from)) then
+  if not stalled and (A.backlog > 0 or held(msg, A)) then
     redis.call('HDEL', K.record, suspect_field)
     return false, again
   end

@@ -1,9 +1,10 @@
 -- redrive.lua: the watchdog's look at one run whose schedule came due.
--- KEYS: the run's keys (lib.lua), then the held-message sets of the live workers.
+-- KEYS: the run's keys (lib.lua).
 -- A: id, reason (due | worker_lost | resend), worker (the dead worker, for worker_lost),
 --    epoch (for resend: the epoch the redelivered message's step completed under),
 --    grace_us (retry / gate grace), backlog (messages waiting in the queues), stall_us,
---    interval_us (heartbeat period), held_from (first held-set KEY) + common settings.
+--    interval_us (heartbeat period), held (the ids of this run's messages that live
+--    workers hold) + common settings.
 -- Replies v =
 --   dispatch   send the run's step `step` under the new `epoch` (after countdown_us)
 --   (any of them with lost_task: the Celery task id of an attempt presumed lost, and
@@ -12,8 +13,7 @@
 --   failed | cancelled (compensating, compensations, send): also a gate's wait past
 --              its deadline
 --   noop       nothing to do (not due, still on its way, or already handled)
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local id = A.id
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'lease_until',
   'next_at', 'queued_at', 'worker', 'cancel_requested', 'cancel_reason', 'redrives',

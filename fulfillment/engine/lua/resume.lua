@@ -6,8 +6,7 @@
 -- was undone is made anew. The run must be settled (no compensation pending).
 -- A: id, step (where to resume), by + common settings.
 -- Replies v = dispatch (step, epoch, steps, summary) | noop (reason) | missing.
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local id = A.id
 local o = redis.call('HMGET', K.record, 'status', 'epoch', 'steps', 'summary', 'compensations',
   'created', 'gates')

@@ -3,8 +3,7 @@
 -- A: id, step, epoch, attempt, error_type, error, grace_us + common settings.
 -- Replies v = retry (next_at, delay_us), failed (attempts exhausted) | cancelled
 --   (compensating, compensations, send), stale.
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local id = A.id
 A.outcome = 'failed: ' .. A.error_type
 local sk = 's:' .. A.step .. ':'

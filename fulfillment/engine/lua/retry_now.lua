@@ -3,8 +3,7 @@
 -- A: id, by + common settings.
 -- Replies v = dispatch (step, epoch, steps, summary) | noop (reason) | finished (status)
 --   | missing.
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local id = A.id
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'steps', 'summary')
 local status, step, phase, epoch = o[1], o[2], o[3], tonumber(o[4])

@@ -14,8 +14,7 @@
 --                 after the deadline, which times the wait out first
 --   not_required  the gate is not part of this run's plan
 --   missing       no such run
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local id = A.id
 local G = A.gate
 local gk = 'g:' .. G .. ':'

@@ -3,8 +3,7 @@
 -- after the delay its step's policy gives for its failures so far (same message id).
 -- A: id, action, claim, step (whose policy applies), error_type, error + common settings.
 -- Replies v = retry (delay_us) | stale (reason).
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local id = A.id
 local p = 'c:' .. A.action
 local why = stale_claim(K.record, A)

@@ -5,8 +5,7 @@
 --    + common settings.
 -- Replies v = ok (remaining; send: the next undo, or this one again after a late effect;
 --   status: the run's status now) | stale (reason).
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local id = A.id
 local p = 'c:' .. A.action
 local why = stale_claim(K.record, A)

@@ -4,8 +4,7 @@
 -- for its retry) under its epoch, or its compensation pending with that message number.
 -- A: id, messages (their Celery task ids, <run id>:<step or action>:<n>) + common settings.
 -- Replies v = ok (kept: how many are recorded) | missing.
-local K = run_keys()
-local A = cjson.decode(ARGV[1])
+local K, A = transition()
 local o = redis.call('HMGET', K.record, 'status', 'step', 'phase', 'epoch', 'unsent')
 if not o[1] then return reply({v = 'missing'}) end
 local unsent = split(o[5])

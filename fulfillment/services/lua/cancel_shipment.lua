@@ -1,6 +1,6 @@
 -- cancel_shipment.lua: cancel the order's shipment, if there is one. Idempotent,
 -- fenced by the compensation's claim.
--- KEYS: ledger, stock, faults, record.  A: order_id, token {action, claim}.
+-- KEYS: ledger, record, faults, stock (lib.lua).  A: order_id, token {action, claim}.
 -- Replies v = ok (replay) | nothing | stale (reason).
 local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)

@@ -1,5 +1,5 @@
 -- charge.lua: payment gateway charge, idempotent on the order id, fenced by the token.
--- KEYS: ledger, stock, faults, record.  A: order_id, token {step, epoch, attempt, round},
+-- KEYS: ledger, record, faults, stock (lib.lua).  A: order_id, token {step, epoch, attempt, round},
 -- amount, card (masked).
 -- Replies v = ok (record, replay) | down (mode) | stale (reason).
 local A = cjson.decode(ARGV[1])
@@ -9,7 +9,7 @@ local ledger = KEYS[1]
 local round = start_round(ledger, 'charge', 'refund', A.token.round)
 local l = redis.call('HMGET', ledger, 'charge', 'charge_calls', 'charge_effects')
 local calls = tonumber(l[2] or '0') + 1
-local mode = fault_for('payment', A.order_id, A.token.attempt)
+local mode = fault_for('payment', A.order_id, A.token.attempt, A)
 if mode or l[1] then
   redis.call('HSET', ledger, 'charge_calls', calls)
   if mode then return reply({v = 'down', mode = mode}) end

@@ -1,8 +1,10 @@
 -- lib.lua of the simulated services: prepended to each of their scripts, after the
 -- engine's lib.lua (whose stale_attempt / stale_claim do the fencing).
 --
--- KEYS of every service script: 1 the run's ledger (hash), 2 stock (hash: item ->
--- units), 3 faults (hash), 4 the run's record (the engine's).
+-- KEYS of every ledger script: 1 the run's ledger (hash), 2 the run's record (the
+-- engine's); on one server also 3 faults (hash) and 4 stock (hash: item -> units). On a
+-- cluster a script touches one slot: the caller reads the fault first (A.fault) and the
+-- stock is changed by scripts of its own (stock_take.lua, stock_give.lua).
 -- A: order_id, token (the caller's fencing token: {step, epoch, attempt} for a
 -- step's attempt, {action, claim} for a compensation), then the script's own.
 
@@ -12,15 +14,20 @@
 local function refuse_stale(A)
   local tok = A.token or {}
   local why
-  if tok.action then why = stale_claim(KEYS[4], tok) else why = stale_attempt(KEYS[4], tok) end
+  if tok.action then why = stale_claim(KEYS[2], tok) else why = stale_attempt(KEYS[2], tok) end
   if not why then return nil end
-  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HINCRBY', KEYS[1], 'refused_calls', 1) end
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HINCRBY', KEYS[1], 'refused_calls', 1) end
   return reply({v = 'stale', reason = why})
 end
 
 -- Is `service` down for this call? Returns the fault mode or nil. A fault set for
--- one order (field "<service>:<order id>") wins over one set for all.
-local function fault_for(service, order_id, attempt)
+-- one order (field "<service>:<order id>") wins over one set for all. On a cluster the
+-- caller read it already: A.fault (false: none).
+local function fault_for(service, order_id, attempt, A)
+  if A and A.fault ~= nil then
+    if A.fault == false then return nil end
+    return A.fault
+  end
   local spec = redis.call('HMGET', KEYS[3], service .. ':' .. order_id, service)
   local f = spec[1] or spec[2]
   if not f then return nil end

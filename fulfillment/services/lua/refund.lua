@@ -1,6 +1,6 @@
 -- refund.lua: refund the order's charge, if there is one. Idempotent, fenced by the
 -- compensation's claim.
--- KEYS: ledger, stock, faults, record.  A: order_id, token {action, claim}.
+-- KEYS: ledger, record, faults, stock (lib.lua).  A: order_id, token {action, claim}.
 -- Replies v = ok (record, replay) | nothing | stale (reason).
 local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)

@@ -1,11 +1,11 @@
 -- release.lua: give back the order's reservation, if there is one. Idempotent, fenced
 -- by the compensation's claim.
--- KEYS: ledger, stock, faults, record.  A: order_id, token {action, claim}.
+-- KEYS: ledger, record, faults, stock (lib.lua).  A: order_id, token {action, claim}.
 -- Replies v = ok (replay) | nothing | stale (reason).
 local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
-local ledger, stock = KEYS[1], KEYS[2]
+local ledger, stock = KEYS[1], KEYS[4]
 local l = redis.call('HMGET', ledger, 'reservation', 'release', 'release_calls')
 local calls = tonumber(l[3] or '0') + 1
 if not l[1] or l[2] then

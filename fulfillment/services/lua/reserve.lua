@@ -1,17 +1,17 @@
 -- reserve.lua: reserve stock for every line, all or nothing, idempotent on the order
 -- id, fenced by the token.
--- KEYS: ledger, stock, faults, record.  A: order_id, token {step, epoch, attempt, round},
+-- KEYS: ledger, record, faults, stock (lib.lua).  A: order_id, token {step, epoch, attempt, round},
 -- items [[name, quantity], ...] with each name once.
 -- Replies v = ok (record, replay) | down (mode) | unknown (item)
 --           | out_of_stock (item, available, wanted) | unseeded | stale (reason).
 local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
-local ledger, stock = KEYS[1], KEYS[2]
+local ledger, stock = KEYS[1], KEYS[4]
 start_round(ledger, 'reservation', 'release', A.token.round)
 local l = redis.call('HMGET', ledger, 'reservation', 'reserve_calls', 'reserve_effects')
 local calls = tonumber(l[2] or '0') + 1
-local mode = fault_for('inventory', A.order_id, A.token.attempt)
+local mode = fault_for('inventory', A.order_id, A.token.attempt, A)
 if mode or l[1] then
   redis.call('HSET', ledger, 'reserve_calls', calls)
   if mode then return reply({v = 'down', mode = mode}) end

@@ -1,5 +1,5 @@
 -- ship.lua: create the shipment, idempotent on the order id, fenced by the token.
--- KEYS: ledger, stock, faults, record.  A: order_id, token {step, epoch, attempt, round}.
+-- KEYS: ledger, record, faults, stock (lib.lua).  A: order_id, token {step, epoch, attempt, round}.
 -- Replies v = ok (record, replay) | down (mode) | stale (reason).
 local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
@@ -8,7 +8,7 @@ local ledger = KEYS[1]
 local round = start_round(ledger, 'shipment', 'shipment_cancelled', A.token.round)
 local l = redis.call('HMGET', ledger, 'shipment', 'ship_calls', 'ship_effects')
 local calls = tonumber(l[2] or '0') + 1
-local mode = fault_for('delivery', A.order_id, A.token.attempt)
+local mode = fault_for('delivery', A.order_id, A.token.attempt, A)
 if mode or l[1] then
   redis.call('HSET', ledger, 'ship_calls', calls)
   if mode then return reply({v = 'down', mode = mode}) end
