@@ -11,12 +11,13 @@ from typing import Any
 from celery.signals import worker_init
 
 from .engine import create_app, register
+from .engine.app import settings_or_exit
 from .engine.connection import client_for
 from .services import seed_stock
 from .settings import get_settings
 from .workflow import order_workflow
 
-app = create_app("fulfillment", get_settings(), config="celeryconfig")
+app = create_app("fulfillment", settings_or_exit(get_settings), config="celeryconfig")
 ORDERS = register(app, order_workflow(get_settings()))
 
 

@@ -38,9 +38,10 @@ def install(app: Celery, settings: Settings | None = None) -> WorkflowRuntime:
     over the app's), and the order tasks (``fulfillment.<step>``) are registered on
     it. Installing on the same app again returns what is there.
     """
+    from .engine.app import settings_or_exit
     from .settings import get_settings
 
-    settings = settings or get_settings()
+    settings = settings or settings_or_exit(get_settings)
     engine = Engine.of(adopt(app, settings))
     return engine.workflows.get("order") or engine.register(order_workflow(settings))
 

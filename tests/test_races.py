@@ -52,12 +52,13 @@ def test_exactly_one_decision_wins_every_trial(deploy, broker: str) -> None:  # 
         race(deploy(**env))
 
 
-def race(d: Deployment) -> None:
+def race(d: Deployment, trials: int = TRIALS) -> None:
+    """``trials`` waiting orders, each raced by approve, reject, cancel and its timeout."""
     d.start_worker(concurrency=2)
     rng = random.Random(500)
     outcomes: dict[str, dict[str, str]] = {}
     ctx = mp.get_context("spawn")
-    for batch in range(TRIALS // BATCH):
+    for batch in range(trials // BATCH):
         ids = [f"race-{batch:02d}-{i:02d}" for i in range(BATCH)]
         for i, order_id in enumerate(ids):  # deadlines 40 ms apart: racers keep up
             doc = order_doc(EXPENSIVE, order_id=order_id)
@@ -106,6 +107,6 @@ def race(d: Deployment) -> None:
         status, failure = expected[winner]
         assert view.status is status, (order_id, winner, view.status)
         assert (view.failure.type if view.failure else None) == failure
-    assert len(outcomes) == TRIALS
-    print(f"{TRIALS} trials, winners: {dict(winners)}")
+    assert len(outcomes) == trials
+    print(f"{trials} trials, winners: {dict(winners)}")
     assert len(winners) >= 3, winners  # the races really were races

@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 from celery import Celery
 
 from .config import build
+from .errors import ConfigError
 from .runtime import ENGINE_ATTRIBUTE, Engine
 from .settings import EngineSettings, load
 from .worker import WatchdogStep
+
+S = TypeVar("S", bound=EngineSettings)
+
+
+def _celery_command() -> bool:
+    """The process is the ``celery`` command (``celery -A ...``, ``python -m celery``)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return Path(sys.argv[0]).name == "celery" or (
+        spec is not None and spec.name.startswith("celery")
+    )
+
+
+def settings_or_exit(read: Callable[[], S]) -> S:
+    """``read()`` the settings; while the ``celery`` command loads its app (``-A``), a bad
+    configuration ends it with one line on stderr and exit code 1 instead of Celery's
+    traceback. Anywhere else :class:`ConfigError` is raised as usual."""
+    try:
+        return read()
+    except ConfigError as exc:
+        if _celery_command():
+            raise SystemExit(f"error: {exc}") from None
+        raise
 
 
 def create_app(
@@ -28,7 +55,7 @@ def create_app(
     Register workflows on it with ``Engine.of(app).register(workflow)``, or with
     :func:`register`.
     """
-    settings = settings or load(EngineSettings)
+    settings = settings or settings_or_exit(lambda: load(EngineSettings))
     app = Celery(main, set_as_current=set_as_current)
     if config is not None:
         app.config_from_object(config)
@@ -50,7 +77,7 @@ def adopt(app: Celery, settings: EngineSettings | None = None) -> Celery:
     """
     if getattr(app, ENGINE_ATTRIBUTE, None) is not None:
         return app
-    settings = settings or load(EngineSettings)
+    settings = settings or settings_or_exit(lambda: load(EngineSettings))
     app.conf.update(build(settings))
     return _with_engine(app, settings)
 

@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 SCHEMES = ("redis+cluster", "rediss+cluster")
 #: how long a call rides out a failover or a slot migration before it gives up
 RIDE_OUT = 30.0
+#: a script's error when it touched a key of a slot its node does not serve
+NON_LOCAL = "non local key"
+#: how long a primary found with no replica online writes without waiting for one
+ALONE_FOR = 5.0
 
 T = TypeVar("T")
 
@@ -84,11 +88,48 @@ def parse_cluster_url(url: str) -> ClusterUrl:
     return ClusterUrl(tuple(seeds), password, username, scheme.lower() == "rediss+cluster")
 
 
+class RidingCluster(RedisCluster):
+    """redis-py's cluster client, whose commands ride out a failover.
+
+    redis-py retries a command that meets a reset connection or ``CLUSTERDOWN`` a few
+    times at once; a replica takes a few seconds to be promoted. Here a command keeps
+    trying, with a growing pause and a fresh slot map, for up to ``RIDE_OUT`` seconds.
+    Pipelines are not covered: :meth:`Router.ride_out` runs one again whole.
+    """
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        return ride_out(lambda: RedisCluster.execute_command(self, *args, **kwargs), self)
+
+
+def ride_out(call: Callable[[], T], cluster: RedisCluster, what: str = "cluster call") -> T:
+    """``call()``, again after a pause (up to ``RIDE_OUT`` seconds) while the cluster is in
+    a failover: connections refused or reset, ``CLUSTERDOWN``, ``TRYAGAIN``, a slot not
+    covered yet."""
+    delay, deadline = 0.05, time.monotonic() + RIDE_OUT
+    while True:
+        try:
+            return call()
+        except _RIDE_OUT_ERRORS as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.debug("%s: %r; trying again", what, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            _refresh(cluster)
+
+
+def _refresh(cluster: RedisCluster) -> None:
+    try:
+        cluster.nodes_manager.initialize()
+    except redis.RedisError as exc:
+        log.debug("could not refresh the cluster's slot map: %r", exc)
+
+
 def cluster_client(url: str, options: dict[str, Any]) -> RedisCluster:
     """The client of a cluster URL: seeds given, the rest discovered."""
     parts = parse_cluster_url(url)
     options = {k: v for k, v in options.items() if k not in ("retry", "retry_on_error")}
-    return RedisCluster(
+    return RidingCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in parts.seeds],
         password=parts.password,
         username=parts.username,
@@ -106,12 +147,65 @@ _RIDE_OUT_ERRORS = (redis.ConnectionError, redis.TimeoutError, ClusterDownError,
                     SlotNotCoveredError)  # fmt: skip
 
 
+class NotReplicated(redis.RedisError):
+    """A write the caller would be told about reached no replica in time (see
+    :meth:`Router.script`); the primary has it, a failover could lose it."""
+
+
 class Router:
     """Sends commands for a key's slot to the primary serving it, riding out moves and
     failovers."""
 
     def __init__(self, cluster: RedisCluster) -> None:
         self.cluster = cluster
+        #: primary -> until when it is known to have no replica to wait for
+        self._alone_until: dict[str, float] = {}
+
+    @staticmethod
+    def _name(client: redis.Redis) -> str:
+        kwargs = client.connection_pool.connection_kwargs
+        return f"{kwargs.get('host')}:{kwargs.get('port')}"
+
+    def _has_replicas(self, client: redis.Redis) -> bool:
+        return self._alone_until.get(self._name(client), 0.0) <= time.monotonic()
+
+    def _online_replicas(self, client: redis.Redis) -> int:
+        try:
+            info = client.info("replication")
+        except redis.RedisError:
+            return 0
+        return sum(
+            1 for k, v in info.items()
+            if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+        )  # fmt: skip
+
+    def _until_replicated(self, client: redis.Redis, conn: Any, wait: tuple[int, int]) -> None:
+        """A write reached fewer replicas than asked within ``WAIT``'s timeout.
+
+        A primary with no replica online (its replica was promoted elsewhere, died, or is
+        not attached yet) has none to wait for: it writes without ``WAIT`` for
+        ``ALONE_FOR`` seconds, then is asked again. A replica that is online but slow is
+        waited for again (on the connection that wrote: ``WAIT`` counts that
+        connection's writes), up to ``RIDE_OUT`` seconds; then the call fails with
+        :class:`NotReplicated` rather than acknowledge a write a failover could lose.
+        """
+        name = self._name(client)
+        deadline = time.monotonic() + RIDE_OUT
+        while True:
+            if self._online_replicas(client) == 0:
+                self._alone_until[name] = time.monotonic() + ALONE_FOR
+                log.warning("the primary %s has no replica online: its writes are not "
+                            "replicated (looking again in %.0f s)", name, ALONE_FOR)  # fmt: skip
+                return
+            if time.monotonic() >= deadline:
+                raise NotReplicated(
+                    f"no replica of the primary {name} took the write within {RIDE_OUT:.0f} s "
+                    "(the primary has it; a failover now could lose it)"
+                )
+            log.warning("a write to the primary %s is not on a replica after %d ms; waiting",
+                        name, wait[1])  # fmt: skip
+            if int(_exchange(client, conn, [("WAIT", *wait)])[0]) >= wait[0]:
+                return
 
     @staticmethod
     def slot(key: str) -> int:
@@ -169,13 +263,16 @@ class Router:
                 log.debug("cluster call for slot %d: %r; trying again", slot, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
-                self._refresh()
+                _refresh(self.cluster)
 
-    def _refresh(self) -> None:
-        try:
-            self.cluster.nodes_manager.initialize()
-        except redis.RedisError as exc:
-            log.debug("could not refresh the cluster's slot map: %r", exc)
+    def refresh(self) -> None:
+        """Read the slot map again (a slot moved)."""
+        _refresh(self.cluster)
+
+    def ride_out(self, call: Callable[[], T], what: str = "cluster call") -> T:
+        """``call()`` (a pipeline over several nodes, say), run again whole while the
+        cluster is in a failover (see :func:`ride_out`)."""
+        return ride_out(call, self.cluster, what)
 
     def script(
         self,
@@ -190,25 +287,44 @@ class Router:
         many replicas have the write (``WAIT``, same connection, same round trip)."""
 
         def run(client: redis.Redis, asking: bool) -> Any:
-            for _ in range(2):
-                pipe = client.pipeline(transaction=False)
-                if asking:
-                    pipe.execute_command("ASKING")
-                pipe.evalsha(sha, len(keys), *keys, *argv)
-                if wait is not None:
-                    pipe.execute_command("WAIT", *wait)
-                try:
-                    replies = pipe.execute()[1:] if asking else pipe.execute()
-                except NoScriptError:
-                    client.script_load(source)
-                    continue
-                if wait is not None and int(replies[1]) < wait[0]:
-                    log.warning("a write to slot %d reached %s of %d replica(s) within %d ms",
-                                self.slot(keys[0]), replies[1], wait[0], wait[1])  # fmt: skip
-                return replies[0]
-            raise NoScriptError(f"script {sha} could not be loaded")
+            waiting = wait if wait is not None and self._has_replicas(client) else None
+            commands: list[tuple[Any, ...]] = [("ASKING",)] if asking else []
+            commands.append(("EVALSHA", sha, len(keys), *keys, *argv))
+            if waiting is not None:
+                commands.append(("WAIT", *waiting))
+            pool = client.connection_pool
+            conn = pool.get_connection()
+            try:
+                for _ in range(2):
+                    replies = _exchange(client, conn, commands)[1 if asking else 0 :]
+                    if isinstance(replies[0], NoScriptError):
+                        client.script_load(source)
+                        continue
+                    if isinstance(replies[0], Exception):
+                        raise replies[0]
+                    if waiting is not None and int(replies[1]) < waiting[0]:
+                        self._until_replicated(client, conn, waiting)
+                    return replies[0]
+                raise NoScriptError(f"script {sha} could not be loaded")
+            except (redis.ConnectionError, redis.TimeoutError):
+                conn.disconnect()
+                raise
+            finally:
+                pool.release(conn)
 
         return self.on_slot(keys[0], run)
+
+
+def _exchange(client: redis.Redis, conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """``commands`` on one connection in one round trip; a command's error is its reply."""
+    conn.send_packed_command(conn.pack_commands(commands))
+    replies: list[Any] = []
+    for command in commands:
+        try:
+            replies.append(client.parse_response(conn, command[0]))
+        except redis.ResponseError as exc:
+            replies.append(exc)
+    return replies
 
 
 def fixed_buckets(client: redis.Redis, wanted: int) -> int:
@@ -229,13 +345,25 @@ def fixed_buckets(client: redis.Redis, wanted: int) -> int:
 
 
 def bucket_count(settings: Any, client: redis.Redis) -> int:
-    """The deployment's bucket count: 1 on one server, the store's own on a cluster."""
+    """The deployment's bucket count: 1 on one server, the store's own on a cluster.
+
+    A plain URL at a node of a cluster is refused here, with the URL to use instead."""
     if not is_cluster_url(settings.redis_url):
+        try:
+            enabled = str(client.info("cluster").get("cluster_enabled", 0)) == "1"
+        except redis.RedisError:
+            enabled = False  # not reachable yet: the first real call says so
+        if enabled:
+            raise ConfigError(
+                "FULFILLMENT_REDIS_URL names a node of a Redis Cluster: use "
+                "redis+cluster://HOST:PORT[,HOST:PORT...] (and an amqp:// FULFILLMENT_BROKER_URL)"
+            )
         return 1
     return fixed_buckets(client, settings.cluster_buckets)
 
 
 __all__ = [
+    "NotReplicated",
     "Router",
     "bucket_count",
     "cluster_client",

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
 
-from .cluster import Router
+from .cluster import NON_LOCAL, RIDE_OUT, Router
 from .keys import BucketKeys, KeySpace, RunStatus
 from .scripts import Scripts
 from .settings import EngineSettings
@@ -75,15 +76,29 @@ class RunStore:
             ]
         keys = self.space.run(run_id)
         if self.router is not None:  # the due shard of the node of the run's bucket
-            args["shard"] = self.router.shard_for(keys.record)
             args["bucket"] = str(keys.bucket.number)
-        reply = self.scripts.call(
-            script,
-            keys.transition([*pushes, *(extra_keys or ())]),
-            {"id": run_id, **self._common, **args},
-            [p.message for p in held],
-        )
-        return Verdict.parse(reply)
+        delay, deadline = 0.05, time.monotonic() + RIDE_OUT
+        while True:
+            if self.router is not None:
+                args["shard"] = self.router.shard_for(keys.record)
+            try:
+                reply = self.scripts.call(
+                    script,
+                    keys.transition([*pushes, *(extra_keys or ())]),
+                    {"id": run_id, **self._common, **args},
+                    [p.message for p in held],
+                )
+                return Verdict.parse(reply)
+            except redis.ResponseError as exc:
+                # the guess of the shard's node was stale (the run's slot moved, or is
+                # moving): the script touched the shard first, so it wrote nothing
+                if self.router is None or NON_LOCAL not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                self.router.refresh()
 
     # --- transitions ----------------------------------------------------------------
 
@@ -295,10 +310,15 @@ class RunStore:
     def _batch(self, calls: Iterable[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
         """Commands ``(name, args, kwargs)`` in one pipeline: one round trip per node on a
         cluster (redis-py groups them by node), results in order."""
-        pipe = self.client.pipeline(transaction=False)
-        for name, args, kwargs in calls:
-            getattr(pipe, name)(*args, **kwargs)
-        return pipe.execute()
+        batch = list(calls)
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for name, args, kwargs in batch:
+                getattr(pipe, name)(*args, **kwargs)
+            return pipe.execute()
+
+        return run() if self.router is None else self.router.ride_out(run, "a batch of reads")
 
     def _each(self, name: str, keys: Iterable[str], *args: Any, **kwargs: Any) -> list[Any]:
         """Command ``name`` on each key (with the same further arguments), in one pipeline."""
@@ -336,37 +356,43 @@ class RunStore:
 
     # --- what is due, on a cluster (the due shards, see lua/lib.lua: schedule) ---------
 
-    def due_on_cluster(self, now_us: int, limit: int) -> tuple[list[str], list[BucketKeys]]:
+    def due_on_cluster(
+        self, now_us: int, limit: int
+    ) -> tuple[list[str], list[tuple[BucketKeys, str]]]:
         """The runs due now, found through the nodes' due shards: only the buckets that have
-        something due are read. Returns them and the buckets they came from (to be
-        :meth:`reindex`-ed once they were handled)."""
+        something due are read. Returns them and the buckets they came from, each with the
+        shard that named it (to be :meth:`reindex`-ed once they were handled)."""
         assert self.router is not None
+        shards = self.router.shards()
         entries = self._each(
-            "zrangebyscore", self.router.shards(), "-inf", now_us, start=0, num=limit,
-            withscores=True,
-        )  # fmt: skip
-        numbers = sorted({int(b) for found in entries for b, _ in found})
-        if not numbers:
+            "zrangebyscore", shards, "-inf", now_us, start=0, num=limit, withscores=True
+        )
+        named = {int(b): shard for shard, found in zip(shards, entries, strict=True)
+                 for b, _ in found}  # fmt: skip
+        if not named:
             return [], []
-        buckets = [self.space.bucket(b) for b in numbers]
+        buckets = [(self.space.bucket(b), named[b]) for b in sorted(named)]
         found = self._each(
-            "zrangebyscore", (b.due for b in buckets), "-inf", now_us, start=0, num=limit
+            "zrangebyscore", (b.due for b, _ in buckets), "-inf", now_us, start=0, num=limit
         )
         return [run_id for ids in found for run_id in ids], buckets
 
-    def reindex(self, buckets: list[BucketKeys]) -> None:
+    def reindex(self, buckets: list[tuple[BucketKeys, str]]) -> None:
         """Raise each bucket's entry in its node's due shard to its earliest due run now, or
         drop it when nothing is scheduled (``ZADD GT``: a transition that made it earlier
-        meanwhile wins; :meth:`reindex_all` mends the rest)."""
+        meanwhile wins; :meth:`reindex_all` mends the rest). A bucket that moved to another
+        node (a slot migration, a failover) leaves the shard that named it."""
         assert self.router is not None
-        heads = self._each("zrange", (b.due for b in buckets), 0, 0, withscores=True)
+        heads = self._each("zrange", (b.due for b, _ in buckets), 0, 0, withscores=True)
         updates: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-        for bucket, head in zip(buckets, heads, strict=True):
+        for (bucket, named_in), head in zip(buckets, heads, strict=True):
             shard, member = self.router.shard_for(bucket.due), str(bucket.number)
             if head:
                 updates.append(("zadd", (shard, {member: head[0][1]}), {"gt": True}))
             else:
                 updates.append(("zrem", (shard, member), {}))
+            if named_in != shard:
+                updates.append(("zrem", (named_in, member), {}))
         self._batch(updates)
 
     def reindex_all(self) -> int:

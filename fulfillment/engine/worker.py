@@ -151,7 +151,9 @@ class Watchdog(threading.Thread):
         )
         return Tick.parse(reply)
 
-    def due(self, tick: Tick) -> list[tuple[WorkflowRuntime, list[str], list[BucketKeys]]]:
+    def due(
+        self, tick: Tick
+    ) -> list[tuple[WorkflowRuntime, list[str], list[tuple[BucketKeys, str]]]]:
         """What is due in each workflow: from the tick on one server, from the due shards
         on a cluster (only the buckets that have something due are read)."""
         if not self.clustered:
