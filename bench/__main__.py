@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import failover, ours, raw, roundtrips
+from . import cluster, failover, ours, raw, roundtrips
 from .harness import (
     Throughput,
     embedded_server,
@@ -117,16 +117,37 @@ def main() -> None:
     rabbit = rabbitmq_rows(args.quick)
     rows.extend(rabbit)
 
+    console.print("Redis Cluster as the store: 1 and 3 masters (python -m bench.cluster) ...")
+    clustered = cluster_table(args.quick)
+
     table = Table(title="fulfillment benchmarks", title_justify="left")
     for col in ("measure", "fulfillment", "raw Celery chain", "ours / raw", "target"):
         table.add_column(col)
     for row in rows:
         table.add_row(*row)
     curve = scaling_table(scaling)
-    for t in (table, cpu, curve, trips):
+    for t in (table, cpu, curve, trips, clustered):
         console.print(t)
     if not args.no_write and not args.quick:
-        write_results(table, cpu, curve, trips, fo.trials)
+        write_results(table, cpu, curve, trips, clustered, fo.trials)
+
+
+def cluster_table(quick: bool) -> Table:
+    """``python -m bench.cluster`` in a process of its own, as a table."""
+    cmd = [sys.executable, "-m", "bench.cluster", "--json", *(["--quick"] if quick else [])]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    try:
+        rows = json.loads(out.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        rows = {"skipped": "failed: " + (out.stderr.strip().splitlines() or ["?"])[-1]}
+    if isinstance(rows, dict):
+        failed = Table(title="Redis Cluster as the order store", title_justify="left")
+        failed.add_column("skipped")
+        failed.add_row(str(rows["skipped"]))
+        return failed
+    return cluster.table([cluster.Figures(**{k: v for k, v in r.items()
+                                             if k in cluster.Figures.__dataclass_fields__})
+                          for r in rows])  # fmt: skip
 
 
 def rabbitmq_rows(quick: bool) -> list[tuple[str, str, str, str, str]]:
@@ -194,7 +215,8 @@ def markdown(table: Table) -> list[str]:
     ]
 
 
-def write_results(table: Table, cpu: Table, curve: Table, trips: Table, failover_trials) -> None:  # type: ignore[no-untyped-def]
+def write_results(table: Table, cpu: Table, curve: Table, trips: Table, clustered: Table,  # type: ignore[no-untyped-def]
+                  failover_trials) -> None:  # fmt: skip
     info = machine()
     lines = [
         "# Benchmark results",
@@ -225,6 +247,10 @@ def write_results(table: Table, cpu: Table, curve: Table, trips: Table, failover
         "## Redis round trips per order (`python -m bench.roundtrips`)",
         "",
         *markdown(trips),
+        "",
+        "## Redis Cluster as the order store (`python -m bench.cluster`)",
+        "",
+        *markdown(clustered),
         "",
     ]
     analysis = RESULTS.with_name("ANALYSIS.md")

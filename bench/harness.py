@@ -144,11 +144,16 @@ class Deployment:
     @classmethod
     def create(cls, server: Server, **overrides: str) -> Deployment:
         url = server.database()
+        return cls.at(url, server.data_dir / url.rsplit("/", 1)[1], **overrides)
+
+    @classmethod
+    def at(cls, url: str, data_dir: Path, **overrides: str) -> Deployment:
+        """A deployment on the store at ``url`` (a cluster's, say)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("FULFILLMENT_")}
         env.update(FAST)
         env.update(overrides)
         env["FULFILLMENT_REDIS_URL"] = url
-        env["FULFILLMENT_DATA_DIR"] = str(server.data_dir / url.rsplit("/", 1)[1])
+        env["FULFILLMENT_DATA_DIR"] = str(data_dir)
         fields = {
             k.removeprefix("FULFILLMENT_").lower(): v
             for k, v in env.items()

@@ -7,7 +7,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-from fulfillment.keys import OrderKeys, status_index
 from fulfillment.state import OrderStatus
 
 from .harness import CpuMeter, Deployment, Server, Throughput
@@ -40,7 +39,7 @@ def throughput(
     with Deployment.create(server, **overrides) as d:
         d.start_workers(workers, concurrency=concurrency)
         _warm(d)
-        done_key = status_index("completed")
+        done_key = d.client.store.space.status_index("completed")
         base = d.redis.zcard(done_key)
         docs = [order() for _ in range(n)]
         cpu = CpuMeter(d.redis, [p.pid for p in d.workers])
@@ -87,9 +86,9 @@ def approval(server: Server, n: int, concurrency: int = 2) -> list[float]:
         return times
 
 
-def _keys(order_id: str) -> tuple[str, ...]:
-    k = OrderKeys(order_id)
-    return (k.record, k.history, k.ledger, k.settled)
+def _keys(d: Deployment, order_id: str) -> tuple[str, ...]:
+    k = d.client.store.space.run(order_id)
+    return (k.record, k.history, d.client.store.companion(order_id, "ledger"), k.settled)
 
 
 def memory(server: Server, n: int, retention: float = 3.0) -> dict[str, float]:
@@ -102,21 +101,22 @@ def memory(server: Server, n: int, retention: float = 3.0) -> dict[str, float]:
         total = 0
         keys = 0
         for order_id in ids:
-            for key in _keys(order_id):
+            for key in _keys(d, order_id):
                 usage = d.redis.memory_usage(key, samples=0)
                 if usage:
                     total += usage
                     keys += 1
         index_bytes = sum(
-            d.redis.memory_usage(status_index(s), samples=0) or 0 for s in ("completed",)
+            d.redis.memory_usage(d.client.store.space.status_index(s), samples=0) or 0
+            for s in ("completed",)
         )
         deadline = time.monotonic() + retention + 30
         while time.monotonic() < deadline:  # until the server reclaimed every key
-            left = sum(d.redis.exists(*_keys(i)) for i in ids)
+            left = sum(d.redis.exists(*_keys(d, i)) for i in ids)
             if left == 0:
                 break
             time.sleep(0.2)
-        after = sum(d.redis.memory_usage(key, samples=0) or 0 for i in ids for key in _keys(i))
+        after = sum(d.redis.memory_usage(key, samples=0) or 0 for i in ids for key in _keys(d, i))
         return {
             "bytes_per_order": total / n,
             "keys_per_order": keys / n,

@@ -503,6 +503,27 @@ def worker(
     os.execve(cmd[0], cmd, _redis_env(settings))
 
 
+@main.command("cluster-create")
+@click.argument("nodes", nargs=-1, required=True, metavar="HOST:PORT...")
+@click.option("--replicas", type=click.IntRange(0, 5), default=1, show_default=True,
+              help="Replicas per master (the last nodes given).")  # fmt: skip
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for the nodes to answer, and for the cluster.")  # fmt: skip
+def cluster_create(nodes: tuple[str, ...], replicas: int, timeout: float) -> None:
+    """Make a Redis or Valkey Cluster of empty nodes: the first ones masters sharing the
+    slots, the rest their replicas. Nodes already in a cluster are left as they are. The
+    password is FULFILLMENT_REDIS_URL's (a redis+cluster:// URL), if it has one."""
+    from .cluster_setup import create_cluster
+    from .engine.cluster import is_cluster_url, parse_cluster_url
+
+    url = os.environ.get("FULFILLMENT_REDIS_URL", "")
+    password = parse_cluster_url(url).password if is_cluster_url(url) else None
+    try:
+        click.echo(create_cluster(nodes, replicas=replicas, password=password, timeout=timeout))
+    except TimeoutError as exc:
+        fail(str(exc))
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
 def flower(flower_args: tuple[str, ...]) -> None:

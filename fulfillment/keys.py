@@ -14,6 +14,9 @@ their own, each group in one cluster slot:
     fulfillment:{inventory}:released:<key>    string  on a cluster: that reservation was
                                                       given back (a late one is refused)
     fulfillment:{faults}                      hash    service -> JSON fault spec
+    fulfillment:{b<bucket>}:faults            hash    on a cluster: a copy of it in every
+                                                      bucket's slot, read by the services'
+                                                      scripts of that bucket's orders
 """
 
 from __future__ import annotations
@@ -35,6 +38,15 @@ FAULTS = f"{PREFIX}:{{faults}}"
 def order_space(settings: Any, client: Any) -> KeySpace:
     """The order workflow's keys on the deployment of ``settings`` (its bucket count)."""
     return KeySpace(PREFIX, RECORD, COMPANIONS, bucket_count(settings, client))
+
+
+def bucket_faults(space: KeySpace, run_id: str) -> str:
+    """The copy of the faults in the slot of ``run_id``'s bucket (a cluster's)."""
+    return faults_copy(space.bucket(space.bucket_of(run_id)).tag)
+
+
+def faults_copy(tag: str) -> str:
+    return f"{PREFIX}:{{{tag}}}:faults"
 
 
 def take_key(key: str) -> str:

@@ -26,12 +26,15 @@ from typing import Any
 
 import pytest
 
+from bench.valkey_cluster import Node, OwnCluster, slot_of
 from fulfillment.engine.keys import LAYOUT
 from fulfillment.errors import OrderFailed
 from fulfillment.keys import STOCK
+from fulfillment.services import set_fault
+from fulfillment.services.faults import clear_faults
 from fulfillment.state import OrderStatus
 
-from .cluster import Node, OwnCluster, slot_of
+from .flower import AUTH, Flower
 from .rabbit import broker_env, require_broker
 from .support import EXPENSIVE, REPO, SCALED, Deployment, base_env, order_doc, wait_until
 from .test_chaos import CHAOS_SETTINGS, SEED, Faults, Run, drive
@@ -119,7 +122,18 @@ def test_orders_of_every_kind_on_a_cluster(cluster: OwnCluster, on_cluster: Any)
     # scripts go straight to their slot's master: no COMMAND GETKEYS round trip
     assert getkeys_calls(cluster) == before
 
-    everything = [*happy, expired, unknown, approved, rejected, cancelled, timed_out]
+    # a fault set now reaches workers that read the faults before (and cached them)
+    set_fault(d.redis, "payment", attempts=2, order_id="faulty")
+    faulty = d.client.place_order(order_doc(order_id="faulty"))
+    assert faulty.result(timeout=60).startswith("Order fulfilled")
+    assert d.client.get_order("faulty").steps[0].attempts == 3, d.explain("faulty")
+    clear_faults(d.redis)
+    after = d.client.place_order(order_doc(order_id="after-clear"))
+    assert after.result(timeout=60).startswith("Order fulfilled")
+    assert d.client.get_order("after-clear").steps[0].attempts == 1
+
+    everything = [*happy, expired, unknown, approved, rejected, cancelled, timed_out,
+                  faulty, after]  # fmt: skip
     ids = {h.id for h in everything}
     # the runs spread over every master
     per_master = Counter(cluster.owner(slot_of(record_key(d, i))).port for i in ids)
@@ -140,7 +154,23 @@ def test_orders_of_every_kind_on_a_cluster(cluster: OwnCluster, on_cluster: Any)
     doc = json.loads(shown.stdout)["order"]
     assert doc["status"] == "completed" and doc["approval"]["by"] == "alice", doc
     counts = d.client.store.counts()
-    assert counts["completed"] == 31 and counts["failed"] == 4 and counts["cancelled"] == 1
+    assert counts["completed"] == 33 and counts["failed"] == 4 and counts["cancelled"] == 1
+
+    # the Orders view and its API read the same merged listing
+    flower = Flower(d, d.workdir / "flower.db", basic_auth=AUTH).start()
+    try:
+        assert json.loads(flower.get("/api/orders?status=failed")) == failed
+        assert json.loads(flower.get("/api/orders?limit=5&offset=5")) == rows[5:10]
+        found = json.loads(flower.get(f"/api/orders?q={approved.id}"))
+        assert [r["id"] for r in found] == [approved.id]
+        assert json.loads(flower.get(f"/api/orders/{approved.id}")) == json.loads(shown.stdout)
+        page = flower.get("/orders?status=failed")
+        assert all(i in page for i in (expired.id, unknown.id, rejected.id, timed_out.id))
+        metrics = flower.get("/metrics")
+        assert 'fulfillment_orders{status="completed"} 33.0' in metrics, metrics[:2000]
+        assert 'fulfillment_orders_finished_total{status="failed"} 4.0' in metrics
+    finally:
+        flower.stop()
 
 
 def test_a_decision_and_an_order_the_caller_was_told_about_survive_a_master_sigkill(

@@ -30,13 +30,15 @@ import pytest
 import redis
 import yaml
 
+from bench.valkey_cluster import cluster_port
 from fulfillment.engine.embedded import free_port
 
 from .rabbit import HOST, PORT, require_broker, vhost
-from .support import REPO, Deployment, answers, kill_tree, order_doc, wait_until
+from .support import REPO, Deployment, answers, base_env, kill_tree, order_doc, wait_until
 
 COMPOSE = REPO / "docker-compose.yml"
 RABBITMQ_VARIANT = REPO / "docker-compose.rabbitmq.yml"
+CLUSTER_VARIANT = REPO / "docker-compose.cluster.yml"
 DOCKERFILE = REPO / "Dockerfile"
 SCHEMA_PACKAGE = "docker-compose==1.29.2"
 SCHEMA_MEMBER = "compose/config/compose_spec.json"
@@ -86,6 +88,12 @@ def compose_rabbitmq(compose: dict[str, Any]) -> dict[str, Any]:
     return merged(compose, yaml.safe_load(RABBITMQ_VARIANT.read_text()))
 
 
+@pytest.fixture(scope="module")
+def compose_cluster(compose_rabbitmq: dict[str, Any]) -> dict[str, Any]:
+    """``-f docker-compose.yml -f docker-compose.rabbitmq.yml -f docker-compose.cluster.yml``."""
+    return merged(compose_rabbitmq, yaml.safe_load(CLUSTER_VARIANT.read_text()))
+
+
 def interpolate(value: str, env: dict[str, str]) -> str:
     """Compose's variable substitution, the forms this file uses."""
 
@@ -105,9 +113,12 @@ def service_env(service: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
     return {k: interpolate(str(v), env) for k, v in (service.get("environment") or {}).items()}
 
 
-def test_valid_against_the_compose_specification(compose, compose_rabbitmq, compose_schema) -> None:  # type: ignore[no-untyped-def]
+def test_valid_against_the_compose_specification(
+    compose, compose_rabbitmq, compose_cluster, compose_schema
+) -> None:  # type: ignore[no-untyped-def]
     jsonschema.Draft201909Validator(compose_schema).validate(compose)
     jsonschema.Draft201909Validator(compose_schema).validate(compose_rabbitmq)
+    jsonschema.Draft201909Validator(compose_schema).validate(compose_cluster)
     override = yaml.safe_load(RABBITMQ_VARIANT.read_text())
     jsonschema.Draft201909Validator(compose_schema).validate(override)
     broken = {**compose, "services": {"worker": {"image": "x", "restart": 5}}}
@@ -295,3 +306,96 @@ def _status(url: str, auth: str | None = None) -> int:
         return exc.code
     except OSError:
         return 0
+
+
+NODES = [f"valkey-{i}" for i in range(1, 7)]
+
+
+def test_cluster_variant_topology(compose_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Six nodes (cluster mode, append-only, the password for clients and replicas, a
+    volume each), made a cluster once by ``cluster-init``; every app service stores on
+    the cluster, with RabbitMQ as its broker, and starts after the cluster is made."""
+    services = compose_cluster["services"]
+    volumes = set()
+    for name in NODES:
+        node = services[name]
+        command = " ".join(node["command"])
+        for flag in ("--cluster-enabled yes", "--appendonly yes", "--requirepass",
+                     "--masterauth"):  # fmt: skip
+            assert flag in command, (name, flag)
+        assert "healthcheck" in node
+        volumes.add(node["volumes"][0].split(":")[0])
+    assert len(volumes) == 6 and volumes <= set(compose_cluster["volumes"])
+    init = services["cluster-init"]
+    assert init["command"][:3] == ["cluster-create", "--replicas", "1"]
+    assert [a.split(":")[0] for a in init["command"][3:]] == NODES
+    for name in ("worker", "flower", "cli"):
+        env = service_env(services[name], SECRET_ENV)
+        assert env["FULFILLMENT_REDIS_URL"].startswith("redis+cluster://:s3cret-Pw@valkey-1:7000,")
+        assert env["FULFILLMENT_BROKER_URL"].startswith("amqp://")
+        deps = services[name]["depends_on"]
+        assert deps["cluster-init"]["condition"] == "service_completed_successfully"
+
+
+def test_cluster_variant_commands_run(compose_cluster, tmp_path, oid) -> None:  # type: ignore[no-untyped-def]
+    """The nodes' command as written (ports and data directories mapped), then
+    ``cluster-init``'s, twice (the second finds the cluster made), then the worker's, with
+    the variant's environment mapped to these nodes and the machine's RabbitMQ."""
+    require_broker()
+    services = compose_cluster["services"]
+    ports = []
+    procs = []
+    try:
+        for name in NODES:
+            node = services[name]
+            port = cluster_port()
+            script = interpolate(node["command"][0], SECRET_ENV)
+            script = script.replace("--port 7000", f"--port {port} --bind 127.0.0.1")
+            script = script.replace("/data", str(tmp_path / name))
+            (tmp_path / name).mkdir()
+            env = {
+                **service_env(node, SECRET_ENV),
+                "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            }
+            quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+            procs.append(subprocess.Popen([*node["entrypoint"], script], env=env, **quiet))
+            ports.append(port)
+        init = services["cluster-init"]
+        mapping = {f"valkey-{i + 1}:7000": f"127.0.0.1:{p}" for i, p in enumerate(ports)}
+        url = service_env(services["worker"], SECRET_ENV)["FULFILLMENT_REDIS_URL"]
+        for name, local in mapping.items():
+            url = url.replace(name, local)
+        args = [mapping.get(a, a) for a in init["command"]]
+        made = [
+            subprocess.run(
+                [str(Path(sys.executable).with_name("fulfillment")), *args],
+                env={**base_env(), "FULFILLMENT_REDIS_URL": url},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            for _ in range(2)
+        ]
+        assert made[0].returncode == 0, made[0].stderr
+        assert made[0].stdout.strip() == "made a cluster of 3 master(s) with 1 replica(s) each"
+        assert "already made" in made[1].stdout, made[1]
+        with vhost() as host:
+            broker = service_env(services["worker"], SECRET_ENV)["FULFILLMENT_BROKER_URL"]
+            broker = broker.replace("fulfillment:r4bbit-Pw@rabbitmq:5672/",
+                                    f"guest:guest@{HOST}:{PORT}/") + host  # fmt: skip
+            d = Deployment(url, tmp_path / "dep", FULFILLMENT_BROKER_URL=broker,
+                           FULFILLMENT_QUEUE=f"fulfillment-{uuid.uuid4().hex[:8]}")  # fmt: skip
+            cmd = [interpolate(a, SECRET_ENV) for a in services["worker"]["command"]]
+            celery = str(Path(sys.executable).with_name("celery"))
+            worker = subprocess.Popen([celery, *cmd[1:]], env=d.env, **quiet)
+            try:
+                result = d.client.place_order(order_doc(order_id=oid)).result(timeout=60)
+                assert result.startswith("Order fulfilled")
+            finally:
+                kill_tree(worker.pid)
+                worker.wait(10)
+                d.close()
+    finally:
+        for proc in procs:
+            kill_tree(proc.pid)
+            proc.wait(10)

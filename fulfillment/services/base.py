@@ -10,7 +10,6 @@ the reservation's idempotency key (``inventory.py``).
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from typing import Any
@@ -21,7 +20,7 @@ from ..engine.fencing import Token
 from ..engine.keys import KeySpace
 from ..engine.scripts import Scripts
 from ..errors import ServiceUnavailable, StaleAttempt
-from ..keys import FAULTS, STOCK
+from ..keys import FAULTS, STOCK, bucket_faults
 from ..settings import Settings
 
 SERVICE_SCRIPTS = (
@@ -65,31 +64,20 @@ class SimulatedService:
             time.sleep(base * random.uniform(1 - jitter, 1 + jitter))
 
     def _keys(self, run_id: str) -> list[str]:
-        """KEYS of a ledger script: the ledger and the record; on one server also the
-        faults and the stock (a cluster reads those apart)."""
+        """KEYS of a ledger script: the ledger, the record and the faults; on one server
+        also the stock. A cluster's faults are the copy in the order's bucket, and its
+        stock is changed by calls of their own."""
         run = self.space.run(run_id)
         keys = [run.companion("ledger"), run.record]
-        return keys if self.clustered else [*keys, FAULTS, STOCK]
-
-    def fault(self, run_id: str, attempt: int) -> str | None:
-        """On a cluster: the fault mode this call meets (a fault for the order wins over
-        one for every order), read before the ledger's script."""
-        specs: Any = self.client.hmget(FAULTS, [f"{self.name}:{run_id}", self.name])
-        found = specs[0] or specs[1]
-        if not found:
-            return None
-        spec = json.loads(found)
-        if spec["attempts"] >= 0 and attempt > spec["attempts"]:
-            return None
-        return str(spec["mode"])
+        if self.clustered:
+            return [*keys, bucket_faults(self.space, run_id)]
+        return [*keys, FAULTS, STOCK]
 
     def _call(
         self, script: str, token: Token, *, latency: bool = True, **args: Any
     ) -> dict[str, Any]:
         if latency:
             self._latency()
-        if self.clustered and "attempt" in token.as_json():
-            args["fault"] = self.fault(token.run_id, token.as_json()["attempt"]) or False
         reply = self.scripts.call(
             script,
             self._keys(token.run_id),

@@ -3,16 +3,24 @@
 Faults live in Redis, so setting one from the CLI affects every worker at once.
 A fault applies to attempts ``1..attempts`` of a step (``attempts=None``: every
 attempt, until cleared), either for every order or for one order only.
+
+On a Redis Cluster a copy of the faults is kept in every bucket's slot (the services'
+scripts touch one slot: the order's), written with the faults themselves: setting or
+clearing one writes each copy, one pipeline per master.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import redis
+from redis.cluster import RedisCluster
 
-from ..keys import FAULTS
+from ..engine.cluster import fixed_buckets
+from ..engine.keys import KeySpace
+from ..keys import FAULTS, faults_copy
 
 SERVICES = ("payment", "inventory", "delivery")
 Mode = Literal["raise", "hang"]
@@ -41,8 +49,10 @@ def set_fault(
         raise ValueError(f"unknown fault mode {mode!r}; modes are raise, hang")
     if attempts is not None and attempts < 0:
         raise ValueError("attempts must be >= 0 (or None for every attempt)")
-    spec = {"mode": mode, "attempts": -1 if attempts is None else attempts}
-    client.hset(FAULTS, _field(service, order_id), json.dumps(spec))
+    spec = json.dumps({"mode": mode, "attempts": -1 if attempts is None else attempts})
+    field = _field(service, order_id)
+    client.hset(FAULTS, field, spec)
+    _on_copies(client, lambda pipe, key: pipe.hset(key, field, spec))
 
 
 def clear_faults(
@@ -50,8 +60,24 @@ def clear_faults(
 ) -> int:
     """Remove faults: all of them, or those of one service (and order). Returns how many."""
     if service is None:
+        _on_copies(client, lambda pipe, key: pipe.delete(key))
         return int(client.delete(FAULTS))
-    return int(client.hdel(FAULTS, _field(service, order_id)))
+    field = _field(service, order_id)
+    _on_copies(client, lambda pipe, key: pipe.hdel(key, field))
+    return int(client.hdel(FAULTS, field))
+
+
+def _on_copies(client: redis.Redis, change: Callable[[Any, str], Any]) -> None:
+    """``change(pipe, key)`` on every bucket's copy of the faults (a cluster's)."""
+    if not isinstance(client, RedisCluster):
+        return
+    from ..settings import get_settings
+
+    space = KeySpace(FAULTS, "", buckets=fixed_buckets(client, get_settings().cluster_buckets))
+    pipe = client.pipeline(transaction=False)
+    for bucket in space.all_buckets:
+        change(pipe, faults_copy(bucket.tag))
+    pipe.execute()
 
 
 def list_faults(client: redis.Redis) -> dict[str, dict]:

@@ -9,7 +9,7 @@ local ledger = KEYS[1]
 local round = start_round(ledger, 'charge', 'refund', A.token.round)
 local l = redis.call('HMGET', ledger, 'charge', 'charge_calls', 'charge_effects')
 local calls = tonumber(l[2] or '0') + 1
-local mode = fault_for('payment', A.order_id, A.token.attempt, A)
+local mode = fault_for('payment', A.order_id, A.token.attempt)
 if mode or l[1] then
   redis.call('HSET', ledger, 'charge_calls', calls)
   if mode then return reply({v = 'down', mode = mode}) end

@@ -2,9 +2,9 @@
 -- engine's lib.lua (whose stale_attempt / stale_claim do the fencing).
 --
 -- KEYS of every ledger script: 1 the run's ledger (hash), 2 the run's record (the
--- engine's); on one server also 3 faults (hash) and 4 stock (hash: item -> units). On a
--- cluster a script touches one slot: the caller reads the fault first (A.fault) and the
--- stock is changed by scripts of its own (stock_take.lua, stock_give.lua).
+-- engine's), 3 the faults (hash: on a cluster the copy in the run's bucket); on one
+-- server also 4 stock (hash: item -> units). On a cluster a script touches one slot:
+-- the stock is changed by scripts of its own (stock_take.lua, stock_give.lua).
 -- A: order_id, token (the caller's fencing token: {step, epoch, attempt} for a
 -- step's attempt, {action, claim} for a compensation), then the script's own.
 
@@ -21,13 +21,8 @@ local function refuse_stale(A)
 end
 
 -- Is `service` down for this call? Returns the fault mode or nil. A fault set for
--- one order (field "<service>:<order id>") wins over one set for all. On a cluster the
--- caller read it already: A.fault (false: none).
-local function fault_for(service, order_id, attempt, A)
-  if A and A.fault ~= nil then
-    if A.fault == false then return nil end
-    return A.fault
-  end
+-- one order (field "<service>:<order id>") wins over one set for all.
+local function fault_for(service, order_id, attempt)
   local spec = redis.call('HMGET', KEYS[3], service .. ':' .. order_id, service)
   local f = spec[1] or spec[2]
   if not f then return nil end

@@ -1,6 +1,6 @@
 -- release_begin.lua (a cluster's inventory, undo 1 of 3): whether there is stock to give
 -- back, and under which reservation key. Fenced by the compensation's claim.
--- KEYS: ledger, record.  A: order_id, token {action, claim}.
+-- KEYS: ledger, record, faults (unused).  A: order_id, token {action, claim}.
 -- Replies v = go (key) | ok (replay: released already) | nothing | stale (reason).
 local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)

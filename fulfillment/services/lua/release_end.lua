@@ -1,6 +1,6 @@
 -- release_end.lua (a cluster's inventory, undo 3 of 3): record in the ledger that the
 -- reservation was given back (A.given), or that there was none to give back.
--- KEYS: ledger, record.  A: order_id, token {action, claim}, given.
+-- KEYS: ledger, record, faults (unused).  A: order_id, token {action, claim}, given.
 -- Replies v = ok | nothing | stale (reason).
 local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)

@@ -11,7 +11,7 @@ local ledger, stock = KEYS[1], KEYS[4]
 start_round(ledger, 'reservation', 'release', A.token.round)
 local l = redis.call('HMGET', ledger, 'reservation', 'reserve_calls', 'reserve_effects')
 local calls = tonumber(l[2] or '0') + 1
-local mode = fault_for('inventory', A.order_id, A.token.attempt, A)
+local mode = fault_for('inventory', A.order_id, A.token.attempt)
 if mode or l[1] then
   redis.call('HSET', ledger, 'reserve_calls', calls)
   if mode then return reply({v = 'down', mode = mode}) end

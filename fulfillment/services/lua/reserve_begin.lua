@@ -4,7 +4,7 @@
 -- stock_take.lua (the stock, by the reservation's idempotency key), then reserve_end.lua
 -- (fenced again: the ledger records what was taken). The key is kept in the ledger
 -- (reserve_key) from here on, so an undo gives back whatever was taken under it.
--- KEYS: ledger, record.  A: order_id, token {step, epoch, attempt, round}, fault, key.
+-- KEYS: ledger, record, faults.  A: order_id, token {step, epoch, attempt, round}, key.
 -- Replies v = go | ok (record, replay: reserved already) | down (mode) | stale (reason).
 local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
@@ -13,7 +13,7 @@ local ledger = KEYS[1]
 start_round(ledger, 'reservation', 'release', A.token.round)
 local l = redis.call('HMGET', ledger, 'reservation', 'reserve_calls')
 redis.call('HSET', ledger, 'reserve_calls', tonumber(l[2] or '0') + 1)
-local mode = fault_for('inventory', A.order_id, A.token.attempt, A)
+local mode = fault_for('inventory', A.order_id, A.token.attempt)
 if mode then return reply({v = 'down', mode = mode}) end
 if l[1] then return reply({v = 'ok', replay = true, record = l[1]}) end
 redis.call('HSET', ledger, 'reserve_key', A.key)

@@ -2,7 +2,7 @@
 -- A stale token is refused: the stock stays taken under the reservation's key, which
 -- the ledger holds (reserve_key), so the order's undo gives it back, or a live attempt
 -- of the same round takes it over (stock_take.lua replays it).
--- KEYS: ledger, record.  A: order_id, token {step, epoch, attempt, round}, record.
+-- KEYS: ledger, record, faults (unused).  A: order_id, token {step, epoch, attempt, round}, record.
 -- Replies v = ok (record, replay) | stale (reason).
 local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)

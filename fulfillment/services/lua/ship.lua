@@ -8,7 +8,7 @@ local ledger = KEYS[1]
 local round = start_round(ledger, 'shipment', 'shipment_cancelled', A.token.round)
 local l = redis.call('HMGET', ledger, 'shipment', 'ship_calls', 'ship_effects')
 local calls = tonumber(l[2] or '0') + 1
-local mode = fault_for('delivery', A.order_id, A.token.attempt, A)
+local mode = fault_for('delivery', A.order_id, A.token.attempt)
 if mode or l[1] then
   redis.call('HSET', ledger, 'ship_calls', calls)
   if mode then return reply({v = 'down', mode = mode}) end

