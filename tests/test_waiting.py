@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from fulfillment.errors import OrderNotFound, ResultTimeout
-from fulfillment.keys import OrderKeys
+from fulfillment.keys import order_space
 
 from .support import Deployment, order_doc
 
@@ -34,7 +34,7 @@ def test_every_waiter_wakes_and_a_late_one_returns_at_once(deploy, oid: str) -> 
     assert not errors and len(results) == 3
     assert all(r.startswith("Order fulfilled: ") for r in results)
 
-    bell = OrderKeys(oid).settled
+    bell = order_space(d.settings, d.redis).run(oid).settled
     (rung,) = d.redis.lrange(bell, 0, -1)  # rung once, and it stays rung
     assert json.loads(rung) == {"status": "completed", "result": results[0]}
     assert d.client.store.wait_settled(oid, 0.01) == json.loads(rung), "a late waiter finds it"

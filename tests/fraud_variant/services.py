@@ -8,7 +8,7 @@ from fulfillment.engine import AttemptToken, StaleAttempt
 from fulfillment.engine.connection import client_for
 from fulfillment.engine.scripts import Scripts
 from fulfillment.errors import BusinessError, ServiceUnavailable
-from fulfillment.keys import FAULTS, OrderKeys
+from fulfillment.keys import FAULTS, order_space
 from fulfillment.models import Order
 from fulfillment.settings import get_settings
 
@@ -21,13 +21,16 @@ class FraudScreen:
     """Scores an order once; a stale attempt's call is refused."""
 
     def __init__(self) -> None:
-        self.scripts = Scripts(client_for(get_settings()), "tests.fraud_variant", ["fraud_check"])
+        settings = get_settings()
+        client = client_for(settings)
+        self.scripts = Scripts(client, "tests.fraud_variant", ["fraud_check"])
+        self.space = order_space(settings, client)
 
     def check(self, token: AttemptToken, order: Order) -> int:
-        keys = OrderKeys(token.run_id)
+        run = self.space.run(token.run_id)
         reply = self.scripts.call(
             "fraud_check",
-            [keys.ledger, FAULTS, keys.record],
+            [run.companion("ledger"), FAULTS, run.record],
             {
                 "order_id": token.run_id,
                 "token": token.as_json(),
