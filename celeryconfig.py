@@ -14,7 +14,7 @@ from functools import cache
 from typing import Any
 
 from fulfillment.engine.config import build
-from fulfillment.settings import get_settings
+from fulfillment.orders.settings import get_settings
 
 __all__ = ["build"]
 

@@ -47,7 +47,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fulfillment.engine.scripts import source
-from fulfillment.keys import STOCK, released_key, take_key
+from fulfillment.orders.keys import STOCK, released_key, take_key
 
 from .harness import Deployment, median
 from .ours import order
@@ -173,7 +173,7 @@ def client_round_trips(d: Deployment, ports: list[int], n: int) -> float:
 def batched_ratio(client: redis.Redis, calls: int = 2000) -> float:
     """Server CPU of a write script call pipelined over one at a time (a reservation's
     ``stock_take.lua`` on fresh keys)."""
-    sha = client.script_load(source("fulfillment.services", "stock_take"))
+    sha = client.script_load(source("fulfillment.orders.services", "stock_take"))
     client.hset(STOCK, "Yoga Mat", 10**9)
     args = json.dumps({"ttl": 60, "items": [["Yoga Mat", 1]]})
     costs = []

@@ -19,9 +19,9 @@ from pathlib import Path
 import psutil
 import redis
 
-from fulfillment.client import FulfillmentClient
-from fulfillment.processes import ProcessGroup, live_workers, start_server, worker_command
-from fulfillment.settings import Settings, load_settings
+from fulfillment.ops.processes import ProcessGroup, live_workers, start_server, worker_command
+from fulfillment.orders.client import FulfillmentClient
+from fulfillment.orders.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"

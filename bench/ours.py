@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-from fulfillment.state import OrderStatus
+from fulfillment.orders.state import OrderStatus
 
 from .harness import CpuMeter, Deployment, Server, Throughput
 

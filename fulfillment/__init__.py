@@ -10,8 +10,17 @@ Public API::
 
     from fulfillment import place_order, get_order, approve_order, reject_order, cancel_order
 
+The package is three layers, each a folder, imports pointing one way::
+
+    fulfillment/engine/   a durable-workflow runtime on Celery + Redis; knows no order
+    fulfillment/orders/   the order workflow on it (models, definition, services, API)
+    fulfillment/ops/      operations: CLI, Flower's Orders view, demo, processes, the
+                          embedded server (fulfillment/contrib/django: the Django app)
+
 Names load on first use, so ``import fulfillment.engine`` (a workflow of your
-own) does not build the order app.
+own) does not build the order app. Importing the package gives the engine its
+embedded server: a deployment without ``FULFILLMENT_REDIS_URL`` runs on a valkey
+server started on demand (:mod:`fulfillment.ops.embedded`).
 """
 
 from __future__ import annotations
@@ -19,41 +28,46 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from .engine.connection import use_server_starter
+from .ops.embedded import ensure_server
+
+use_server_starter(ensure_server)
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "app": ".celery_app",
-    "FulfillmentClient": ".client",
-    "OrderHandle": ".client",
-    "approve_order": ".client",
-    "cancel_order": ".client",
-    "get_order": ".client",
-    "place_order": ".client",
-    "reject_order": ".client",
-    "resume_order": ".client",
-    "retry_now": ".client",
-    "BusinessError": ".errors",
-    "CreditCardExpired": ".errors",
-    "DecisionError": ".errors",
-    "FulfillmentError": ".errors",
-    "InvalidOrder": ".errors",
-    "OrderCancelled": ".errors",
-    "OrderConflict": ".errors",
-    "OrderFailed": ".errors",
-    "OrderNotFulfilled": ".errors",
-    "OrderNotFound": ".errors",
-    "OutOfStock": ".errors",
-    "ResultTimeout": ".errors",
-    "UnknownItem": ".errors",
-    "CreditCard": ".models",
-    "Order": ".models",
-    "OrderItem": ".models",
-    "Payment": ".models",
-    "Settings": ".settings",
-    "load_settings": ".settings",
-    "HistoryEvent": ".state",
-    "OrderStatus": ".state",
-    "OrderView": ".state",
+    "app": ".orders.app",
+    "FulfillmentClient": ".orders.client",
+    "OrderHandle": ".orders.client",
+    "approve_order": ".orders.client",
+    "cancel_order": ".orders.client",
+    "get_order": ".orders.client",
+    "place_order": ".orders.client",
+    "reject_order": ".orders.client",
+    "resume_order": ".orders.client",
+    "retry_now": ".orders.client",
+    "BusinessError": ".orders.errors",
+    "CreditCardExpired": ".orders.errors",
+    "DecisionError": ".orders.errors",
+    "FulfillmentError": ".orders.errors",
+    "InvalidOrder": ".orders.errors",
+    "OrderCancelled": ".orders.errors",
+    "OrderConflict": ".orders.errors",
+    "OrderFailed": ".orders.errors",
+    "OrderNotFulfilled": ".orders.errors",
+    "OrderNotFound": ".orders.errors",
+    "OutOfStock": ".orders.errors",
+    "ResultTimeout": ".orders.errors",
+    "UnknownItem": ".orders.errors",
+    "CreditCard": ".orders.models",
+    "Order": ".orders.models",
+    "OrderItem": ".orders.models",
+    "Payment": ".orders.models",
+    "Settings": ".orders.settings",
+    "load_settings": ".orders.settings",
+    "HistoryEvent": ".orders.state",
+    "OrderStatus": ".orders.state",
+    "OrderView": ".orders.state",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -66,7 +80,7 @@ def __getattr__(name: str) -> Any:  # PEP 562: load a public name on first use
     value = getattr(import_module(module, __name__), name)
     globals()[name] = value
     if name == "app":  # ``celery -A fulfillment flower``: Flower serves the Orders view too
-        from .ui import install_if_flower
+        from .ops.ui import install_if_flower
 
         install_if_flower()
     return value

@@ -1,5 +1,5 @@
 """python -m fulfillment"""
 
-from .cli import main
+from .ops.cli import main
 
 main()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from fulfillment.processes import ProcessGroup, start_server
-from fulfillment.settings import load_settings
+from fulfillment.ops.processes import ProcessGroup, start_server
+from fulfillment.orders.settings import load_settings
 
 from .support import Deployment
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from fulfillment.engine.embedded import free_port
-from fulfillment.processes import flower_command
+from fulfillment.ops.embedded import free_port
+from fulfillment.ops.processes import flower_command
 
 from .support import Deployment, kill_tree, wait_until
 

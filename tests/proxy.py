@@ -17,7 +17,7 @@ import struct
 import threading
 import time
 
-from fulfillment.engine.embedded import free_port
+from fulfillment.ops.embedded import free_port
 
 
 class Proxy:

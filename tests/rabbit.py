@@ -23,7 +23,7 @@ import kombu
 import pytest
 
 from bench.rabbitmq import HOST, PORT, reachable, vhost
-from fulfillment.engine.embedded import free_port
+from fulfillment.ops.embedded import free_port
 
 from .support import wait_until
 

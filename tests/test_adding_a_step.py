@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from fulfillment.client import FulfillmentClient
 from fulfillment.engine import create_app, register
-from fulfillment.errors import OrderFailed
-from fulfillment.keys import FAULTS
+from fulfillment.orders.client import FulfillmentClient
+from fulfillment.orders.errors import OrderFailed
+from fulfillment.orders.keys import FAULTS
 
 from .fraud_variant import fraud_workflow
 from .support import Deployment, order_doc

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from fulfillment.errors import DecisionError, OrderCancelled, OrderFailed, OrderNotFound
-from fulfillment.state import OrderStatus
+from fulfillment.orders.errors import DecisionError, OrderCancelled, OrderFailed, OrderNotFound
+from fulfillment.orders.state import OrderStatus
 
 from .support import EXPENSIVE, Deployment, order_doc
 

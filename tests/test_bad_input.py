@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fulfillment.errors import InvalidOrder
+from fulfillment.orders.errors import InvalidOrder
 
 from .support import Deployment, order_doc
 

@@ -37,8 +37,8 @@ import kombu.exceptions
 import pytest
 import redis
 
-from fulfillment.errors import DecisionError
-from fulfillment.keys import STOCK
+from fulfillment.orders.errors import DecisionError
+from fulfillment.orders.keys import STOCK
 
 from .proxy import Proxy
 from .rabbit import OwnNode, require_own_node

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from fulfillment.errors import OrderFailed
-from fulfillment.state import OrderStatus
+from fulfillment.orders.errors import OrderFailed
+from fulfillment.orders.state import OrderStatus
 
 from .support import EXPENSIVE, Deployment, order_doc
 
@@ -140,7 +140,7 @@ ATTEMPT_KEYS = {
 
 
 def test_json_shapes_are_stable(shared: Deployment, oid: str) -> None:
-    from fulfillment.services import set_fault
+    from fulfillment.orders.services import set_fault
 
     set_fault(shared.redis, "inventory", attempts=1, order_id=oid)
     shared.client.place_order(order_doc(order_id=oid)).result(timeout=30)

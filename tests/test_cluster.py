@@ -28,11 +28,11 @@ import pytest
 
 from bench.valkey_cluster import Node, OwnCluster, slot_of
 from fulfillment.engine.keys import LAYOUT
-from fulfillment.errors import OrderFailed
-from fulfillment.keys import STOCK
-from fulfillment.services import set_fault
-from fulfillment.services.faults import clear_faults
-from fulfillment.state import OrderStatus
+from fulfillment.orders.errors import OrderFailed
+from fulfillment.orders.keys import STOCK
+from fulfillment.orders.services import set_fault
+from fulfillment.orders.services.faults import clear_faults
+from fulfillment.orders.state import OrderStatus
 
 from .flower import AUTH, Flower
 from .rabbit import broker_env, require_broker

@@ -31,7 +31,7 @@ import redis
 import yaml
 
 from bench.valkey_cluster import cluster_port
-from fulfillment.engine.embedded import free_port
+from fulfillment.ops.embedded import free_port
 
 from .rabbit import HOST, PORT, require_broker, vhost
 from .support import REPO, Deployment, answers, base_env, kill_tree, order_doc, wait_until

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fulfillment.keys import FAULTS
-from fulfillment.state import OrderStatus
+from fulfillment.orders.keys import FAULTS
+from fulfillment.orders.state import OrderStatus
 
 from .support import processes_using
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fulfillment.state import OrderStatus
+from fulfillment.orders.state import OrderStatus
 
 from .support import EXPENSIVE, REPO, SCALED, Deployment, base_env, kill_tree, order_doc
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from fulfillment.keys import STOCK
-from fulfillment.processes import ProcessGroup, start_server
-from fulfillment.services import catalogue
-from fulfillment.settings import load_settings
-from fulfillment.state import OrderStatus
+from fulfillment.ops.processes import ProcessGroup, start_server
+from fulfillment.orders.keys import STOCK
+from fulfillment.orders.services import catalogue
+from fulfillment.orders.settings import load_settings
+from fulfillment.orders.state import OrderStatus
 
 from .support import EXPENSIVE, Deployment, Worker, order_doc, wait_until
 

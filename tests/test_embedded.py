@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fulfillment.engine import embedded
+from fulfillment.ops import embedded
 
 from .support import base_env, order_doc, wait_until
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fulfillment.errors import OrderCancelled
-from fulfillment.state import OrderStatus
+from fulfillment.orders.errors import OrderCancelled
+from fulfillment.orders.state import OrderStatus
 
 from .servers import OwnServer
 from .support import (

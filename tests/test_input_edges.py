@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from fulfillment.errors import DecisionError, InvalidOrder
-from fulfillment.state import OrderStatus
+from fulfillment.orders.errors import DecisionError, InvalidOrder
+from fulfillment.orders.state import OrderStatus
 
 from .support import EXPENSIVE, Deployment, order_doc, wait_until
 

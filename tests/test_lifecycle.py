@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import signal
 
-from fulfillment.services import set_fault
-from fulfillment.state import OrderStatus
+from fulfillment.orders.services import set_fault
+from fulfillment.orders.state import OrderStatus
 
 from .support import EXPENSIVE, Deployment, Worker, order_doc, wait_until
 

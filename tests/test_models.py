@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from fulfillment.errors import InvalidOrder
-from fulfillment.models import CreditCard, Order, parse_order
+from fulfillment.orders.errors import InvalidOrder
+from fulfillment.orders.models import CreditCard, Order, parse_order
 
 from .support import order_doc
 

@@ -50,7 +50,7 @@ def test_flower_lists_an_orders_tasks_masked_with_results(live, oid: str) -> Non
 
 
 def test_flower_shows_retries_of_a_step(live, oid: str) -> None:  # type: ignore[no-untyped-def]
-    from fulfillment.services import set_fault
+    from fulfillment.orders.services import set_fault
 
     d, flower = live
     set_fault(d.redis, "inventory", attempts=2, mode="raise", order_id=oid)

@@ -12,8 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
-from fulfillment.keys import CATALOGUE, STOCK
-from fulfillment.state import OrderStatus
+from fulfillment.orders.keys import CATALOGUE, STOCK
+from fulfillment.orders.state import OrderStatus
 
 from .support import REPO, Deployment, interruptible, order_doc, wait_until
 

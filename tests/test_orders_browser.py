@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from fulfillment.services import set_fault
-from fulfillment.services.faults import clear_faults
-from fulfillment.state import OrderStatus
+from fulfillment.orders.services import set_fault
+from fulfillment.orders.services.faults import clear_faults
+from fulfillment.orders.state import OrderStatus
 
 from .browser import chromium
 from .flower import AUTH, Flower, orders_stack

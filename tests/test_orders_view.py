@@ -10,9 +10,9 @@ from urllib.parse import quote
 
 import pytest
 
-from fulfillment.services import set_fault
-from fulfillment.services.faults import clear_faults
-from fulfillment.state import OrderStatus
+from fulfillment.orders.services import set_fault
+from fulfillment.orders.services.faults import clear_faults
+from fulfillment.orders.state import OrderStatus
 
 from .flower import STEP_TASKS, Flower, orders_stack, settled_in_flower
 from .support import EXPENSIVE, Deployment, order_doc, wait_until

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from fulfillment import workflow
-from fulfillment.client import FulfillmentClient
 from fulfillment.engine import create_app, register
 from fulfillment.engine.transport import HeldPush, OutboxError, outbox, transport_for
 from fulfillment.engine.verdicts import Kind
-from fulfillment.errors import OrderConflict
-from fulfillment.state import OrderStatus
-from fulfillment.workflow import order_workflow
+from fulfillment.orders.client import FulfillmentClient
+from fulfillment.orders.errors import OrderConflict
+from fulfillment.orders.state import OrderStatus
+from fulfillment.orders.workflow import order_workflow
 
 from .support import Deployment, order_doc
 

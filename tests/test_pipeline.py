@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from fulfillment.errors import OrderConflict, OrderFailed
-from fulfillment.services import clear_faults, set_fault
-from fulfillment.state import OrderStatus
+from fulfillment.orders.errors import OrderConflict, OrderFailed
+from fulfillment.orders.services import clear_faults, set_fault
+from fulfillment.orders.state import OrderStatus
 
 from .support import Deployment, order_doc, wait_until
 

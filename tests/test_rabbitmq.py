@@ -20,8 +20,8 @@ import pytest
 
 from bench.rabbitmq import PORT
 from bench.rabbitmq import vhost as own_vhost
-from fulfillment.services import set_fault
-from fulfillment.state import OrderStatus
+from fulfillment.orders.services import set_fault
+from fulfillment.orders.state import OrderStatus
 
 from .proxy import Proxy
 from .rabbit import OwnNode, amqp, require_broker, require_own_node
@@ -176,9 +176,9 @@ def test_a_message_the_broker_could_not_take_is_sent_by_the_watchdog(
     # The order is stored, then its first message cannot be published (this client's
     # broker is out of reach): place_order still returns, the message is recorded as
     # unsent, and a worker's watchdog sends it at its next look, backlog or not.
-    from fulfillment.client import FulfillmentClient
     from fulfillment.engine import create_app
-    from fulfillment.engine.embedded import free_port
+    from fulfillment.ops.embedded import free_port
+    from fulfillment.orders.client import FulfillmentClient
 
     d = deploy(FULFILLMENT_BROKER_URL=amqp(vhost),
                FULFILLMENT_QUEUE=f"fulfillment-{uuid.uuid4().hex[:8]}")  # fmt: skip

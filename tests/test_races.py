@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from fulfillment.client import FulfillmentClient
-from fulfillment.errors import DecisionError
-from fulfillment.settings import Settings
-from fulfillment.state import OrderStatus
+from fulfillment.orders.client import FulfillmentClient
+from fulfillment.orders.errors import DecisionError
+from fulfillment.orders.settings import Settings
+from fulfillment.orders.state import OrderStatus
 
 from .rabbit import broker_env
 from .support import EXPENSIVE, Deployment, order_doc

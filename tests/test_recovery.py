@@ -16,7 +16,7 @@ import time
 import pytest
 
 from fulfillment.engine.keys import held_set
-from fulfillment.state import OrderStatus
+from fulfillment.orders.state import OrderStatus
 
 from .support import Deployment, order_doc, start_workers, wait_until
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from fulfillment.state import OrderStatus
+from fulfillment.orders.state import OrderStatus
 
 from .servers import OwnServer
 from .support import Deployment, order_doc, wait_until

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from fulfillment.state import OrderStatus
+from fulfillment.orders.state import OrderStatus
 
 from .support import Deployment, interruptible, kill_tree, order_doc, processes_using, wait_until
 
@@ -59,7 +59,7 @@ def test_up_runs_server_worker_and_flower_and_ctrl_c_stops_all(tmp_path) -> None
     failover can be shown) and Flower."""
     import urllib.request
 
-    from fulfillment.engine.embedded import free_port, running_url
+    from fulfillment.ops.embedded import free_port, running_url
 
     from .support import base_env, order_doc
 

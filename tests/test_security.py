@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from fulfillment.client import FulfillmentClient
 from fulfillment.engine.deadletter import DEAD_LETTERS
-from fulfillment.engine.embedded import free_port
-from fulfillment.settings import load_settings
+from fulfillment.ops.embedded import free_port
+from fulfillment.orders.client import FulfillmentClient
+from fulfillment.orders.settings import load_settings
 
 from .support import EXPENSIVE, Deployment, answers, kill_tree, order_doc, wait_until
 

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from fulfillment.engine.connection import parse_sentinel_url, redact
-from fulfillment.engine.embedded import free_port
-from fulfillment.errors import ConfigError
+from fulfillment.ops.embedded import free_port
+from fulfillment.orders.errors import ConfigError
 
 from .support import Deployment, kill_tree, order_doc, wait_until
 

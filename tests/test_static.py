@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fulfillment.settings import load_settings
-from fulfillment.workflow import order_workflow
+from fulfillment.orders.settings import load_settings
+from fulfillment.orders.workflow import order_workflow
 
 from .support import REPO
 

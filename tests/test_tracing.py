@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from fulfillment.services import set_fault
-from fulfillment.state import OrderStatus
+from fulfillment.orders.services import set_fault
+from fulfillment.orders.state import OrderStatus
 
 from .rabbit import broker_env
 from .support import EXPENSIVE, Deployment, order_doc, wait_until

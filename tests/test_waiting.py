@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from fulfillment.errors import OrderNotFound, ResultTimeout
-from fulfillment.keys import order_space
+from fulfillment.orders.errors import OrderNotFound, ResultTimeout
+from fulfillment.orders.keys import order_space
 
 from .support import Deployment, order_doc
 

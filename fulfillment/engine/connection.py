@@ -8,6 +8,7 @@ thread and process without a cache keyed by process id.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,19 +21,36 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from .cluster import cluster_client, is_cluster_url
-from .embedded import ensure_server
 from .errors import ConfigError
 from .settings import EngineSettings
 
+#: what starts a server for a deployment that names none: its data directory -> its URL
+ServerStarter = Callable[[Path], str]
+
+_starter: ServerStarter | None = None
+
+
+def use_server_starter(starter: ServerStarter | None) -> None:
+    """What gives a deployment without a Redis URL its server (None: nothing, it is an
+    error). The engine starts no server itself: the ``fulfillment`` package installs its
+    embedded valkey server (:mod:`fulfillment.ops.embedded`) here when it is imported."""
+    global _starter
+    _starter = starter
+    _started.cache_clear()
+
 
 @cache
-def _embedded_url(data_dir: Path) -> str:
-    return ensure_server(data_dir)
+def _started(starter: ServerStarter, data_dir: Path) -> str:
+    return starter(data_dir)
 
 
 def resolve_redis_url(settings: EngineSettings) -> str:
-    """``FULFILLMENT_REDIS_URL``, or the embedded server (started on demand)."""
-    return settings.redis_url or _embedded_url(Path(settings.data_dir))
+    """The deployment's Redis URL, or the URL of the server the starter gives it."""
+    if settings.redis_url:
+        return settings.redis_url
+    if _starter is None:
+        raise ConfigError(f"{settings.env_prefix()}REDIS_URL is not set")
+    return _started(_starter, Path(settings.data_dir))
 
 
 def resolve_broker_url(settings: EngineSettings) -> str:

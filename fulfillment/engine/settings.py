@@ -2,7 +2,7 @@
 
 Durations are seconds and accept fractions, so tests and demos can shrink time.
 A workflow's own settings extend :class:`EngineSettings` (the order workflow's
-``fulfillment.settings.Settings`` does).
+``fulfillment.orders.settings.Settings`` does).
 """
 
 from __future__ import annotations
@@ -125,6 +125,11 @@ class EngineSettings(BaseSettings):
                 "cannot be the cluster"
             )
         return self
+
+    @classmethod
+    def env_prefix(cls) -> str:
+        """The prefix of the environment variables the settings are read from."""
+        return str(cls.model_config.get("env_prefix") or "")
 
     @property
     def is_cluster(self) -> bool:

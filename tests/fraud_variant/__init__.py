@@ -14,8 +14,8 @@ from typing import Any
 from celery import Celery
 
 from fulfillment.engine import RetryPolicy, Step, create_app, register
-from fulfillment.settings import Settings, get_settings
-from fulfillment.workflow import PREFIX, order_workflow
+from fulfillment.orders.settings import Settings, get_settings
+from fulfillment.orders.workflow import PREFIX, order_workflow
 
 from .activities import check_fraud
 

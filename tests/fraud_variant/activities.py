@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fulfillment.engine import ActivityContext
-from fulfillment.models import Order
+from fulfillment.orders.models import Order
 
 from .services import fraud_screen
 

@@ -7,10 +7,10 @@ from functools import cache
 from fulfillment.engine import AttemptToken, StaleAttempt
 from fulfillment.engine.connection import client_for
 from fulfillment.engine.scripts import Scripts
-from fulfillment.errors import BusinessError, ServiceUnavailable
-from fulfillment.keys import FAULTS, order_space
-from fulfillment.models import Order
-from fulfillment.settings import get_settings
+from fulfillment.orders.errors import BusinessError, ServiceUnavailable
+from fulfillment.orders.keys import FAULTS, order_space
+from fulfillment.orders.models import Order
+from fulfillment.orders.settings import get_settings
 
 
 class FraudSuspected(BusinessError):

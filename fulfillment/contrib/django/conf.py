@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from ...settings import Settings, get_settings
+from ...orders.settings import Settings, get_settings
 
 
 def apply_django_settings() -> None:

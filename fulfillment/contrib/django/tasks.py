@@ -5,6 +5,6 @@ from __future__ import annotations
 
 from celery import current_app
 
-from ...workflow import install
+from ...orders.workflow import install
 
 ORDERS = install(current_app._get_current_object())

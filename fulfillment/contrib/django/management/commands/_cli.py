@@ -28,7 +28,7 @@ class CliCommand(BaseCommand):
             parser.add_argument(name, **kwargs)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from fulfillment.cli import main
+        from fulfillment.ops.cli import main
 
         argv = [self.cli_name]
         for name, kwargs in self.arguments:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine.cluster import bucket_count
-from .engine.keys import KeySpace
+from ..engine.cluster import bucket_count
+from ..engine.keys import KeySpace
 
 PREFIX = "fulfillment"
 RECORD = "order"

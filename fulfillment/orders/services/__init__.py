@@ -6,7 +6,7 @@ from functools import cache
 
 import redis
 
-from ..engine.connection import client_for
+from ...engine.connection import client_for
 from ..keys import order_space
 from ..settings import Settings, get_settings
 from .base import service_scripts

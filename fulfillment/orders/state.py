@@ -13,8 +13,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, computed_field
 
-from .engine.keys import RunStatus
-from .engine.views import CompensationView, Event, FailureView, GateView, RunView, StepView
+from ..engine.keys import RunStatus
+from ..engine.views import CompensationView, Event, FailureView, GateView, RunView, StepView
 
 HistoryEvent = Event
 

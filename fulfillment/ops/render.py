@@ -10,10 +10,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .engine.deadletter import DeadLetter
-from .engine.views import ClaimView
-from .state import HistoryEvent, OrderStatus, OrderView
-from .timeline import AttemptView, Timeline
+from ..engine.deadletter import DeadLetter
+from ..engine.views import ClaimView
+from ..orders.state import HistoryEvent, OrderStatus, OrderView
+from ..orders.timeline import AttemptView, Timeline
 
 STATUS_STYLE = {
     OrderStatus.PENDING: "cyan",

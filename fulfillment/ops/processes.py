@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from .engine import embedded
-from .engine.keys import WORKERS
-from .engine.verdicts import US
-from .errors import ConfigError
-from .settings import Settings
+from ..engine.keys import WORKERS
+from ..engine.verdicts import US
+from ..orders.errors import ConfigError
+from ..orders.settings import Settings
+from . import embedded
 
 
 def worker_command(
@@ -131,7 +131,7 @@ def start_server(group: ProcessGroup, settings: Settings, timeout: float = 20.0)
     cmd = [
         sys.executable,
         "-m",
-        "fulfillment.engine.embedded",
+        "fulfillment.ops.embedded",
         "serve",
         "--data-dir",
         str(data_dir),

@@ -8,7 +8,7 @@ know nothing about Celery, retries or Redis state: the engine runs them durably.
 
 from __future__ import annotations
 
-from .engine import ActivityContext, UndoContext
+from ..engine import ActivityContext, UndoContext
 from .models import Order
 from .services import services
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..engine.fencing import AttemptToken, UndoToken
+from ...engine.fencing import AttemptToken, UndoToken
 from .base import SimulatedService
 
 

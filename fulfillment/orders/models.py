@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from .engine.validation import field_path, one_line, problems
+from ..engine.validation import field_path, one_line, problems
 from .errors import InvalidOrder
 
 ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"

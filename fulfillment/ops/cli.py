@@ -19,15 +19,15 @@ from typing import Any
 import click
 import redis
 
-from .engine import embedded
-from .engine.errors import WorkflowError
-from .errors import InvalidOrder, OrderNotFulfilled
-from .settings import Settings, get_settings
-from .state import OrderStatus
+from ..engine.errors import WorkflowError
+from ..orders.errors import InvalidOrder, OrderNotFulfilled
+from ..orders.settings import Settings, get_settings
+from ..orders.state import OrderStatus
+from . import embedded
 
 
 def _client():
-    from .client import default_client
+    from ..orders.client import default_client
 
     return default_client()
 
@@ -303,7 +303,7 @@ def generate(
 
 
 def _dead_letters():
-    from .engine.deadletter import DeadLetters
+    from ..engine.deadletter import DeadLetters
 
     client = _client()
     return DeadLetters(client.store.client, client.settings.dead_letter_limit)
@@ -384,7 +384,7 @@ def faults_inject(
     service: str, attempts: int, forever: bool, mode: str, order_id: str | None
 ) -> None:
     """Take SERVICE down for the first N attempts (or until cleared)."""
-    from .services import set_fault
+    from ..orders.services import set_fault
 
     set_fault(
         _client().store.client,
@@ -403,7 +403,7 @@ def faults_inject(
 @click.option("--order", "order_id", default=None, help="Only the fault set for this order.")
 def faults_clear(service: str | None, order_id: str | None) -> None:
     """Clear faults (all, or one service's)."""
-    from .services import clear_faults
+    from ..orders.services import clear_faults
 
     cleared = clear_faults(_client().store.client, service, order_id)
     click.echo(f"cleared {cleared} fault(s)" if service else "cleared all faults")
@@ -412,7 +412,7 @@ def faults_clear(service: str | None, order_id: str | None) -> None:
 @faults.command("list")
 def faults_list() -> None:
     """Show active faults."""
-    from .services import list_faults
+    from ..orders.services import list_faults
 
     active = list_faults(_client().store.client)
     if not active:
@@ -429,8 +429,8 @@ def inventory(ctx: click.Context, restock: bool) -> None:
     """Show the simulated inventory's stock (or load a catalogue: inventory load FILE)."""
     if ctx.invoked_subcommand is not None:
         return
-    from .keys import STOCK
-    from .services.inventory import current_catalogue, seed_stock
+    from ..orders.keys import STOCK
+    from ..orders.services.inventory import current_catalogue, seed_stock
 
     client = _client().store.client
     seed_stock(client, reset=restock)
@@ -444,7 +444,7 @@ def inventory(ctx: click.Context, restock: bool) -> None:
 def inventory_load(source: str) -> None:
     """Replace the catalogue and stock with FILE's: this project's {"items": [{"name",
     "price", "stock"}]} or the Temporal demo's [{"itemName", "itemPrice", "stock"}]."""
-    from .services.inventory import load_catalogue, parse_catalogue
+    from ..orders.services.inventory import load_catalogue, parse_catalogue
 
     if source == "-":
         raw = sys.stdin.buffer.read(10_000_001)
@@ -465,7 +465,7 @@ def inventory_load(source: str) -> None:
 
 def _redis_env(settings: Settings) -> dict[str, str]:
     """Environment for child processes: the resolved Redis URL, so all share one server."""
-    from .engine.connection import resolve_redis_url
+    from ..engine.connection import resolve_redis_url
 
     return {**os.environ, "FULFILLMENT_REDIS_URL": resolve_redis_url(settings)}
 
@@ -513,8 +513,8 @@ def cluster_create(nodes: tuple[str, ...], replicas: int, timeout: float) -> Non
     """Make a Redis or Valkey Cluster of empty nodes: the first ones masters sharing the
     slots, the rest their replicas. Nodes already in a cluster are left as they are. The
     password is FULFILLMENT_REDIS_URL's (a redis+cluster:// URL), if it has one."""
+    from ..engine.cluster import is_cluster_url, parse_cluster_url
     from .cluster_setup import create_cluster
-    from .engine.cluster import is_cluster_url, parse_cluster_url
 
     url = os.environ.get("FULFILLMENT_REDIS_URL", "")
     password = parse_cluster_url(url).password if is_cluster_url(url) else None
@@ -555,7 +555,7 @@ def flower(flower_args: tuple[str, ...]) -> None:
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
 def up(workers: int, concurrency: int | None, no_flower: bool) -> None:
     """Run everything in the foreground: server, N workers, Flower. Ctrl-C stops them all."""
-    from .engine.connection import redact
+    from ..engine.connection import redact
     from .processes import ProcessGroup, flower_command, start_server, worker_command
 
     settings = get_settings()

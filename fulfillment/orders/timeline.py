@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from .engine.views import (
+from ..engine.views import (
     AttemptView,
     CompensationTimeline,
     RunView,

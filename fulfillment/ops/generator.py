@@ -19,7 +19,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from .services import catalogue
+from ..orders.services import catalogue
 
 KINDS = ("valid", "invalid", "expensive", "expired_card")
 

@@ -14,7 +14,7 @@ Two families:
 
 from __future__ import annotations
 
-from .engine import errors as engine
+from ..engine import errors as engine
 
 ConfigError = engine.ConfigError
 InvalidArgument = engine.InvalidArgument

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import redis
 from redis.cluster import RedisCluster
 
-from ..engine.cluster import fixed_buckets
-from ..engine.keys import KeySpace
+from ...engine.cluster import fixed_buckets
+from ...engine.keys import KeySpace
 from ..keys import FAULTS, faults_copy
 
 SERVICES = ("payment", "inventory", "delivery")

@@ -21,9 +21,9 @@ from typing import Any
 
 from celery import Celery
 
-from .engine import Engine, WorkflowClient, WorkflowRuntime, create_app
-from .engine import errors as engine
-from .engine.client import default_actor
+from ..engine import Engine, WorkflowClient, WorkflowRuntime, create_app
+from ..engine import errors as engine
+from ..engine.client import default_actor
 from .errors import (
     DecisionError,
     InvalidArgument,
@@ -87,7 +87,7 @@ class FulfillmentClient:
         if self._app is not None:
             engine_ = Engine.of(self._app)
         elif self.settings is get_settings():
-            from .celery_app import app
+            from .app import app
 
             engine_ = Engine.of(app)
         else:

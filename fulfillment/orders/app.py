@@ -10,9 +10,9 @@ from typing import Any
 
 from celery.signals import worker_init
 
-from .engine import create_app, register
-from .engine.app import settings_or_exit
-from .engine.connection import client_for
+from ..engine import create_app, register
+from ..engine.app import settings_or_exit
+from ..engine.connection import client_for
 from .services import seed_stock
 from .settings import get_settings
 from .workflow import order_workflow

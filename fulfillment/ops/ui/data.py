@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..client import FulfillmentClient
-from ..models import Order
-from ..state import OrderStatus, OrderView
-from ..timeline import Timeline
+from ...orders.client import FulfillmentClient
+from ...orders.models import Order
+from ...orders.state import OrderStatus, OrderView
+from ...orders.timeline import Timeline
 
 #: the filters the list offers: every status, and "retrying"
 FILTERS = (*(s.value for s in OrderStatus), "retrying")

@@ -6,7 +6,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from ..engine.fencing import AttemptToken, UndoToken
+from ...engine.fencing import AttemptToken, UndoToken
 from ..errors import CreditCardExpired
 from ..models import CreditCard
 from .base import SimulatedService

@@ -20,7 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ..client import FulfillmentClient
+from ...orders.client import FulfillmentClient
 from .data import status_counts
 
 #: the histogram buckets of ``lib.lua`` (BUCKETS_MS), in seconds
@@ -155,6 +155,6 @@ def register() -> None:
     """Add the order metrics to the registry Flower's ``/metrics`` exports."""
     from prometheus_client import REGISTRY
 
-    from ..client import default_client
+    from ...orders.client import default_client
 
     REGISTRY.register(OrderMetrics(default_client))

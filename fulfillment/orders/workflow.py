@@ -15,9 +15,9 @@ from typing import Any
 from celery import Celery
 from celery.canvas import Signature
 
+from ..engine import Engine, Gate, Step, Undo, Workflow, WorkflowRuntime, adopt
+from ..engine.sender import Sender, held
 from . import activities
-from .engine import Engine, Gate, Step, Undo, Workflow, WorkflowRuntime, adopt
-from .engine.sender import Sender, held
 from .models import Order
 from .settings import Settings
 
@@ -38,7 +38,7 @@ def install(app: Celery, settings: Settings | None = None) -> WorkflowRuntime:
     over the app's), and the order tasks (``fulfillment.<step>``) are registered on
     it. Installing on the same app again returns what is there.
     """
-    from .engine.app import settings_or_exit
+    from ..engine.app import settings_or_exit
     from .settings import get_settings
 
     settings = settings or settings_or_exit(get_settings)

@@ -20,8 +20,8 @@ from pydantic import (
     field_validator,
 )
 
-from ..engine.fencing import AttemptToken, UndoToken
-from ..engine.validation import field_path, one_line, problems
+from ...engine.fencing import AttemptToken, UndoToken
+from ...engine.validation import field_path, one_line, problems
 from ..errors import OutOfStock, StaleAttempt, UnknownItem
 from ..keys import CATALOGUE, STOCK, released_key, take_key
 from ..models import OrderItem, printable
@@ -31,7 +31,7 @@ from .base import SimulatedService
 @cache
 def catalogue() -> dict[str, dict[str, Any]]:
     """The catalogue shipped with the package: item name -> {price, stock}."""
-    data = json.loads((files("fulfillment.services") / "catalogue.json").read_text())
+    data = json.loads((files("fulfillment.orders.services") / "catalogue.json").read_text())
     return {item["name"]: item for item in data["items"]}
 
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from pydantic import Field, model_validator
 
-from .engine.settings import EngineSettings, load
+from ..engine.settings import EngineSettings, load
 
 
 class Settings(EngineSettings):

@@ -18,14 +18,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .client import FulfillmentClient, OrderHandle
-from .errors import FulfillmentError
+from ..orders.client import FulfillmentClient, OrderHandle
+from ..orders.errors import FulfillmentError
+from ..orders.services import set_fault
+from ..orders.services.faults import clear_faults
+from ..orders.state import OrderStatus, OrderView
 from .generator import card
 from .processes import ProcessGroup, live_workers, wait_for_workers, worker_command
 from .render import STATUS_STYLE
-from .services import set_fault
-from .services.faults import clear_faults
-from .state import OrderStatus, OrderView
 
 
 def _order(*lines: tuple[str, str, int], expired: bool = False) -> dict[str, Any]:

