@@ -112,7 +112,9 @@ def test_inventory_loads_the_temporal_demos_stock_database(deploy, oid: str, tmp
     order = order_doc(("Pixel Phone", "499.99", 2), order_id=oid)
     assert d.client.place_order(order).result(timeout=30).startswith("Order fulfilled")
     assert d.redis.hgetall(STOCK) == {"Pixel Phone": "8", "Coffee Maker": "3"}
-    own = d.cli("inventory", "load", str(REPO / "fulfillment" / "services" / "catalogue.json"))
+    own = d.cli(
+        "inventory", "load", str(REPO / "fulfillment" / "orders" / "services" / "catalogue.json")
+    )
     assert own.returncode == 0 and "loaded" in own.stdout, own.stderr
 
 
