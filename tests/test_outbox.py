@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from fulfillment import workflow
 from fulfillment.engine import create_app, register
+from fulfillment.engine.delivery import Delivery
 from fulfillment.engine.transport import HeldPush, OutboxError, outbox, transport_for
 from fulfillment.engine.verdicts import Kind
 from fulfillment.orders.client import FulfillmentClient
@@ -47,9 +47,11 @@ def test_placing_an_order_stores_it_and_queues_its_first_step_in_one_step(deploy
     assert task_name(message) == "fulfillment.process_payment"
     assert message["headers"]["argsrepr"] == repr((oid,))
     assert "4111" not in json.dumps(message), "the card never travels through the broker"
-    body = json.loads(base64.b64decode(message["body"]))
-    chained = [sig["task"] for sig in body[2]["chain"]]
-    assert chained == ["fulfillment.deliver_order", "fulfillment.reserve_inventory"]
+    args, kwargs, embed = json.loads(base64.b64decode(message["body"]))
+    assert (args, kwargs) == ([oid], {"epoch": 1})
+    assert not embed.get("chain"), (
+        "one message per step: the next is sent when this one is recorded"
+    )
     assert d.client.get_order(oid).status is OrderStatus.PENDING
 
     d.client.place_order(doc)  # idempotent: no second message
@@ -95,25 +97,24 @@ def test_complete_pushes_the_next_message_only_when_it_moves_the_order_on(deploy
     assert d.redis.llen(TEST_QUEUE) == 1
 
 
-def test_next_step_message_is_built_as_celery_chains_build_it(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_next_step_message_names_its_parent_and_root(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]
     d: Deployment = deploy()
-    app = d.client.app
-    sigs = [
-        dict(workflow.signature(app, step, oid, 3, None, d.settings.queue))
-        for step in ("delivery", "inventory")
-    ]  # the running task's request.chain: the next task last
-    request = SimpleNamespace(chain=sigs, id="task-of-payment", root_id="root", delivery_info={})
-    held = workflow.held(lambda: workflow.continue_chain(app, request))
+    delivery = Delivery(d.client.runtime)
+    request = SimpleNamespace(id="task-of-payment", root_id="root")  # the running task's
+    held = delivery.hold(delivery.step_message(oid, "inventory", 3, {"items": 2}), request)
     assert d.redis.llen(d.settings.queue) == 0, "held back, not sent"
+    assert held is not None
     (push,) = held
     assert push.key == d.settings.queue and push.expire_keys == ()
     message = json.loads(push.message)
     headers = message["headers"]
     assert headers["task"] == "fulfillment.reserve_inventory"
+    assert headers["id"] == f"{oid}:inventory:3"
     assert (headers["parent_id"], headers["root_id"]) == ("task-of-payment", "root")
+    assert headers["kwargsrepr"] == repr({"epoch": 3, "items": 2})
     args, kwargs, embed = json.loads(base64.b64decode(message["body"]))
     assert (args, kwargs) == ([oid], {"epoch": 3})
-    assert [sig["task"] for sig in embed["chain"]] == ["fulfillment.deliver_order"]
+    assert not embed.get("chain")
 
 
 def test_separate_broker_sends_messages_itself(deploy, server, oid: str) -> None:  # type: ignore[no-untyped-def]
@@ -147,7 +148,10 @@ def _client_with(d: Deployment, **conf: Any) -> FulfillmentClient:
 
 
 def _held_first(client: FulfillmentClient, oid: str) -> list[HeldPush]:
-    return client.runtime.sender.hold_first(oid, "payment", {}, ["payment"])
+    delivery = Delivery(client.runtime)
+    held = delivery.hold(delivery.step_message(oid, "payment", 1, {}))
+    assert held is not None
+    return held
 
 
 def test_outbox_keeps_the_expiry_of_a_queue_declared_with_x_expires(deploy, oid: str) -> None:  # type: ignore[no-untyped-def]

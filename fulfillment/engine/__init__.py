@@ -18,9 +18,7 @@ call with a token, and undoes what a failed or cancelled run did::
 See README, "The engine".
 """
 
-from celery import Celery
-
-from .app import adopt, create_app
+from .app import RegisteredWorkflow, adopt, create_app, register
 from .client import RunHandle, WorkflowClient
 from .context import ActivityContext, UndoContext
 from .definition import Gate, RetryPolicy, Step, Undo, Workflow
@@ -48,12 +46,6 @@ from .runtime import Engine, WorkflowRuntime
 from .settings import EngineSettings
 from .views import Event, RunView, Timeline
 
-
-def register(app: Celery, workflow: Workflow) -> WorkflowRuntime:
-    """Register ``workflow`` on ``app`` (made by :func:`create_app`); its tasks are generated."""
-    return Engine.of(app).register(workflow)
-
-
 __all__ = [
     "ActivityContext",
     "AttemptToken",
@@ -65,6 +57,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidInput",
     "NonRetryableError",
+    "RegisteredWorkflow",
     "ResultError",
     "ResultTimeout",
     "RetryPolicy",

@@ -1,4 +1,10 @@
-"""A Celery app with the engine on it: its delivery settings, the watchdog, and its workflows."""
+"""A Celery app with the engine on it: its delivery settings, the watchdog, and its workflows.
+
+The top of the engine: :func:`create_app` (or :func:`adopt`, for an app made elsewhere)
+puts the engine on a Celery app; :func:`register` puts a workflow on it and generates
+its tasks, and returns a :class:`RegisteredWorkflow`: the workflow's runtime, with a
+client for its runs.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,14 @@ from typing import Any, TypeVar
 
 from celery import Celery
 
+from .client import WorkflowClient
 from .config import build
+from .definition import Workflow
+from .delivery import Delivery
 from .errors import ConfigError
-from .runtime import ENGINE_ATTRIBUTE, Engine
+from .runtime import ENGINE_ATTRIBUTE, Engine, WorkflowRuntime
 from .settings import EngineSettings, load
+from .tasks import register_tasks
 from .worker import WatchdogStep
 
 S = TypeVar("S", bound=EngineSettings)
@@ -52,8 +62,7 @@ def create_app(
     ``config``: a module Celery reads its configuration from (``celeryconfig``);
     else :func:`fulfillment.engine.config.build` of ``settings`` (read from the
     environment when not given). ``conf``: further Celery settings.
-    Register workflows on it with ``Engine.of(app).register(workflow)``, or with
-    :func:`register`.
+    Register workflows on it with :func:`register`.
     """
     settings = settings or settings_or_exit(lambda: load(EngineSettings))
     app = Celery(main, set_as_current=set_as_current)
@@ -86,3 +95,29 @@ def _with_engine(app: Celery, settings: EngineSettings) -> Celery:
     Engine(app, settings)
     app.steps["worker"].add(WatchdogStep)
     return app
+
+
+class RegisteredWorkflow(WorkflowRuntime):
+    """A workflow registered on an app (see :class:`WorkflowRuntime`), with a client."""
+
+    def client(self) -> WorkflowClient:
+        """A client for the workflow's runs: start, signal, cancel, wait, read."""
+        return WorkflowClient(self)
+
+
+def register(app: Celery, workflow: Workflow, *, queue: str | None = None) -> WorkflowRuntime:
+    """Register ``workflow`` on ``app`` (made by :func:`create_app` or :func:`adopt`):
+    generate its Celery tasks; return its runtime (``.client()`` for its runs).
+
+    ``queue``: the queue of its tasks (default: the deployment's, ``FULFILLMENT_QUEUE``).
+    Registering the same definition again returns the runtime already there; another
+    definition under the same name is refused.
+    """
+    engine = Engine.of(app)
+    existing = engine.registered(workflow)
+    if existing is not None:
+        return existing
+    runtime = RegisteredWorkflow(engine, workflow, queue or engine.settings.queue)
+    register_tasks(runtime, Delivery(runtime))
+    engine.add(runtime)
+    return runtime

@@ -2,7 +2,7 @@
 
 ::
 
-    runs = engine.register(returns).client()
+    runs = register(app, returns).client()
     handle = runs.start({"item": "lamp"}, run_id="r-1")
     runs.signal("r-1", "inspection_passed", "approve", by="alice")
     print(handle.result(timeout=60))
@@ -18,9 +18,10 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import tracing
+from .delivery import Delivery
 from .errors import (
     ConfigError,
     InvalidArgument,
@@ -32,11 +33,9 @@ from .errors import (
     SignalError,
 )
 from .keys import RunStatus, message_id
+from .runtime import WorkflowRuntime
 from .verdicts import Kind, Verdict
 from .views import Event, RunView, Timeline
-
-if TYPE_CHECKING:
-    from .runtime import WorkflowRuntime
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +79,7 @@ class WorkflowClient:
     def __init__(self, runtime: WorkflowRuntime) -> None:
         self.rt = runtime
         self.store = runtime.store
+        self.delivery = Delivery(runtime)
         self.noun = runtime.workflow.noun
 
     # --- starting and reading --------------------------------------------------------
@@ -132,9 +132,8 @@ class WorkflowClient:
             raise InvalidArgument(str(exc)) from None
         names = plan.names
         summary = dict(wf.summary(input)) if wf.summary else {}
-        held = None
-        if self.rt.engine.holds_messages:  # the first message goes out with the run
-            held = self.rt.sender.hold_first(run_id, names[0], summary, names, plan.limits)
+        first = self.delivery.step_message(run_id, names[0], 1, summary, plan.limits)
+        held = self.delivery.hold(first)  # the first message goes out with the run
         record = {"cancel_error": wf.cancel_error, **_trace_field(), **(fields or {})}
         if plan.limits:
             record["limits"] = json.dumps(plan.limits)
@@ -159,12 +158,8 @@ class WorkflowClient:
             )
         if out.kind is Kind.CREATED and held is None:
             # stored durably: if the broker cannot take it, the watchdog sends it
-            self.rt.sender.or_unsent(
-                run_id,
-                [message_id(run_id, names[0], 1)],
-                lambda: self.rt.sender.dispatch(
-                    run_id, names[0], 1, summary, names, limits=plan.limits
-                ),
+            self.delivery.or_unsent(
+                run_id, [message_id(run_id, names[0], 1)], lambda: first.apply_async()
             )
         return RunHandle(self, run_id)
 
@@ -314,7 +309,7 @@ class WorkflowClient:
         if gate not in {g.name for g in self.rt.workflow.gates}:
             raise InvalidArgument(f"{self.rt.workflow.name} has no gate {gate!r}")
         out = self.store.signal(run_id, gate, decision, by=by or default_actor(), reason=reason)
-        self.rt.sender.act(run_id, out)
+        self.delivery.act(run_id, out)
         if out.kind in (Kind.DISPATCH, Kind.REJECTED):  # the wait at the gate ended
             self.rt.trace_gate_wait(run_id, gate, "approved" if out.kind is Kind.DISPATCH
                                     else "rejected")  # fmt: skip
@@ -332,7 +327,7 @@ class WorkflowClient:
         """
         actor = by or default_actor()
         out = self.store.cancel(run_id, by=actor, reason=reason or f"Cancelled by {actor}")
-        self.rt.sender.act(run_id, out)
+        self.delivery.act(run_id, out)
         refused = self._refused(run_id, "cancel", out)
         if refused is not None:
             raise refused
@@ -346,7 +341,7 @@ class WorkflowClient:
         the run waits for a retry.
         """
         out = self.store.retry_now(run_id, by=by or default_actor())
-        self.rt.sender.act(run_id, out)
+        self.delivery.act(run_id, out)
         refused = self._refused(run_id, "retry", out)
         if refused is not None:
             raise refused
@@ -366,7 +361,7 @@ class WorkflowClient:
         if step not in {s.name for s in self.rt.workflow.steps}:
             raise InvalidArgument(f"{self.rt.workflow.name} has no step {step!r}")
         out = self.store.resume(run_id, step, by=by or default_actor())
-        self.rt.sender.act(run_id, out)
+        self.delivery.act(run_id, out)
         refused = self._refused(run_id, f"resume {step} of", out)
         if refused is not None:
             raise refused

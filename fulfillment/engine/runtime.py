@@ -10,10 +10,10 @@ Every worker of the app runs the watchdog for every workflow registered on it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from celery import Celery
@@ -29,14 +29,10 @@ from .intake import TaskShape
 from .keys import KeySpace
 from .policy import StepPolicy
 from .scripts import Scripts, engine_scripts
-from .sender import Sender
 from .settings import EngineSettings
 from .store import RunStore, us
 from .transport import transport_for
 from .validation import field_path, one_line, problems
-
-if TYPE_CHECKING:
-    from .client import WorkflowClient
 
 ENGINE_ATTRIBUTE = "fulfillment_engine"
 
@@ -58,22 +54,17 @@ class Engine:
             raise ConfigError(f"Celery app {app.main!r} has no workflow engine (use create_app)")
         return engine
 
-    def register(self, workflow: Workflow, *, queue: str | None = None) -> WorkflowRuntime:
-        """Register ``workflow``: generate its Celery tasks; return its runtime.
-
-        Registering the same definition again returns the runtime already there.
-        """
-        from .tasks import register_tasks
-
+    def registered(self, workflow: Workflow) -> WorkflowRuntime | None:
+        """The runtime of ``workflow`` if it is registered already (None if not); a
+        different workflow of the same name is refused."""
         existing = self.workflows.get(workflow.name)
-        if existing is not None:
-            if existing.workflow is workflow:
-                return existing
+        if existing is not None and existing.workflow is not workflow:
             raise ConfigError(f"a different workflow named {workflow.name!r} is registered")
-        runtime = WorkflowRuntime(self, workflow, queue or self.settings.queue)
-        register_tasks(runtime)
-        self.workflows[workflow.name] = runtime
-        return runtime
+        return existing
+
+    def add(self, runtime: WorkflowRuntime) -> None:
+        """Count ``runtime`` among the app's workflows (its tasks are generated already)."""
+        self.workflows[runtime.workflow.name] = runtime
 
     def check_overrides(self) -> None:
         """Every step ``FULFILLMENT_STEP_POLICIES`` names is a step of a registered workflow."""
@@ -157,7 +148,7 @@ class Plan:
 
 
 class WorkflowRuntime:
-    """A workflow registered on an engine: its policies, store and sender."""
+    """A workflow registered on an engine: its definition, keys, store and policies."""
 
     def __init__(self, engine: Engine, workflow: Workflow, queue: str) -> None:
         self.engine = engine
@@ -167,9 +158,7 @@ class WorkflowRuntime:
         self.space = KeySpace(
             workflow.keys_namespace, workflow.name, workflow.companions, engine.buckets
         )
-        self.sender = Sender(self)
         self._policies = {s.name: self.resolve(s) for s in workflow.activities}
-        self._tasks: dict[str, str] = {}
         #: every generated task and the arguments it takes (what a worker accepts)
         self.shapes: dict[str, TaskShape] = {}
 
@@ -254,6 +243,15 @@ class WorkflowRuntime:
             }
         )
 
+    @staticmethod
+    def next_step(plan: Sequence[str], step: str) -> str | None:
+        """What a run with ``plan`` (its step and gate names) does after ``step``: the
+        next element, or None after the last."""
+        names = list(plan)
+        if step not in names or names.index(step) + 1 >= len(names):
+            return None
+        return names[names.index(step) + 1]
+
     def time_limit(self, step: str, limits: Mapping[str, float] | None = None) -> float:
         """The time limit of ``step`` for a run (``limits``: the run's own, by step)."""
         if limits and step in limits:
@@ -278,14 +276,9 @@ class WorkflowRuntime:
                           start_time_ns=began_us * 1000) as current:  # fmt: skip
             tracing.set_outcome(current, outcome)
 
-    def task_registered(self, task_name: str, step: str | None, shape: TaskShape) -> None:
-        """``task_name`` runs ``step`` (None: not a step's own task) and takes ``shape``."""
-        if step is not None:
-            self._tasks[task_name] = step
+    def task_registered(self, task_name: str, shape: TaskShape) -> None:
+        """``task_name`` is one of the workflow's tasks, and takes ``shape``."""
         self.shapes[task_name] = shape
-
-    def step_of_task(self, task_name: str) -> str | None:
-        return self._tasks.get(task_name)
 
     def validate_input(self, data: Any) -> Any:
         """``data`` as the workflow's ``input`` model (a model instance, a mapping, or JSON
@@ -315,8 +308,3 @@ class WorkflowRuntime:
         if model is not None and hasattr(model, "model_validate"):
             return model.model_validate(data)
         return data
-
-    def client(self) -> WorkflowClient:
-        from .client import WorkflowClient
-
-        return WorkflowClient(self)

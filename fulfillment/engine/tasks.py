@@ -1,16 +1,27 @@
 """The Celery tasks of a registered workflow, generated from its definition.
 
-Every step gets a task (``begin.lua``, the activity, ``complete.lua``), every undo a
-task (``begin_undo.lua``, the undo activity, ``undone.lua``), every gate two (one
-enters the wait and schedules the timeout, one times it out). Nothing is written
-by hand per step. Task names come from the definition (``Step.task_name``) or are
-``<workflow prefix>.<step>``.
+Every step gets a task, every undo a task, every gate two (one enters the wait and
+schedules the timeout, one times it out). Nothing is written by hand per step. Task
+names come from the definition (``Step.task_name``) or are ``<workflow prefix>.<step>``.
+
+A step's task is one straight path::
+
+    begin (begin.lua)  ->  the activity  ->  record (complete.lua | retry.lua | fail.lua)
+                                                    |
+                                          Delivery.act on the verdict
+
+``begin`` says whether this message is the live one and hands over the run's input,
+the step's policy and the run's plan; the activity runs; its outcome is recorded by
+one script, which on success also pushes the next step's message built beforehand
+(the outbox, where the broker is the store's Redis); the delivery then sends whatever
+else the verdict asks for, and the task ends the way Celery and Flower expect
+(returned, retried, failed, or skipped).
 
 Retries: the step's policy decides *what* is retried (anything but a
-:class:`~fulfillment.engine.errors.NonRetryableError` or a type the policy names)
-and ``retry.lua`` *when* (Temporal's backoff, from the run's plan); the sender then
-re-sends the task's own message with Celery's retry. Celery's autoretry only covers
-the case of Redis being unreachable before an attempt began.
+:class:`~fulfillment.engine.errors.NonRetryableError` or a type the policy names) and
+``retry.lua`` *when* (Temporal's backoff, from the run's plan); the task's own
+message is then sent again with Celery's retry. Celery's autoretry only covers the
+case of Redis being unreachable before an attempt began.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -30,6 +42,7 @@ from pydantic import ValidationError
 from . import tracing
 from .context import ActivityContext, UndoContext
 from .definition import Gate, Step, Undo
+from .delivery import Delivery
 from .errors import InvalidInput, NonRetryableError, ResultError, StaleAttempt, StepTimeout
 from .fencing import AttemptToken, UndoToken
 from .identity import worker_id
@@ -89,27 +102,12 @@ def _iso(micros: int | None) -> str:
     return moment.isoformat(timespec="milliseconds")
 
 
-# --- steps ------------------------------------------------------------------------------
-
-
-def run_step(rt: WorkflowRuntime, step: Step, task: Task, run_id: str, epoch: int) -> str:
-    """Run one attempt of ``step`` for the run, if this message is the live one."""
-    request = task.request
-    begun = rt.store.begin(run_id, step.name, epoch, request.id, worker_id())
-    if begun.kind is not Kind.RUN:
-        request.chain = None
-        if begun.kind is Kind.DONE and not rt.engine.holds_messages and _redelivered(request):
-            # its worker died before acking it: maybe before sending the next step too
-            rt.sender.act(run_id, rt.store.redrive(run_id, "resend", epoch=epoch))
-        rt.sender.skipped(task, begun.describe())
-    assert begun.attempt is not None
-    token = AttemptToken(run_id, step.name, epoch, begun.attempt, begun.round)
-    attributes = {"run.id": run_id, "workflow": rt.workflow.name, "step": step.name,
-                  "attempt": token.attempt, "epoch": epoch, "worker": worker_id()}  # fmt: skip
-    with _traced(f"{rt.workflow.name}.step {step.name}", request, attributes) as current:
-        result = _attempt(rt, step, task, begun, token)
-        tracing.set_outcome(current, "succeeded")
-        return result
+def _first_line(exc: BaseException) -> str:
+    """One line saying what ``exc`` is (a pydantic error: every field it names)."""
+    if isinstance(exc, ValidationError):
+        return one_line("", problems(exc, field_path))
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _redelivered(request: Any) -> bool:
@@ -135,131 +133,161 @@ def _traced(name: str, request: Any, attributes: dict[str, Any]) -> Iterator[Any
             raise
 
 
-def _attempt(
-    rt: WorkflowRuntime, step: Step, task: Task, begun: Verdict, token: AttemptToken
-) -> str:
-    """The attempt itself: the activity, then record its result (or its failure).
+# --- steps ------------------------------------------------------------------------------
 
-    Whatever fails around the activity (the run's input does not parse, the output is
-    not JSON, the workflow's result function fails) fails the run at once: retrying
-    would fail the same way.
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt ended: its result (and the run's, after its last step), or an error.
+
+    ``retryable``: the policy retries ``error``. ``refused``: for an error that is not
+    retried, the step did nothing (a business refusal), so it needs no undo.
     """
-    request = task.request
-    policy = StepPolicy.from_spec(begun.policy) if begun.policy else rt.policy(step.name)
-    try:
-        run_input = rt.parse_input(begun.input)
-    except Exception as exc:
-        _failed(rt, task, token, policy, InvalidInput(f"the run's input: {_first_line(exc)}"))
-    context = ActivityContext(
-        run_id=token.run_id, input=run_input, task_id=request.id, worker=worker_id(),
-        keys=rt.space.run(token.run_id), redis=rt.engine.client, step=step.name, token=token,
-    )  # fmt: skip
-    try:
-        output = step.activity(context)
-    except SoftTimeLimitExceeded:
-        overrun = StepTimeout(f"attempt exceeded its {policy.time_limit:g}s time limit")
-        _failed(rt, task, token, policy, overrun)
-    except Exception as exc:
-        _failed(rt, task, token, policy, exc)
-    try:
-        result, final = _results(rt, step, begun, output)
-    except Exception as exc:  # the effect happened: the step is undone too
-        _failed(rt, task, token, policy, ResultError(_first_line(exc)), refused=False)
-    out = _complete(rt, task, begun, token, result, final)
-    if out.kind is not Kind.NEXT:
-        request.chain = None
-    rt.sender.act(token.run_id, out)
-    if out.kind is Kind.STALE:
-        rt.sender.skipped(task, f"result discarded: {out.reason}", result=result)
-    return result
+
+    result: str | None = None
+    final: str | None = None
+    error: Exception | None = None
+    retryable: bool = False
+    refused: bool = True
 
 
-def _first_line(exc: BaseException) -> str:
-    """One line saying what ``exc`` is (a pydantic error: every field it names)."""
-    if isinstance(exc, ValidationError):
-        return one_line("", problems(exc, field_path))
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+class StepTask:
+    """Runs one attempt of one step: begin, the activity, record, deliver."""
 
+    def __init__(self, rt: WorkflowRuntime, delivery: Delivery, step: Step) -> None:
+        self.rt = rt
+        self.delivery = delivery
+        self.step = step
 
-def _results(
-    rt: WorkflowRuntime, step: Step, begun: Verdict, output: Any
-) -> tuple[str, str | None]:
-    """The step's result as stored (text, or the output's JSON), and the run's result if
-    this was its last step."""
-    result = output if isinstance(output, str) else json.dumps(output)
-    if not begun.last:
-        return result, None
-    done = {s.name: begun.results[s.name] for s in rt.workflow.activities
-            if s.name in begun.results}  # fmt: skip
-    done[step.name] = result
-    final = rt.workflow.result(done)
-    if not isinstance(final, str):
-        raise TypeError(f"the workflow's result function returned {type(final).__name__}, not str")
-    return result, final
+    def __call__(self, task: Task, run_id: str, epoch: int) -> str:
+        request = task.request
+        request.chain = None  # a message of an earlier version may carry a chain: never sent
+        begun = self.rt.store.begin(run_id, self.step.name, epoch, request.id, worker_id())
+        if begun.kind is not Kind.RUN:
+            self.not_live(task, run_id, epoch, begun)
+        assert begun.attempt is not None
+        token = AttemptToken(run_id, self.step.name, epoch, begun.attempt, begun.round)
+        attributes = {"run.id": run_id, "workflow": self.rt.workflow.name,
+                      "step": self.step.name, "attempt": token.attempt, "epoch": epoch,
+                      "worker": worker_id()}  # fmt: skip
+        name = f"{self.rt.workflow.name}.step {self.step.name}"
+        with _traced(name, request, attributes) as current:
+            policy = StepPolicy.from_spec(begun.policy) if begun.policy else None
+            policy = policy or self.rt.policy(self.step.name)
+            outcome = self.attempt(begun, token, request.id, policy)
+            verdict = self.record(task, begun, token, outcome)
+            self.delivery.act(run_id, verdict, request)
+            result = self.end(task, token, outcome, verdict)
+            tracing.set_outcome(current, "succeeded")
+            return result
 
+    def not_live(self, task: Task, run_id: str, epoch: int, begun: Verdict) -> NoReturn:
+        """This message is not the live one: a duplicate, superseded, or its run ended.
 
-def _complete(
-    rt: WorkflowRuntime, task: Task, begun: Verdict, token: AttemptToken, result: str,
-    final: str | None,
-) -> Verdict:  # fmt: skip
-    """Record the successful attempt; its next message goes with it (the outbox), or
-    Celery's chain sends it after the task returns."""
-    request = task.request
-    run_id, step = token.run_id, token.step
-    if rt.engine.holds_messages:
-        box, nxt = rt.sender.hold_next(
-            run_id, step, token.epoch, request, begun.summary_dict, begun.plan, begun.limits
-        )
-        out = rt.store.complete(
-            run_id, step, token.epoch, token.attempt, result, final=final, outbox=box,
-            outbox_step=nxt,
+        Without the outbox, a step that completed under this very message, delivered
+        again (its worker died before acking it), may have died before sending the next
+        step too: the watchdog's look sends it if the run still waits for it.
+        """
+        engine = self.rt.engine
+        if begun.kind is Kind.DONE and not engine.holds_messages and _redelivered(task.request):
+            self.delivery.act(run_id, self.rt.store.redrive(run_id, "resend", epoch=epoch))
+        self.delivery.skipped(task, begun.describe())
+
+    def attempt(
+        self, begun: Verdict, token: AttemptToken, task_id: str, policy: StepPolicy
+    ) -> Outcome:
+        """The activity, and the step's result as stored. Whatever fails around the
+        activity (the run's input does not parse, the output is not JSON, the workflow's
+        result function fails) fails the run at once: retrying would fail the same way."""
+        rt = self.rt
+        try:
+            run_input = rt.parse_input(begun.input)
+        except Exception as exc:
+            return Outcome(error=InvalidInput(f"the run's input: {_first_line(exc)}"))
+        context = ActivityContext(
+            run_id=token.run_id, input=run_input, task_id=task_id, worker=worker_id(),
+            keys=rt.space.run(token.run_id), redis=rt.engine.client, step=self.step.name,
+            token=token,
         )  # fmt: skip
-        request.chain = None  # complete.lua sent it, or the run did not move on
-        return out
-    return rt.store.complete(
-        run_id, step, token.epoch, token.attempt, result, final=final,
-        outbox_step=rt.sender.next_in_chain(request),
-    )  # fmt: skip
+        try:
+            output = self.step.activity(context)
+        except SoftTimeLimitExceeded:
+            overrun = StepTimeout(f"attempt exceeded its {policy.time_limit:g}s time limit")
+            return Outcome(error=overrun, retryable=policy.retryable(overrun))
+        except Exception as exc:
+            return Outcome(error=exc, retryable=policy.retryable(exc))
+        try:
+            result = output if isinstance(output, str) else json.dumps(output)
+            return Outcome(result=result, final=self.final(begun, result))
+        except Exception as exc:  # the effect happened: the step is undone too
+            return Outcome(error=ResultError(_first_line(exc)), refused=False)
+
+    def final(self, begun: Verdict, result: str) -> str | None:
+        """The run's result, if this was its last step."""
+        if not begun.last:
+            return None
+        done = {s.name: begun.results[s.name] for s in self.rt.workflow.activities
+                if s.name in begun.results}  # fmt: skip
+        done[self.step.name] = result
+        final = self.rt.workflow.result(done)
+        if not isinstance(final, str):
+            raise TypeError(
+                f"the workflow's result function returned {type(final).__name__}, not str"
+            )
+        return final
+
+    def record(self, task: Task, begun: Verdict, token: AttemptToken, outcome: Outcome) -> Verdict:
+        """Record the attempt's outcome: one script. A success goes with the next step's
+        message (pushed by the script only if the run moves on to that step)."""
+        store, run_id, step = self.rt.store, token.run_id, token.step
+        if outcome.error is None:
+            assert outcome.result is not None
+            nxt = self.rt.next_step(begun.plan, step)
+            held = None
+            if nxt is not None and outcome.final is None:
+                message = self.delivery.step_message(
+                    run_id, nxt, token.epoch, begun.summary_dict, begun.limits
+                )
+                held = self.delivery.hold(message, task.request)
+            return store.complete(
+                run_id, step, token.epoch, token.attempt, outcome.result, final=outcome.final,
+                outbox=held, outbox_step=nxt if held is not None else None,
+            )  # fmt: skip
+        args = (run_id, step, token.epoch, token.attempt, *describe(outcome.error))
+        if outcome.retryable:
+            return store.retry(*args)
+        return store.fail(*args, refused=outcome.refused)
+
+    def end(self, task: Task, token: AttemptToken, outcome: Outcome, verdict: Verdict) -> str:
+        """How the task ends, as Celery and Flower should see it: the step's result, a
+        retry (its message sent again after the backoff), the error, or skipped."""
+        error = outcome.error
+        if error is None:
+            assert outcome.result is not None
+            if verdict.kind is Kind.STALE:
+                reason = f"result discarded: {verdict.reason}"
+                self.delivery.skipped(task, reason, result=outcome.result)
+            return outcome.result
+        if outcome.retryable:
+            if verdict.kind is Kind.RETRY:
+                self.delivery.retry(task, token.run_id, error, verdict.delay)
+            if verdict.kind is Kind.FAILED:
+                raise error  # attempts exhausted: the task fails with the last error
+            self.delivery.skipped(task, f"failure discarded: {verdict.describe()}")
+        if verdict.kind is Kind.STALE:
+            self.delivery.skipped(task, f"failure discarded: {verdict.reason}")
+        log.warning("%s %s failed: %s: %s (not retried)", self.rt.workflow.noun, token.run_id,
+                    *describe(error))  # fmt: skip
+        raise error
 
 
-def _failed(
-    rt: WorkflowRuntime, task: Task, token: AttemptToken, policy: StepPolicy, exc: Exception,
-    *, refused: bool = True,
-) -> NoReturn:  # fmt: skip
-    """Record a failed attempt: the run fails now, or the step is retried after its delay.
-
-    ``refused``: for a failure that is not retried, the step did nothing (see
-    :meth:`RunStore.fail`).
-    """
-    request = task.request
-    error_type, message = describe(exc)
-    args = (token.run_id, token.step, token.epoch, token.attempt, error_type, message)
-    if not policy.retryable(exc):
-        request.chain = None
-        out = rt.store.fail(*args, refused=refused)
-        rt.sender.act(token.run_id, out)
-        if out.kind is Kind.STALE:
-            rt.sender.skipped(task, f"failure discarded: {out.reason}")
-        log.warning("%s %s failed: %s: %s (not retried)", rt.workflow.noun, token.run_id,
-                    error_type, message)  # fmt: skip
-        raise exc
-    out = rt.store.retry(*args)
-    if out.kind is Kind.RETRY:
-        rt.sender.retry(task, token.run_id, exc, out.delay)
-    request.chain = None
-    rt.sender.act(token.run_id, out)
-    if out.kind is Kind.FAILED:
-        raise exc  # attempts exhausted: the task fails with the last error
-    rt.sender.skipped(task, f"failure discarded: {out.describe()}")  # stale, or cancelled
-
-
-def _register_step(rt: WorkflowRuntime, step: Step) -> None:
+def _register_step(rt: WorkflowRuntime, delivery: Delivery, step: Step) -> None:
     policy = rt.policy(step.name)
     name = rt.workflow.task_name(step)
+    run = StepTask(rt, delivery, step)
 
     def body(self: Task, run_id: str, epoch: int = 1) -> str:
-        return run_step(rt, step, self, run_id, epoch)
+        return run(self, run_id, epoch)
 
     body.__name__ = body.__qualname__ = step.name
     body.__doc__ = step.activity.__doc__
@@ -271,33 +299,32 @@ def _register_step(rt: WorkflowRuntime, step: Step) -> None:
         soft_time_limit=policy.time_limit,
         time_limit=policy.time_limit + rt.settings.hard_time_limit_slack,
     )(body)
-    rt.task_registered(name, step.name, "step")
+    rt.task_registered(name, "step")
 
 
 # --- gates -------------------------------------------------------------------------------
 
 
-def _register_gate(rt: WorkflowRuntime, gate: Gate) -> None:
+def _register_gate(rt: WorkflowRuntime, delivery: Delivery, gate: Gate) -> None:
     app = rt.engine.app
 
     def enter(self: Task, run_id: str, epoch: int = 1) -> str:
         """Enter the gate's wait and start its countdown; the wait ends with a signal."""
-        self.request.chain = None
         out = rt.store.gate(run_id, gate.name, epoch, self.request.id, worker_id())
         if out.kind is Kind.WAITING:
-            rt.sender.gate_countdown(run_id, gate.name, epoch, out.remaining)
+            delivery.gate_countdown(run_id, gate.name, epoch, out.remaining)
             return f"Waiting at {gate.name} until {_iso(out.deadline_us)}"
         if out.kind is Kind.DONE:
             return out.result or ""
-        rt.sender.skipped(self, out.describe())
+        delivery.skipped(self, out.describe())
 
     def timeout(self: Task, run_id: str, epoch: int = 1) -> str:
         """The gate's countdown: fail the run if nobody decided by the deadline."""
         out = rt.store.signal(run_id, gate.name, "timeout", source="countdown task", epoch=epoch)
         if out.kind is Kind.EARLY:  # fired before the deadline on Redis's clock: wait the rest
-            rt.sender.gate_countdown(run_id, gate.name, epoch, out.remaining, self.request.id)
+            delivery.gate_countdown(run_id, gate.name, epoch, out.remaining, self.request.id)
             return f"not due yet: {out.remaining:.3f}s left"
-        rt.sender.act(run_id, out)
+        delivery.act(run_id, out)
         if out.kind is Kind.FAILED:
             rt.trace_gate_wait(run_id, gate.name, "timed_out")
         return gate.timeout_message if out.kind is Kind.FAILED else out.describe()
@@ -308,65 +335,75 @@ def _register_gate(rt: WorkflowRuntime, gate: Gate) -> None:
     ):
         func.__name__ = func.__qualname__ = name.rsplit(".", 1)[-1]
         app.task(name=name, bind=True, shared=False, base=EngineTask)(func)
-    rt.task_registered(rt.workflow.task_name(gate), gate.name, "step")
-    rt.task_registered(rt.workflow.timeout_task_name(gate), None, "step")
+        rt.task_registered(name, "step")
 
 
 # --- compensations -------------------------------------------------------------------------
 
 
-def run_undo(rt: WorkflowRuntime, step: Step, undo: Undo, task: Task, run_id: str) -> str:
-    """Claim the compensation, undo the step's effect, record it; a no-op if not claimable."""
-    request = task.request
-    claimed = rt.store.begin_undo(run_id, undo.name, step.name, request.id, worker_id())
-    if claimed.kind is not Kind.RUN:
-        rt.sender.skipped(task, claimed.describe())
-    assert claimed.claim is not None
-    token = UndoToken(run_id, undo.name, claimed.claim)
-    attributes = {"run.id": run_id, "workflow": rt.workflow.name, "action": undo.name,
-                  "step": step.name, "claim": token.claim, "worker": worker_id()}  # fmt: skip
-    with _traced(f"{rt.workflow.name}.undo {undo.name}", request, attributes) as current:
-        outcome, result = _undo(rt, step, undo, task, claimed, token)
-        tracing.set_outcome(current, outcome)
-        return result
+class UndoTask:
+    """Runs one compensation: claim it, undo the step's effect, record it, deliver."""
+
+    def __init__(self, rt: WorkflowRuntime, delivery: Delivery, step: Step, undo: Undo) -> None:
+        self.rt = rt
+        self.delivery = delivery
+        self.step = step
+        self.undo = undo
+
+    def __call__(self, task: Task, run_id: str) -> str:
+        request = task.request
+        claimed = self.rt.store.begin_undo(
+            run_id, self.undo.name, self.step.name, request.id, worker_id()
+        )
+        if claimed.kind is not Kind.RUN:
+            self.delivery.skipped(task, claimed.describe())
+        assert claimed.claim is not None
+        token = UndoToken(run_id, self.undo.name, claimed.claim)
+        attributes = {"run.id": run_id, "workflow": self.rt.workflow.name,
+                      "action": self.undo.name, "step": self.step.name, "claim": token.claim,
+                      "worker": worker_id()}  # fmt: skip
+        name = f"{self.rt.workflow.name}.undo {self.undo.name}"
+        with _traced(name, request, attributes) as current:
+            outcome, result = self.run(task, claimed, token)
+            tracing.set_outcome(current, outcome)
+            return result
+
+    def run(self, task: Task, claimed: Verdict, token: UndoToken) -> tuple[str, str]:
+        """The compensation itself; (outcome, what the task returns). A failure of any kind
+        (the service down, the input unreadable, a reply that is not ``(undone, summary)``)
+        is recorded and the undo tried again after its step's backoff: the run stays
+        compensating, and shows the failing undo, until it succeeds."""
+        rt, run_id, action = self.rt, token.run_id, self.undo.name
+        try:
+            context = UndoContext(
+                run_id=run_id, input=rt.parse_input(claimed.input), task_id=task.request.id,
+                worker=worker_id(), keys=rt.space.run(run_id), redis=rt.engine.client,
+                action=action, step=self.step.name, token=token,
+            )  # fmt: skip
+            undone, summary = self.undo.activity(context)
+            undone, summary = bool(undone), str(summary)
+        except StaleAttempt as exc:
+            self.delivery.skipped(task, f"stale: {exc}")
+        except Exception as exc:
+            failed = rt.store.undo_failed(
+                run_id, action, token.claim, self.step.name, *describe(exc)
+            )
+            if failed.kind is Kind.RETRY:
+                self.delivery.retry(task, run_id, exc, failed.delay)
+            return "failed", failed.describe()
+        out = rt.store.undone(run_id, action, token.claim, undone, summary)
+        self.delivery.act(run_id, out)
+        if out.kind is not Kind.OK:
+            return "discarded", out.describe()
+        return ("done" if undone else "not_needed"), summary
 
 
-def _undo(
-    rt: WorkflowRuntime, step: Step, undo: Undo, task: Task, claimed: Verdict, token: UndoToken
-) -> tuple[str, str]:
-    """The compensation itself; (outcome, what the task returns). A failure of any kind
-    (the service down, the input unreadable, a reply that is not ``(undone, summary)``)
-    is recorded and the undo tried again after its step's backoff: the run stays
-    compensating, and shows the failing undo, until it succeeds."""
-    request = task.request
-    run_id = token.run_id
-    try:
-        context = UndoContext(
-            run_id=run_id, input=rt.parse_input(claimed.input), task_id=request.id,
-            worker=worker_id(), keys=rt.space.run(run_id), redis=rt.engine.client,
-            action=undo.name, step=step.name, token=token,
-        )  # fmt: skip
-        undone, summary = undo.activity(context)
-        undone, summary = bool(undone), str(summary)
-    except StaleAttempt as exc:
-        rt.sender.skipped(task, f"stale: {exc}")
-    except Exception as exc:
-        failed = rt.store.undo_failed(run_id, undo.name, token.claim, step.name, *describe(exc))
-        if failed.kind is Kind.RETRY:
-            rt.sender.retry(task, run_id, exc, failed.delay)
-        return "failed", failed.describe()
-    out = rt.store.undone(run_id, undo.name, token.claim, undone, summary)
-    rt.sender.act(run_id, out)
-    if out.kind is not Kind.OK:
-        return "discarded", out.describe()
-    return ("done" if undone else "not_needed"), summary
-
-
-def _register_undo(rt: WorkflowRuntime, step: Step, undo: Undo) -> None:
+def _register_undo(rt: WorkflowRuntime, delivery: Delivery, step: Step, undo: Undo) -> None:
     policy = rt.policy(step.name)
+    run = UndoTask(rt, delivery, step, undo)
 
     def body(self: Task, run_id: str) -> str:
-        return run_undo(rt, step, undo, self, run_id)
+        return run(self, run_id)
 
     body.__name__ = body.__qualname__ = undo.name
     body.__doc__ = undo.activity.__doc__
@@ -378,18 +415,18 @@ def _register_undo(rt: WorkflowRuntime, step: Step, undo: Undo) -> None:
         soft_time_limit=policy.time_limit,
         time_limit=policy.time_limit + rt.settings.hard_time_limit_slack,
     )(body)
-    rt.task_registered(rt.workflow.task_name(undo), None, "undo")
+    rt.task_registered(rt.workflow.task_name(undo), "undo")
 
 
-def register_tasks(rt: WorkflowRuntime) -> None:
+def register_tasks(rt: WorkflowRuntime, delivery: Delivery) -> None:
     """Generate the Celery tasks of ``rt``'s workflow on its engine's app."""
     for element in rt.workflow.steps:
         if isinstance(element, Gate):
-            _register_gate(rt, element)
+            _register_gate(rt, delivery, element)
         else:
-            _register_step(rt, element)
+            _register_step(rt, delivery, element)
             if element.undo is not None:
-                _register_undo(rt, element, element.undo)
+                _register_undo(rt, delivery, element, element.undo)
 
 
-__all__ = ["EngineTask", "describe", "register_tasks", "run_step", "run_undo"]
+__all__ = ["EngineTask", "Outcome", "StepTask", "UndoTask", "describe", "register_tasks"]

@@ -35,6 +35,7 @@ from celery.worker import state as worker_state
 
 from .config import is_amqp
 from .consumer import keep_refused_payloads
+from .delivery import Delivery
 from .identity import set_worker_id, worker_id
 from .keys import ORPHAN_CURSOR, WATCHDOG_LOCK, WORKERS, BucketKeys, held_set
 from .runtime import Engine, WorkflowRuntime
@@ -80,6 +81,7 @@ class Watchdog(threading.Thread):
         self.worker = worker
         self.settings = engine.settings
         self.runtimes: list[WorkflowRuntime] = list(engine.workflows.values())
+        self.delivery = {rt.workflow.name: Delivery(rt) for rt in self.runtimes}
         self._stopping = threading.Event()
         self._connected_since: float | None = None
         self._last_error_log = 0.0
@@ -275,7 +277,7 @@ class Watchdog(threading.Thread):
     ) -> None:
         held = self._held.get(run_id, ())
         out = rt.store.redrive(run_id, reason, worker, backlog=self._backlog, held=held)
-        rt.sender.act(run_id, out)
+        self.delivery[rt.workflow.name].act(run_id, out)
         if out.kind is not Kind.NOOP:
             log.info("watchdog: %s %s: %s %s", rt.workflow.noun, run_id, out.kind.value,
                      out.reason or out.step or "")  # fmt: skip

@@ -21,7 +21,7 @@ from typing import Any
 
 from celery import Celery
 
-from ..engine import Engine, WorkflowClient, WorkflowRuntime, create_app
+from ..engine import Engine, WorkflowClient, WorkflowRuntime, create_app, register
 from ..engine import errors as engine
 from ..engine.client import default_actor
 from .errors import (
@@ -94,7 +94,9 @@ class FulfillmentClient:
             engine_ = Engine.of(
                 create_app("fulfillment-client", self.settings, set_as_current=False)
             )
-        runtime = engine_.workflows.get("order") or engine_.register(order_workflow(self.settings))
+        runtime = engine_.workflows.get("order") or register(
+            engine_.app, order_workflow(self.settings)
+        )
         engine_.check_overrides()
         return runtime
 

@@ -10,20 +10,18 @@ the three steps' summaries. Adding a step is adding an element here (README,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from celery import Celery
-from celery.canvas import Signature
 
-from ..engine import Engine, Gate, Step, Undo, Workflow, WorkflowRuntime, adopt
-from ..engine.sender import Sender, held
+from ..engine import Engine, Gate, Step, Undo, Workflow, WorkflowRuntime, adopt, register
+from ..engine.app import settings_or_exit
 from . import activities
 from .models import Order
-from .settings import Settings
+from .settings import Settings, get_settings
 
 PREFIX = "fulfillment"
 
-__all__ = ["continue_chain", "fulfilled", "held", "install", "order_workflow", "signature"]
+__all__ = ["fulfilled", "install", "order_workflow", "registered_on"]
 
 
 def fulfilled(results: Mapping[str, str]) -> str:
@@ -38,12 +36,14 @@ def install(app: Celery, settings: Settings | None = None) -> WorkflowRuntime:
     over the app's), and the order tasks (``fulfillment.<step>``) are registered on
     it. Installing on the same app again returns what is there.
     """
-    from ..engine.app import settings_or_exit
-    from .settings import get_settings
-
     settings = settings or settings_or_exit(get_settings)
-    engine = Engine.of(adopt(app, settings))
-    return engine.workflows.get("order") or engine.register(order_workflow(settings))
+    adopt(app, settings)
+    return registered_on(app) or register(app, order_workflow(settings))
+
+
+def registered_on(app: Celery) -> WorkflowRuntime | None:
+    """The order workflow's runtime on ``app``, if it is registered there."""
+    return Engine.of(app).workflows.get("order")
 
 
 def order_workflow(settings: Settings) -> Workflow:
@@ -91,23 +91,3 @@ def order_workflow(settings: Settings) -> Workflow:
             ),
         ],
     )
-
-
-# --- the order workflow's messages, as the engine's sender builds them ---------------
-
-
-def _sender(app: Celery) -> Sender:
-    return Engine.of(app).workflows["order"].sender
-
-
-def signature(
-    app: Celery, step: str, order_id: str, epoch: int, summary: dict | None, queue: str
-) -> Signature:
-    """The signature of one order step's message (``queue``: the app's order queue)."""
-    sig = _sender(app).signature(step, order_id, epoch, summary or {})
-    return sig.set(queue=queue)
-
-
-def continue_chain(app: Celery, request: Any) -> None:
-    """Send the next task of a running order task's chain (held inside :func:`held`)."""
-    _sender(app).continue_chain(request)
