@@ -8,7 +8,6 @@ import threading
 import pytest
 
 from fulfillment.orders.errors import OrderNotFound, ResultTimeout
-from fulfillment.orders.keys import order_space
 
 from .support import Deployment, order_doc
 
@@ -34,7 +33,7 @@ def test_every_waiter_wakes_and_a_late_one_returns_at_once(deploy, oid: str) -> 
     assert not errors and len(results) == 3
     assert all(r.startswith("Order fulfilled: ") for r in results)
 
-    bell = order_space(d.settings, d.redis).run(oid).settled
+    bell = d.client.store.space.run(oid).settled
     (rung,) = d.redis.lrange(bell, 0, -1)  # rung once, and it stays rung
     assert json.loads(rung) == {"status": "completed", "result": results[0]}
     assert d.client.store.wait_settled(oid, 0.01) == json.loads(rung), "a late waiter finds it"

@@ -22,18 +22,10 @@ from typing import Any
 
 from . import tracing
 from .delivery import Delivery
-from .errors import (
-    ConfigError,
-    InvalidArgument,
-    ResultTimeout,
-    RunCancelled,
-    RunConflict,
-    RunFailed,
-    RunNotFound,
-    SignalError,
-)
+from .errors import ConfigError, InvalidArgument, RunNotFound, SignalError
 from .keys import RunStatus, message_id
 from .runtime import WorkflowRuntime
+from .validation import shown_text
 from .verdicts import Kind, Verdict
 from .views import Event, RunView, Timeline
 
@@ -62,6 +54,16 @@ def default_actor() -> str:
         return "unknown"
 
 
+def actor(by: str | None) -> str:
+    """Who acts (``by``, or the local user): one printable line of at most 200 characters."""
+    return shown_text("by", by if by is not None else default_actor(), 200)
+
+
+def why(reason: str | None, default: str) -> str:
+    """The reason given (or ``default``): one printable line of at most 1000 characters."""
+    return shown_text("reason", reason or default, 1000)
+
+
 def canonical(data: Any) -> str:
     """Stable JSON (sorted keys) of a pydantic model or JSON-able value."""
     if hasattr(data, "model_dump"):
@@ -80,6 +82,8 @@ class WorkflowClient:
         self.rt = runtime
         self.store = runtime.store
         self.delivery = Delivery(runtime)
+        self.workflow = runtime.workflow
+        self.errors = runtime.workflow.errors
         self.noun = runtime.workflow.noun
 
     # --- starting and reading --------------------------------------------------------
@@ -152,7 +156,7 @@ class WorkflowClient:
             outbox_step=names[0] if held is not None else None,
         )
         if out.kind is Kind.CONFLICT:
-            raise RunConflict(
+            raise self.errors.conflict(
                 f"{self.noun} id {run_id!r} is already used by a different {self.noun} "
                 f"(status {out.status})"
             )
@@ -187,27 +191,33 @@ class WorkflowClient:
         """The run's current state. Raises :class:`RunNotFound`."""
         record = self.store.record(run_id)
         if not record:
-            raise RunNotFound(run_id, self.noun)
+            raise self.errors.not_found(run_id, self.noun)
         return self.view(record)
 
     def history(self, run_id: str) -> list[Event]:
-        """Every event of the run, oldest first."""
+        """Every event of the run, oldest first, named in the workflow's words."""
+        return [e.labelled(self.workflow.label) for e in self._events(run_id)]
+
+    def _events(self, run_id: str) -> list[Event]:
         events = [Event.from_entry(*e) for e in self.store.history(run_id)]
         if not events and not self.store.record(run_id):
-            raise RunNotFound(run_id, self.noun)
+            raise self.errors.not_found(run_id, self.noun)
         return events
 
     def timeline(self, run_id: str) -> Timeline:
         """Every step and every attempt of the run, rebuilt from its history."""
-        return Timeline.build(self.get(run_id), self.history(run_id))
+        return Timeline.build(self.get(run_id), self._events(run_id), self.workflow.label)
 
     def list(
         self, status: str | None = None, *, retrying: bool = False, limit: int = 50
     ) -> list[RunView]:
-        """Newest runs first, optionally only one status or only those retrying."""
-        if status is not None and status not in RunStatus.__members__.values():
-            allowed = ", ".join(s.value for s in RunStatus)
-            raise InvalidArgument(f"unknown status {status!r}; statuses are {allowed}")
+        """Newest runs first, optionally only one status (the engine's name or the
+        workflow's word for it) or only those retrying."""
+        if status is not None:
+            try:
+                status = self.workflow.status_named(status).value
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from None
         ids = self.store.run_ids(status, retrying=retrying, limit=limit)
         return [self.view(r) for r in self.store.records(ids) if r]
 
@@ -229,7 +239,7 @@ class WorkflowClient:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         if not known and self.store.status(run_id) is None:
-            raise RunNotFound(run_id, self.noun)
+            raise self.errors.not_found(run_id, self.noun)
         while True:
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
             # at most 5 s at a time: then look again (e.g. the run expired meanwhile)
@@ -238,10 +248,11 @@ class WorkflowClient:
                 return outcome
             status = self.store.status(run_id)
             if status is None:
-                raise RunNotFound(run_id, self.noun)
+                raise self.errors.not_found(run_id, self.noun)
             if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeout(
-                    f"{self.noun} {run_id} not finished after {timeout}s (status {status})"
+                raise self.errors.timeout(
+                    f"{self.noun} {run_id} not finished after {timeout}s "
+                    f"(status {self.workflow.label(status)})"
                 )
 
     def wait_for(
@@ -260,14 +271,15 @@ class WorkflowClient:
         record, last = self.store.snapshot(run_id)
         while True:
             if not record:
-                raise RunNotFound(run_id, self.noun)
+                raise self.errors.not_found(run_id, self.noun)
             view = self.view(record)
             if condition(view):
                 return view
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
-                raise ResultTimeout(
-                    f"{self.noun} {run_id} not {what} after {timeout}s (status {view.status.value})"
+                raise self.errors.timeout(
+                    f"{self.noun} {run_id} not {what} after {timeout}s "
+                    f"(status {self.workflow.label(view.status)})"
                 )
             last = (
                 self.store.wait_for_event(run_id, last, int(min(remaining, 5.0) * 1000) or 1)
@@ -279,20 +291,21 @@ class WorkflowClient:
 
     def _refused(self, run_id: str, action: str, out: Verdict) -> SignalError | RunNotFound | None:
         what = f"cannot {action} {self.noun} {run_id}"
+        refused = self.errors.refused
         if out.kind is Kind.MISSING:
-            return RunNotFound(run_id, self.noun)
+            return self.errors.not_found(run_id, self.noun)
         if out.kind is Kind.FINISHED:
             done = f" ({out.gate} {out.decision} by {out.by})" if out.decision else ""
             if out.status == RunStatus.COMPENSATING:
-                return SignalError(f"{what}: it has ended and is undoing its effects "
-                                   f"(compensating){done}")  # fmt: skip
-            return SignalError(f"{what}: it is already {out.status}{done}")
+                return refused(f"{what}: it has ended and is undoing its effects "
+                               f"(compensating){done}")  # fmt: skip
+            return refused(f"{what}: it is already {out.status}{done}")
         if out.kind is Kind.DECIDED:
-            return SignalError(f"{what}: {out.gate} already decided ({out.decision} by {out.by})")
+            return refused(f"{what}: {out.gate} already decided ({out.decision} by {out.by})")
         if out.kind is Kind.NOT_REQUIRED:
-            return SignalError(f"{what}: it does not need {out.gate}")
+            return refused(f"{what}: it does not need {out.gate}")
         if out.kind is Kind.NOOP:
-            return SignalError(f"{what}: {out.reason}")
+            return refused(f"{what}: {out.reason}")
         return None
 
     def signal(
@@ -308,7 +321,9 @@ class WorkflowClient:
             raise InvalidArgument(f"decision must be approve or reject, not {decision!r}")
         if gate not in {g.name for g in self.rt.workflow.gates}:
             raise InvalidArgument(f"{self.rt.workflow.name} has no gate {gate!r}")
-        out = self.store.signal(run_id, gate, decision, by=by or default_actor(), reason=reason)
+        who = actor(by)
+        reason = why(reason, f"Rejected by {who}") if decision == "reject" else ""
+        out = self.store.signal(run_id, gate, decision, by=who, reason=reason)
         self.delivery.act(run_id, out)
         if out.kind in (Kind.DISPATCH, Kind.REJECTED):  # the wait at the gate ended
             self.rt.trace_gate_wait(run_id, gate, "approved" if out.kind is Kind.DISPATCH
@@ -325,8 +340,8 @@ class WorkflowClient:
         first (or is presumed lost), then the run is cancelled. Effects already made
         are compensated.
         """
-        actor = by or default_actor()
-        out = self.store.cancel(run_id, by=actor, reason=reason or f"Cancelled by {actor}")
+        who = actor(by)
+        out = self.store.cancel(run_id, by=who, reason=why(reason, f"Cancelled by {who}"))
         self.delivery.act(run_id, out)
         refused = self._refused(run_id, "cancel", out)
         if refused is not None:
@@ -340,7 +355,7 @@ class WorkflowClient:
         holds for later finds itself stale. Raises :class:`SignalError` if no step of
         the run waits for a retry.
         """
-        out = self.store.retry_now(run_id, by=by or default_actor())
+        out = self.store.retry_now(run_id, by=actor(by))
         self.delivery.act(run_id, out)
         refused = self._refused(run_id, "retry", out)
         if refused is not None:
@@ -358,9 +373,12 @@ class WorkflowClient:
         run is not failed or cancelled, a compensation has not finished, or the run
         has no such step.
         """
-        if step not in {s.name for s in self.rt.workflow.steps}:
-            raise InvalidArgument(f"{self.rt.workflow.name} has no step {step!r}")
-        out = self.store.resume(run_id, step, by=by or default_actor())
+        steps = [s.name for s in self.rt.workflow.steps]
+        if step not in steps:
+            raise InvalidArgument(
+                f"{self.rt.workflow.name} has no step {step!r}; steps are {', '.join(steps)}"
+            )
+        out = self.store.resume(run_id, step, by=actor(by))
         self.delivery.act(run_id, out)
         refused = self._refused(run_id, f"resume {step} of", out)
         if refused is not None:
@@ -408,5 +426,6 @@ class RunHandle:
         failure = view.failure
         ftype = failure.type if failure else view.status.value
         message = failure.message if failure else ""
-        cls = RunCancelled if view.status is RunStatus.CANCELLED else RunFailed
+        errors = self.client.errors
+        cls = errors.cancelled if view.status is RunStatus.CANCELLED else errors.failed
         raise cls(self.id, ftype, message, view.compensated, self.client.noun)

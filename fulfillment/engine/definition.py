@@ -37,7 +37,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import ConfigError
+from .errors import (
+    ConfigError,
+    ResultTimeout,
+    RunCancelled,
+    RunConflict,
+    RunFailed,
+    RunNotFound,
+    SignalError,
+)
+from .keys import RunStatus
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -123,6 +132,21 @@ class Gate:
     timeout_task_name: str | None = None
 
 
+@dataclass(frozen=True)
+class Errors:
+    """The exceptions a workflow's client raises, by meaning: the engine's own, or the
+    workflow's subclasses of them (an order API raises ``OrderNotFound``, which is a
+    :class:`~fulfillment.engine.errors.RunNotFound`). Each takes the same arguments as
+    the engine's class."""
+
+    not_found: type[RunNotFound] = RunNotFound
+    conflict: type[RunConflict] = RunConflict
+    refused: type[SignalError] = SignalError
+    timeout: type[ResultTimeout] = ResultTimeout
+    failed: type[RunFailed] = RunFailed
+    cancelled: type[RunCancelled] = RunCancelled
+
+
 def _join_results(results: Mapping[str, str]) -> str:
     return ", ".join(results.values())
 
@@ -140,6 +164,12 @@ class Workflow:
     ``defaults``: step options for every step of the workflow (a layer of each step's
     policy). ``concurrent_undo``: a failed or cancelled run starts all its undos at
     once, instead of one at a time in reverse order (the default).
+
+    The workflow's vocabulary: ``noun`` names a run in messages (``order 'o-1' not
+    found``); ``labels`` gives the workflow's own word for a run status or a history
+    event type where it has one (``{"waiting": "awaiting_approval", "run_started":
+    "order_placed"}``): views, history, lists and filters use them; ``errors`` the
+    exceptions its client raises (:class:`Errors`).
     """
 
     name: str
@@ -154,6 +184,8 @@ class Workflow:
     cancel_error: str = "Cancelled"
     companions: tuple[str, ...] = ()
     noun: str = "run"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    errors: Errors = field(default_factory=Errors)
     concurrent_undo: bool = False
 
     def __post_init__(self) -> None:
@@ -170,6 +202,26 @@ class Workflow:
         undos = [s.undo.name for s in self.activities if s.undo]
         if len(set(undos)) != len(undos) or set(undos) & set(names):
             raise ConfigError(f"workflow {self.name}: undo names must be unique: {undos}")
+        words = list(self.labels.values())
+        if len(set(words)) != len(words):
+            raise ConfigError(f"workflow {self.name}: labels must be distinct: {words}")
+
+    def label(self, name: str) -> str:
+        """The workflow's word for a run status or history event type (itself if none)."""
+        return self.labels.get(name, name)
+
+    def status_named(self, word: str) -> RunStatus:
+        """The run status the workflow calls ``word`` (its label, or the engine's name).
+        Raises :class:`ValueError` listing the statuses."""
+        for status in RunStatus:
+            if word in (status.value, self.labels.get(status.value)):
+                return status
+        raise ValueError(f"unknown status {word!r}; statuses are {', '.join(self.statuses)}")
+
+    @property
+    def statuses(self) -> list[str]:
+        """Every run status, in the workflow's words."""
+        return [self.label(s.value) for s in RunStatus]
 
     @property
     def activities(self) -> list[Step]:

@@ -1,11 +1,45 @@
-"""One way to say what pydantic refused: a path and a reason per problem, no input echoed."""
+"""One way to say what is refused: a path and a reason per problem, no input echoed; and
+what text may be shown to people (names, reasons) at all."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
+
+from .errors import InvalidArgument
+
+# control characters, surrogates, private use, line and paragraph separators, and
+# invisible format characters (bidi overrides) are refused; joiners are kept (emoji)
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+_ALLOWED_FORMAT = frozenset({"\u200c", "\u200d"})
+
+
+def printable(value: str) -> str:
+    """``value`` if it is safe to show in a terminal, a log line or a web page; else ValueError.
+
+    Refuses control characters, line/paragraph separators and invisible format
+    characters (bidi overrides can make a shown name read differently from what it is).
+    """
+    for char in value:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES and char not in _ALLOWED_FORMAT:
+            raise ValueError(f"must not contain control or format characters (U+{ord(char):04X})")
+    return value
+
+
+def shown_text(name: str, value: object, limit: int) -> str:
+    """``value`` as text that will be shown (who decided, why): one printable line of at
+    most ``limit`` characters, or :class:`InvalidArgument` naming ``name``."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"invalid {name}: must be text")
+    if len(value) > limit:
+        raise InvalidArgument(f"invalid {name}: longer than {limit} characters")
+    try:
+        return printable(value)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid {name}: {exc}") from None
 
 
 def field_path(loc: tuple[Any, ...], default: str = "") -> str:

@@ -10,6 +10,7 @@ workflow says may be shown.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -210,6 +211,11 @@ class Event(BaseModel):
             id=entry_id, at=datetime.fromtimestamp(millis / 1000, tz=UTC), type=kind, data=data
         )
 
+    def labelled(self, label: Callable[[str], str]) -> Event:
+        """The event with its type in the workflow's words (``Workflow.label``)."""
+        word = label(self.type)
+        return self if word == self.type else self.model_copy(update={"type": word})
+
 
 class AttemptView(BaseModel):
     number: int
@@ -372,10 +378,14 @@ class Timeline(BaseModel):
     events: list[Event]
 
     @classmethod
-    def build(cls, run: RunView, events: list[Event]) -> Timeline:
+    def build(
+        cls, run: RunView, events: list[Event], label: Callable[[str], str] = str
+    ) -> Timeline:
+        """The timeline of ``run`` from its history (the engine's event types); its
+        events as the workflow names them (``label``)."""
         return cls(
             run=run,
             steps=fold_attempts(run.steps, events, run.current_step, run.next_retry_at),
             compensations=fold_compensations(run.compensations, events),
-            events=events,
+            events=[e.labelled(label) for e in events],
         )

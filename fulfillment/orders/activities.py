@@ -21,21 +21,21 @@ def _items(order: Order) -> str:
 def process_payment(ctx: ActivityContext) -> str:
     """Charge the card for the order's total. Raises ``CreditCardExpired``."""
     order: Order = ctx.input
-    services().payment.charge(ctx.token, order.payment.credit_card, order.total)
+    services().payment.charge(ctx, order.payment.credit_card, order.total)
     return f"Payment processed for {_items(order)}"
 
 
 def reserve_inventory(ctx: ActivityContext) -> str:
     """Reserve stock for every line. Raises ``UnknownItem`` / ``OutOfStock``."""
     order: Order = ctx.input
-    services().inventory.reserve(ctx.token, order.items)
+    services().inventory.reserve(ctx, order.items)
     return f"Inventory reserved for {_items(order)}"
 
 
 def deliver_order(ctx: ActivityContext) -> str:
     """Hand the order to shipping."""
     order: Order = ctx.input
-    shipment = services().shipping.ship(ctx.token)
+    shipment = services().shipping.ship(ctx)
     return f"Order delivered for {_items(order)} (tracking {shipment['tracking']})"
 
 
@@ -45,7 +45,7 @@ def deliver_order(ctx: ActivityContext) -> str:
 
 def refund_payment(ctx: UndoContext) -> tuple[bool, str]:
     """Refund the order's charge, if any."""
-    refund = services().payment.refund(ctx.token)
+    refund = services().payment.refund(ctx)
     if refund is None:
         return False, "No charge to refund"
     return True, f"Payment of {refund['amount']} refunded"
@@ -53,13 +53,13 @@ def refund_payment(ctx: UndoContext) -> tuple[bool, str]:
 
 def release_inventory(ctx: UndoContext) -> tuple[bool, str]:
     """Give back the order's reserved stock, if any."""
-    if services().inventory.release(ctx.token):
+    if services().inventory.release(ctx):
         return True, "Inventory reservation released"
     return False, "No reservation to release"
 
 
 def cancel_shipment(ctx: UndoContext) -> tuple[bool, str]:
     """Cancel the order's shipment, if any."""
-    if services().shipping.cancel(ctx.token):
+    if services().shipping.cancel(ctx):
         return True, "Shipment cancelled"
     return False, "No shipment to cancel"

@@ -1,10 +1,10 @@
 """The order API: place orders, watch them, decide approvals (Temporal's client role).
 
-A thin layer over the engine's :class:`~fulfillment.engine.WorkflowClient` for the
-order workflow: orders are validated and sized here, and every answer is told in
-the order's words (``OrderView``, ``OrderNotFound``, ...). Module-level functions
-use a default client configured from the environment; create a
-:class:`FulfillmentClient` to talk to another deployment::
+Domain verbs over the engine's :class:`~fulfillment.engine.WorkflowClient`: the order
+workflow's definition names its statuses, events and errors, so the engine answers in
+the order's words already; this layer validates orders and returns order views.
+Module-level functions use a default client configured from the environment; create
+a :class:`FulfillmentClient` to talk to another deployment::
 
     from fulfillment import place_order, approve_order
 
@@ -14,64 +14,18 @@ use a default client configured from the environment; create a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
 from celery import Celery
 
-from ..engine import Engine, WorkflowClient, WorkflowRuntime, create_app, register
-from ..engine import errors as engine
-from ..engine.client import default_actor
-from .errors import (
-    DecisionError,
-    InvalidArgument,
-    OrderCancelled,
-    OrderConflict,
-    OrderFailed,
-    OrderNotFound,
-    ResultTimeout,
-)
-from .models import Order, parse_order, printable
+from ..engine import Engine, RunHandle, WorkflowClient, WorkflowRuntime, create_app, register
+from .models import Order, parse_order
 from .settings import Settings, get_settings
-from .state import HistoryEvent, OrderStatus, OrderView, order_event
+from .state import HistoryEvent, OrderStatus, OrderView
 from .timeline import Timeline
-from .timeline import build as build_timeline
-from .workflow import order_workflow
-
-
-@contextmanager
-def _in_order_terms() -> Iterator[None]:
-    """The engine's errors, as the order API's (same message, the documented types)."""
-    try:
-        yield
-    except engine.RunNotFound as exc:
-        if isinstance(exc, OrderNotFound):
-            raise
-        raise OrderNotFound(exc.run_id) from None
-    except engine.RunConflict as exc:
-        if isinstance(exc, OrderConflict):
-            raise
-        raise OrderConflict(str(exc)) from None
-    except engine.SignalError as exc:
-        if isinstance(exc, DecisionError):
-            raise
-        raise DecisionError(str(exc)) from None
-    except engine.ResultTimeout as exc:
-        if isinstance(exc, ResultTimeout):
-            raise
-        raise ResultTimeout(str(exc)) from None
-
-
-def _check_text(name: str, value: str, limit: int) -> None:
-    """Who decided and why are shown in terminals and web pages: one plain line."""
-    if len(value) > limit:
-        raise InvalidArgument(f"invalid {name}: longer than {limit} characters")
-    try:
-        printable(value)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid {name}: {exc}") from None
+from .workflow import needs_approval, order_workflow
 
 
 class FulfillmentClient:
@@ -84,24 +38,21 @@ class FulfillmentClient:
     @cached_property
     def runtime(self) -> WorkflowRuntime:
         """The order workflow on this deployment's app."""
-        if self._app is not None:
-            engine_ = Engine.of(self._app)
-        elif self.settings is get_settings():
-            from .app import app
+        app = self._app
+        if app is None and self.settings is get_settings():
+            from . import app as process_app  # the process's own app, built on first use
 
-            engine_ = Engine.of(app)
-        else:
-            engine_ = Engine.of(
-                create_app("fulfillment-client", self.settings, set_as_current=False)
-            )
-        runtime = engine_.workflows.get("order") or register(
-            engine_.app, order_workflow(self.settings)
-        )
-        engine_.check_overrides()
+            app = process_app.app
+        if app is None:
+            app = create_app("fulfillment-client", self.settings, set_as_current=False)
+        engine = Engine.of(app)
+        runtime = engine.workflows.get("order") or register(app, order_workflow(self.settings))
+        engine.check_overrides()
         return runtime
 
     @cached_property
     def orders(self) -> WorkflowClient:
+        """The engine's client of the order workflow's runs."""
         return WorkflowClient(self.runtime)
 
     @property
@@ -115,10 +66,7 @@ class FulfillmentClient:
 
     @property
     def _holds_messages(self) -> bool:
-        """Does the run store push this client's messages itself (the outbox)?"""
         return self.runtime.engine.holds_messages
-
-    # --- placing and reading --------------------------------------------------------
 
     def place_order(
         self, order: Order | dict[str, Any] | str | bytes, *, approval_timeout: float | None = None
@@ -132,26 +80,16 @@ class FulfillmentClient:
         """
         s = self.settings
         parsed = parse_order(order, max_bytes=s.max_order_bytes, max_items=s.max_items)
-        needs_approval = parsed.total > s.approval_threshold
-        timeouts = {"approval": approval_timeout} if approval_timeout is not None else None
-        with _in_order_terms():
-            self.orders.start(
-                parsed,
-                run_id=parsed.id,
-                gate_timeouts=timeouts,
-                content_digest=parsed.digest(),
-                event={
-                    "total": str(parsed.total),
-                    "items": len(parsed.items),
-                    "needs_approval": needs_approval,
-                    "threshold": str(s.approval_threshold),
-                },
-            )
+        self.orders.start(
+            parsed,
+            run_id=parsed.id,
+            gate_timeouts={"approval": approval_timeout} if approval_timeout is not None else None,
+            content_digest=parsed.digest(),
+            event={"total": str(parsed.total), "items": len(parsed.items),
+                   "needs_approval": needs_approval(parsed, s),
+                   "threshold": str(s.approval_threshold)},
+        )  # fmt: skip
         return OrderHandle(self, parsed.id)
-
-    def ledger(self, order_id: str) -> dict[str, str]:
-        """The simulated services' ledger of the order (charges, reservation, shipment)."""
-        return self.store.client.hgetall(self.store.companion(order_id, "ledger"))
 
     def handle(self, order_id: str) -> OrderHandle:
         """A handle to an existing order."""
@@ -160,13 +98,11 @@ class FulfillmentClient:
 
     def get_order(self, order_id: str) -> OrderView:
         """The order's current state. Raises :class:`OrderNotFound`."""
-        with _in_order_terms():
-            return OrderView.from_run(self.orders.get(order_id))
+        return OrderView.from_run(self.orders.get(order_id))
 
     def history(self, order_id: str) -> list[HistoryEvent]:
         """Every event of the order, oldest first."""
-        with _in_order_terms():
-            return [order_event(e) for e in self.orders.history(order_id)]
+        return self.orders.history(order_id)
 
     def last_event(self, order_id: str, event_type: str) -> HistoryEvent | None:
         """The order's latest event of ``event_type``: what an action just did (the
@@ -175,35 +111,29 @@ class FulfillmentClient:
 
     def timeline(self, order_id: str) -> Timeline:
         """Every step and every attempt of the order, rebuilt from its history."""
-        with _in_order_terms():
-            return build_timeline(self.orders.get(order_id), self.orders.history(order_id))
+        return Timeline.of(self.orders.timeline(order_id))
+
+    def ledger(self, order_id: str) -> dict[str, str]:
+        """The simulated services' ledger of the order (charges, reservation, shipment)."""
+        return self.store.client.hgetall(self.store.companion(order_id, "ledger"))
 
     def list_orders(
         self, status: str | None = None, *, retrying: bool = False, limit: int = 50
     ) -> list[OrderView]:
         """Newest orders first, optionally only one status or only those retrying."""
-        if status is not None and status not in OrderStatus.__members__.values():
-            allowed = ", ".join(s.value for s in OrderStatus)
-            raise InvalidArgument(f"unknown status {status!r}; statuses are {allowed}")
-        run_status = OrderStatus(status).run_status if status else None
-        views = self.orders.list(run_status, retrying=retrying, limit=limit)
+        views = self.orders.list(status, retrying=retrying, limit=limit)
         return [OrderView.from_run(v) for v in views]
 
     def wait(self, order_id: str, timeout: float | None = None) -> OrderView:
-        """Block until the order is finished and its compensations ran; return it.
-
-        Raises :class:`OrderNotFound`, or :class:`ResultTimeout` after ``timeout``
-        seconds (None: no limit).
-        """
-        self.wait_settled(order_id, timeout)
-        return self.get_order(order_id)
+        """Block until the order is settled (final, its effects undone if it did not
+        complete); return it. Raises :class:`ResultTimeout` after ``timeout`` seconds."""
+        return OrderView.from_run(self.orders.wait(order_id, timeout))
 
     def wait_settled(
         self, order_id: str, timeout: float | None = None, *, known: bool = False
     ) -> dict[str, Any]:
         """Block until the order is settled; return how it ended (``status``, ``result``)."""
-        with _in_order_terms():
-            return self.orders.wait_settled(order_id, timeout, known=known)
+        return self.orders.wait_settled(order_id, timeout, known=known)
 
     def wait_for(
         self,
@@ -212,45 +142,25 @@ class FulfillmentClient:
         timeout: float | None = None,
         what: str = "in the expected state",
     ) -> OrderView:
-        """Block until ``condition(view)`` holds; return that view.
-
-        Wakes on the order's own history stream (XREAD BLOCK): every state change
-        appends an event, so this returns as soon as it can, without polling.
-        To wait for the order to finish, :meth:`wait` is cheaper: it wakes once.
-        """
-        with _in_order_terms():
-            run = self.orders.wait_for(
-                order_id, lambda v: condition(OrderView.from_run(v)), timeout, what
-            )
+        """Block until ``condition(view)`` holds; return that view. Wakes on the order's
+        own history (every change appends an event), without polling."""
+        run = self.orders.wait_for(
+            order_id, lambda v: condition(OrderView.from_run(v)), timeout, what
+        )
         return OrderView.from_run(run)
 
-    # --- decisions ------------------------------------------------------------------------
-
-    def _decided(self, order_id: str, act: Callable[[], object]) -> OrderView:
-        with _in_order_terms():
-            act()
-        return self.get_order(order_id)
+    # --- decisions: each raises DecisionError when it cannot apply ---------------------
 
     def approve_order(self, order_id: str, *, by: str | None = None) -> OrderView:
         """Approve an order waiting for (or about to wait for) approval; it resumes at once."""
-        actor = by or default_actor()
-        _check_text("by", actor, 200)
-        return self._decided(
-            order_id, lambda: self.orders.signal(order_id, "approval", "approve", by=actor)
-        )
+        return OrderView.from_run(self.orders.signal(order_id, "approval", "approve", by=by))
 
     def reject_order(
         self, order_id: str, *, reason: str | None = None, by: str | None = None
     ) -> OrderView:
         """Reject the order: it fails with type ``ApprovalRejected`` and the reason."""
-        actor = by or default_actor()
-        why = reason or f"Rejected by {actor}"
-        _check_text("by", actor, 200)
-        _check_text("reason", why, 1000)
-        return self._decided(
-            order_id,
-            lambda: self.orders.signal(order_id, "approval", "reject", by=actor, reason=why),
-        )
+        run = self.orders.signal(order_id, "approval", "reject", by=by, reason=reason or "")
+        return OrderView.from_run(run)
 
     def cancel_order(
         self, order_id: str, *, reason: str | None = None, by: str | None = None
@@ -258,38 +168,24 @@ class FulfillmentClient:
         """Cancel an order that has not finished.
 
         Between steps (pending, queued, waiting for approval or for a retry) it is
-        cancelled at once; while a step runs, that step finishes first. Effects
-        already made (a charge, a reservation) are compensated. For an order that
-        needs approval, cancel is one of the decisions on its wait: once it was
-        approved or rejected, cancel raises :class:`DecisionError`.
+        cancelled at once; while a step runs, that step finishes first. Effects already
+        made (a charge, a reservation) are undone, the last first. For an order that
+        needs approval, cancel is one of the decisions on its wait: once it was approved
+        or rejected, cancel raises :class:`DecisionError`.
         """
-        actor = by or default_actor()
-        why = reason or f"Cancelled by {actor}"
-        _check_text("by", actor, 200)
-        _check_text("reason", why, 1000)
-        return self._decided(order_id, lambda: self.orders.cancel(order_id, reason=why, by=actor))
+        return OrderView.from_run(self.orders.cancel(order_id, reason=reason, by=by))
 
     def retry_now(self, order_id: str, *, by: str | None = None) -> OrderView:
-        """Run the step that waits out its retry backoff at once (a new epoch).
-
-        Raises :class:`DecisionError` if no step of the order waits for a retry.
-        """
-        actor = by or default_actor()
-        _check_text("by", actor, 200)
-        return self._decided(order_id, lambda: self.orders.retry_now(order_id, by=actor))
+        """Run the step that waits out its retry backoff at once (a new epoch)."""
+        return OrderView.from_run(self.orders.retry_now(order_id, by=by))
 
     def resume_order(self, order_id: str, step: str, *, by: str | None = None) -> OrderView:
         """Run a failed or cancelled order again from ``step`` (Temporal's reset).
 
         An earlier step is kept only while its effect is still in place: a refunded
-        payment is charged again before anything ships. Raises :class:`DecisionError`
-        if the order is not failed or cancelled or a compensation has not finished.
+        payment is charged again before anything ships.
         """
-        actor = by or default_actor()
-        _check_text("by", actor, 200)
-        with _in_order_terms():
-            self.orders.resume(order_id, step, by=actor)
-        return self.get_order(order_id)
+        return OrderView.from_run(self.orders.resume(order_id, step, by=by))
 
 
 class OrderHandle:
@@ -297,6 +193,7 @@ class OrderHandle:
 
     def __init__(self, client: FulfillmentClient, order_id: str) -> None:
         self.client = client
+        #: the order's id
         self.id = order_id
 
     def __repr__(self) -> str:
@@ -320,16 +217,7 @@ class OrderHandle:
         :class:`OrderNotFulfilled`, with ``type``, ``message``, ``compensations``; a
         cancelled order is not an ``OrderFailed``), or :class:`ResultTimeout`.
         """
-        outcome = self.client.wait_settled(self.id, timeout, known=True)
-        if outcome["status"] == OrderStatus.COMPLETED:
-            return str(outcome["result"])
-        view = self.client.get_order(self.id)
-        failure = view.failure
-        ftype = failure.type if failure else view.status.value
-        message = failure.message if failure else ""
-        if view.status is OrderStatus.CANCELLED:
-            raise OrderCancelled(self.id, ftype, message, view.compensated)
-        raise OrderFailed(self.id, ftype, message, view.compensated)
+        return RunHandle(self.client.orders, self.id).result(timeout)
 
 
 # --- module-level API on the default client ---------------------------------------------

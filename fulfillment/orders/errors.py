@@ -5,7 +5,9 @@ Two families:
 * :class:`FulfillmentError` -- raised to callers of the Python API and the CLI
   (bad input, unknown order, a decision that lost the race, a failed order). Each
   is also the engine's error of the same meaning (``OrderNotFound`` is a
-  ``RunNotFound``, ...), so code written against the engine catches them too.
+  ``RunNotFound``, ...), so code written against the engine catches them too; the
+  order workflow names them as its errors (:data:`ORDER_ERRORS`) and the engine raises
+  them directly.
 * :class:`BusinessError` -- raised inside steps by the simulated services. They are
   *non-retryable* (the engine's ``NonRetryableError``): the order fails at once
   (Temporal's ``nonRetryableErrorTypes``). Anything else raised inside a step is
@@ -15,6 +17,7 @@ Two families:
 from __future__ import annotations
 
 from ..engine import errors as engine
+from ..engine.definition import Errors
 
 ConfigError = engine.ConfigError
 InvalidArgument = engine.InvalidArgument
@@ -33,8 +36,8 @@ class InvalidOrder(FulfillmentError, ValueError):
 class OrderNotFound(FulfillmentError, engine.RunNotFound):
     """No order with that id exists (or it expired after the retention period)."""
 
-    def __init__(self, order_id: str) -> None:
-        engine.RunNotFound.__init__(self, order_id, "order")
+    def __init__(self, order_id: str, noun: str = "order") -> None:
+        engine.RunNotFound.__init__(self, order_id, noun)
         self.order_id = order_id
 
 
@@ -56,9 +59,14 @@ class OrderNotFulfilled(FulfillmentError, engine.RunNotCompleted):
     """
 
     def __init__(
-        self, order_id: str, type: str, message: str, compensations: list[str] | None = None
+        self,
+        order_id: str,
+        type: str,
+        message: str,
+        compensations: list[str] | None = None,
+        noun: str = "order",
     ) -> None:
-        engine.RunNotCompleted.__init__(self, order_id, type, message, compensations, "order")
+        engine.RunNotCompleted.__init__(self, order_id, type, message, compensations, noun)
         self.order_id = order_id
 
 
@@ -76,6 +84,17 @@ class OrderCancelled(OrderNotFulfilled, engine.RunCancelled):
 
 class ResultTimeout(FulfillmentError, engine.ResultTimeout):
     """The order did not finish within the ``timeout`` given to ``result()``."""
+
+
+#: the order workflow's errors: what the engine raises to callers of the order API
+ORDER_ERRORS = Errors(
+    not_found=OrderNotFound,
+    conflict=OrderConflict,
+    refused=DecisionError,
+    timeout=ResultTimeout,
+    failed=OrderFailed,
+    cancelled=OrderCancelled,
+)
 
 
 # --- raised inside steps -------------------------------------------------------------

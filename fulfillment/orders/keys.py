@@ -1,11 +1,13 @@
 """Redis keys of the order workflow.
 
 The run keys (record, history, doorbell, schedules, status indexes) are the
-engine's (:mod:`fulfillment.engine.keys`) in the order workflow's namespace
-``fulfillment``: on one server an order's record is ``fulfillment:{ORDER_ID}:order``,
-on a cluster ``fulfillment:{b<bucket>}:ORDER_ID:order``. The simulated services add
-the order's ledger (a companion key of the run, kept and expired with it) and keys of
-their own, each group in one cluster slot:
+engine's (:mod:`fulfillment.engine.keys`), derived from the order workflow's
+definition (namespace ``fulfillment``, record ``order``, companion ``ledger``): on one
+server an order's record is ``fulfillment:{ORDER_ID}:order``, on a cluster
+``fulfillment:{b<bucket>}:ORDER_ID:order``. An activity gets its run's keys from the
+engine (``ctx.keys``); the simulated services add the order's ledger (a companion key
+of the run, kept and expired with it) and keys of their own, each group in one
+cluster slot:
 
     fulfillment:{inventory}:stock             hash    item name -> units in stock
     fulfillment:{inventory}:catalogue         hash    item name -> JSON {price, stock}
@@ -21,31 +23,15 @@ their own, each group in one cluster slot:
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..engine.cluster import bucket_count
-from ..engine.keys import KeySpace
-
 PREFIX = "fulfillment"
-RECORD = "order"
-COMPANIONS = ("ledger",)
 INVENTORY = f"{PREFIX}:{{inventory}}"
 STOCK = f"{INVENTORY}:stock"
 CATALOGUE = f"{INVENTORY}:catalogue"
 FAULTS = f"{PREFIX}:{{faults}}"
 
 
-def order_space(settings: Any, client: Any) -> KeySpace:
-    """The order workflow's keys on the deployment of ``settings`` (its bucket count)."""
-    return KeySpace(PREFIX, RECORD, COMPANIONS, bucket_count(settings, client))
-
-
-def bucket_faults(space: KeySpace, run_id: str) -> str:
-    """The copy of the faults in the slot of ``run_id``'s bucket (a cluster's)."""
-    return faults_copy(space.bucket(space.bucket_of(run_id)).tag)
-
-
 def faults_copy(tag: str) -> str:
+    """The copy of the faults in the slot of the bucket tagged ``tag`` (a cluster's)."""
     return f"{PREFIX}:{{{tag}}}:faults"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import unicodedata
 import uuid
 from datetime import date
 from decimal import Decimal
@@ -28,17 +27,11 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from ..engine.validation import field_path, one_line, problems
+from ..engine.validation import field_path, one_line, printable, problems
 from .errors import InvalidOrder
 
 ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
-#: Unicode categories refused in shown text: controls (Cc), format characters such as
-#: the bidi override U+202E (Cf), surrogates (Cs), private use (Co), and the line and
-#: paragraph separators U+2028/U+2029 (Zl, Zp). U+0085 (NEL) is a Cc.
-_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
-#: format characters that are ordinary in text (emoji sequences, some scripts)
-_ALLOWED_FORMAT = frozenset({"\u200c", "\u200d"})
 _EXPIRY = re.compile(r"(0[1-9]|1[0-2])/[0-9]{2}")
 
 
@@ -168,18 +161,6 @@ class Order(_Model):
 
 #: how many of an order's lines its summary (Flower's task arguments, the list) names
 SUMMARY_LINES = 5
-
-
-def printable(value: str) -> str:
-    """``value`` if it is safe to show in a terminal, a log line or a web page; else ValueError.
-
-    Refuses control characters, line/paragraph separators and invisible format
-    characters (bidi overrides can make a shown name read differently from what it is).
-    """
-    for char in value:
-        if unicodedata.category(char) in _REFUSED_CATEGORIES and char not in _ALLOWED_FORMAT:
-            raise ValueError(f"must not contain control or format characters (U+{ord(char):04X})")
-    return value
 
 
 def mask_card(number: str) -> str:

@@ -2,7 +2,8 @@
 
 These are what ``get_order`` and ``history`` return and what ``--json`` prints; their
 field names are the stable, documented shape (README, "JSON output"). They are the
-engine's run views, told in the order's words.
+engine's run views of the order workflow, whose words (:data:`WORDS`) the engine
+uses already.
 """
 
 from __future__ import annotations
@@ -16,24 +17,25 @@ from pydantic import BaseModel, computed_field
 from ..engine.keys import RunStatus
 from ..engine.views import CompensationView, Event, FailureView, GateView, RunView, StepView
 
+#: one event of an order's history (its type in the order's words: ``order_placed``, ...)
 HistoryEvent = Event
 
 
 class OrderStatus(StrEnum):
-    """An order's status: its run's (:class:`~fulfillment.engine.RunStatus`), in its words.
-
-    A run ``waiting`` at its gate is an order ``awaiting_approval``. An order that
-    failed or was cancelled is ``compensating`` while its effects are undone (a refund,
-    a release, a cancelled shipment), and ``failed`` / ``cancelled`` only once they are.
+    """An order's status: its run's (:class:`~fulfillment.engine.RunStatus`), in the order
+    workflow's words (:data:`WORDS`): a run ``waiting`` at its gate is an order
+    ``awaiting_approval``. An order that failed or was cancelled is ``compensating`` while
+    its effects are undone (a refund, a release, a cancelled shipment), and ``failed`` /
+    ``cancelled`` only once they are.
     """
 
-    PENDING = RunStatus.PENDING.value
+    PENDING = "pending"
     AWAITING_APPROVAL = "awaiting_approval"
-    RUNNING = RunStatus.RUNNING.value
-    COMPLETED = RunStatus.COMPLETED.value
-    FAILED = RunStatus.FAILED.value
-    CANCELLED = RunStatus.CANCELLED.value
-    COMPENSATING = RunStatus.COMPENSATING.value
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    COMPENSATING = "compensating"
 
     @property
     def finished(self) -> bool:
@@ -47,15 +49,20 @@ class OrderStatus(StrEnum):
 
     @property
     def run_status(self) -> RunStatus:
-        return RunStatus.WAITING if self is OrderStatus.AWAITING_APPROVAL else RunStatus(self.value)
+        """The engine's status this one names."""
+        return next(s for s in RunStatus if WORDS.get(s.value, s.value) == self.value)
 
     @classmethod
     def of(cls, status: RunStatus) -> OrderStatus:
-        return cls.AWAITING_APPROVAL if status is RunStatus.WAITING else cls(status.value)
+        """The order's word for the engine's ``status``."""
+        return cls(WORDS.get(status.value, status.value))
 
 
-#: the engine's history events, as an order's history names them
-EVENT_NAMES = {
+#: The order workflow's vocabulary (``Workflow(labels=WORDS)``): its words for the
+#: engine's run statuses and history events where they differ. The engine names
+#: events and filters by them; nothing translates afterwards.
+WORDS: dict[str, str] = {
+    RunStatus.WAITING.value: OrderStatus.AWAITING_APPROVAL.value,
     "run_started": "order_placed",
     "run_completed": "order_completed",
     "run_failed": "order_failed",
@@ -66,12 +73,6 @@ EVENT_NAMES = {
     "gate_decided": "approval_decided",
     "gate_timed_out": "approval_timed_out",
 }
-
-
-def order_event(event: Event) -> Event:
-    """An engine event with its order name (``run_started`` -> ``order_placed``)."""
-    name = EVENT_NAMES.get(event.type)
-    return event if name is None else event.model_copy(update={"type": name})
 
 
 class ApprovalView(BaseModel):

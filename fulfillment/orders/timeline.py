@@ -9,15 +9,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from ..engine.views import (
-    AttemptView,
-    CompensationTimeline,
-    RunView,
-    StepTimeline,
-    fold_attempts,
-    fold_compensations,
-)
-from .state import HistoryEvent, OrderView, order_event
+from ..engine import views as engine
+from ..engine.views import AttemptView, CompensationTimeline, StepTimeline
+from .state import HistoryEvent, OrderView
 
 
 class Timeline(BaseModel):
@@ -29,15 +23,15 @@ class Timeline(BaseModel):
     compensations: list[CompensationTimeline] = []
     events: list[HistoryEvent]
 
+    @classmethod
+    def of(cls, timeline: engine.Timeline) -> Timeline:
+        """The order's timeline: the engine's timeline of its run, with the order's view."""
+        return cls(
+            order=OrderView.from_run(timeline.run),
+            steps=timeline.steps,
+            compensations=timeline.compensations,
+            events=timeline.events,
+        )
 
-def build(run: RunView, events: list[HistoryEvent]) -> Timeline:
-    """The order's timeline from its run view and its (engine) history."""
-    return Timeline(
-        order=OrderView.from_run(run),
-        steps=fold_attempts(run.steps, events, run.current_step, run.next_retry_at),
-        compensations=fold_compensations(run.compensations, events),
-        events=[order_event(e) for e in events],
-    )
 
-
-__all__ = ["AttemptView", "CompensationTimeline", "StepTimeline", "Timeline", "build"]
+__all__ = ["AttemptView", "CompensationTimeline", "StepTimeline", "Timeline"]

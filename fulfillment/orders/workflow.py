@@ -16,12 +16,19 @@ from celery import Celery
 from ..engine import Engine, Gate, Step, Undo, Workflow, WorkflowRuntime, adopt, register
 from ..engine.app import settings_or_exit
 from . import activities
+from .errors import ORDER_ERRORS
 from .models import Order
 from .settings import Settings, get_settings
+from .state import WORDS
 
 PREFIX = "fulfillment"
 
-__all__ = ["fulfilled", "install", "order_workflow", "registered_on"]
+__all__ = ["fulfilled", "install", "needs_approval", "order_workflow", "registered_on"]
+
+
+def needs_approval(order: Order, settings: Settings) -> bool:
+    """Does ``order`` wait for a person's approval? Its total is over the threshold."""
+    return order.total > settings.approval_threshold
 
 
 def fulfilled(results: Mapping[str, str]) -> str:
@@ -51,6 +58,8 @@ def order_workflow(settings: Settings) -> Workflow:
     return Workflow(
         name="order",
         noun="order",
+        labels=WORDS,
+        errors=ORDER_ERRORS,
         input=Order,
         encode=Order.canonical_json,
         summary=Order.summary,
@@ -63,7 +72,7 @@ def order_workflow(settings: Settings) -> Workflow:
             Gate(
                 "approval",
                 timeout=settings.approval_timeout,
-                applies=lambda order: order.total > settings.approval_threshold,
+                applies=lambda order: needs_approval(order, settings),
                 reject_error="ApprovalRejected",
                 timeout_error="ApprovalTimeout",
                 timeout_message="Approval timed out",

@@ -11,5 +11,5 @@ from .services import fraud_screen
 def check_fraud(ctx: ActivityContext) -> str:
     """Screen the order for fraud. Raises ``FraudSuspected``."""
     order: Order = ctx.input
-    score = fraud_screen().check(ctx.token, order)
+    score = fraud_screen().check(ctx, order)
     return f"Fraud check passed (score {score})"

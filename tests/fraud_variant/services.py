@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from functools import cache
 
-from fulfillment.engine import AttemptToken, StaleAttempt
+from fulfillment.engine import ActivityContext, StaleAttempt
 from fulfillment.engine.connection import client_for
 from fulfillment.engine.scripts import Scripts
 from fulfillment.orders.errors import BusinessError, ServiceUnavailable
-from fulfillment.orders.keys import FAULTS, order_space
+from fulfillment.orders.keys import FAULTS
 from fulfillment.orders.models import Order
 from fulfillment.orders.settings import get_settings
 
@@ -21,16 +21,13 @@ class FraudScreen:
     """Scores an order once; a stale attempt's call is refused."""
 
     def __init__(self) -> None:
-        settings = get_settings()
-        client = client_for(settings)
-        self.scripts = Scripts(client, "tests.fraud_variant", ["fraud_check"])
-        self.space = order_space(settings, client)
+        self.scripts = Scripts(client_for(get_settings()), "tests.fraud_variant", ["fraud_check"])
 
-    def check(self, token: AttemptToken, order: Order) -> int:
-        run = self.space.run(token.run_id)
+    def check(self, ctx: ActivityContext, order: Order) -> int:
+        token = ctx.token
         reply = self.scripts.call(
             "fraud_check",
-            [run.companion("ledger"), FAULTS, run.record],
+            [ctx.companion("ledger"), FAULTS, ctx.record_key],
             {
                 "order_id": token.run_id,
                 "token": token.as_json(),

@@ -7,7 +7,6 @@ from functools import cache
 import redis
 
 from ...engine.connection import client_for
-from ..keys import order_space
 from ..settings import Settings, get_settings
 from .base import service_scripts
 from .faults import clear_faults, list_faults, set_fault
@@ -34,10 +33,9 @@ class Services:
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         scripts = service_scripts(client)
-        space = order_space(settings, client)
-        self.payment = PaymentGateway(client, scripts, settings, space)
-        self.inventory = Inventory(client, scripts, settings, space)
-        self.shipping = Shipping(client, scripts, settings, space)
+        self.payment = PaymentGateway(client, scripts, settings)
+        self.inventory = Inventory(client, scripts, settings)
+        self.shipping = Shipping(client, scripts, settings)
 
 
 @cache

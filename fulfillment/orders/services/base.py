@@ -16,12 +16,15 @@ from typing import Any
 
 import redis
 
-from ...engine.fencing import Token
-from ...engine.keys import KeySpace
+from ...engine.context import ActivityContext, UndoContext
 from ...engine.scripts import Scripts
 from ..errors import ServiceUnavailable, StaleAttempt
-from ..keys import FAULTS, STOCK, bucket_faults
+from ..keys import FAULTS, STOCK, faults_copy
 from ..settings import Settings
+
+#: what a service is called with: the step's (or undo's) context, holding the caller's
+#: fencing token and the run's keys (its ledger is a companion key of the run)
+Call = ActivityContext | UndoContext
 
 SERVICE_SCRIPTS = (
     "charge", "refund", "reserve", "release", "ship", "cancel_shipment",
@@ -48,13 +51,10 @@ class SimulatedService:
     #: name used in fault injection and error messages
     name = "service"
 
-    def __init__(
-        self, client: redis.Redis, scripts: Scripts, settings: Settings, space: KeySpace
-    ) -> None:
+    def __init__(self, client: redis.Redis, scripts: Scripts, settings: Settings) -> None:
         self.client = client
         self.scripts = scripts
         self.settings = settings
-        self.space = space
         self.clustered = settings.is_cluster
 
     def _latency(self) -> None:
@@ -63,25 +63,22 @@ class SimulatedService:
             jitter = self.settings.service_latency_jitter
             time.sleep(base * random.uniform(1 - jitter, 1 + jitter))
 
-    def _keys(self, run_id: str) -> list[str]:
+    def _keys(self, ctx: Call) -> list[str]:
         """KEYS of a ledger script: the ledger, the record and the faults; on one server
         also the stock. A cluster's faults are the copy in the order's bucket, and its
         stock is changed by calls of their own."""
-        run = self.space.run(run_id)
-        keys = [run.companion("ledger"), run.record]
+        keys = [ctx.companion("ledger"), ctx.record_key]
         if self.clustered:
-            return [*keys, bucket_faults(self.space, run_id)]
+            return [*keys, faults_copy(ctx.keys.bucket.tag)]
         return [*keys, FAULTS, STOCK]
 
-    def _call(
-        self, script: str, token: Token, *, latency: bool = True, **args: Any
-    ) -> dict[str, Any]:
+    def _call(self, script: str, ctx: Call, *, latency: bool = True, **args: Any) -> dict[str, Any]:
         if latency:
             self._latency()
         reply = self.scripts.call(
             script,
-            self._keys(token.run_id),
-            {"order_id": token.run_id, "token": token.as_json(), **args},
+            self._keys(ctx),
+            {"order_id": ctx.run_id, "token": ctx.token.as_json(), **args},
         )
         if reply["v"] == "stale":
             raise StaleAttempt(f"{self.name} refused a stale call: {reply['reason']}")

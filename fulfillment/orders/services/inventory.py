@@ -20,12 +20,11 @@ from pydantic import (
     field_validator,
 )
 
-from ...engine.fencing import AttemptToken, UndoToken
 from ...engine.validation import field_path, one_line, problems
 from ..errors import OutOfStock, StaleAttempt, UnknownItem
 from ..keys import CATALOGUE, STOCK, released_key, take_key
 from ..models import OrderItem, printable
-from .base import SimulatedService
+from .base import Call, SimulatedService
 
 
 @cache
@@ -110,18 +109,18 @@ class Inventory(SimulatedService):
 
     name = "inventory"
 
-    def reserve(self, token: AttemptToken, items: list[OrderItem]) -> dict[str, Any]:
+    def reserve(self, ctx: Call, items: list[OrderItem]) -> dict[str, Any]:
         """Reserve every line or none. Raises :class:`UnknownItem` or :class:`OutOfStock`."""
         wanted = Counter[str]()
         for item in items:
             wanted[item.item_name] += item.quantity
         lines = [[name, qty] for name, qty in wanted.items()]
         if self.clustered:
-            return self._reserve_on_cluster(token, lines)
-        reply = self._call("reserve", token, items=lines)
+            return self._reserve_on_cluster(ctx, lines)
+        reply = self._call("reserve", ctx, items=lines)
         if reply["v"] == "unseeded":
             seed_stock(self.client)
-            reply = self._call("reserve", token, items=lines)
+            reply = self._call("reserve", ctx, items=lines)
         self._refusal(reply)
         return json.loads(reply["record"])
 
@@ -135,11 +134,11 @@ class Inventory(SimulatedService):
                 f"({reply['wanted']} wanted, {reply['available']} available)"
             )
 
-    def release(self, token: UndoToken) -> bool:
+    def release(self, ctx: Call) -> bool:
         """Give the order's reservation back. False if nothing was reserved."""
         if self.clustered:
-            return self._release_on_cluster(token)
-        return self._call("release", token)["v"] == "ok"
+            return self._release_on_cluster(ctx)
+        return self._call("release", ctx)["v"] == "ok"
 
     # On a cluster the stock is in a slot of its own: the ledger's part and the stock's
     # part are calls of their own, joined by the reservation's idempotency key
@@ -149,9 +148,9 @@ class Inventory(SimulatedService):
         keys = [STOCK, take_key(key), released_key(key)]
         return self.scripts.call(script, keys, {"ttl": int(self.settings.retention), **args})
 
-    def _reserve_on_cluster(self, token: AttemptToken, lines: list[list[Any]]) -> dict[str, Any]:
-        key = token.idempotency_key
-        begun = self._call("reserve_begin", token, key=key)
+    def _reserve_on_cluster(self, ctx: Call, lines: list[list[Any]]) -> dict[str, Any]:
+        key = ctx.token.idempotency_key
+        begun = self._call("reserve_begin", ctx, key=key)
         if begun["v"] == "ok":
             return json.loads(begun["record"])
         taken = self._stock("stock_take", key, items=lines)
@@ -161,13 +160,13 @@ class Inventory(SimulatedService):
         if taken["v"] == "released":
             raise StaleAttempt("inventory refused a stale call: the reservation was given back")
         self._refusal(taken)
-        ended = self._call("reserve_end", token, latency=False, record=taken["record"])
+        ended = self._call("reserve_end", ctx, latency=False, record=taken["record"])
         return json.loads(ended["record"])
 
-    def _release_on_cluster(self, token: UndoToken) -> bool:
-        begun = self._call("release_begin", token)
+    def _release_on_cluster(self, ctx: Call) -> bool:
+        begun = self._call("release_begin", ctx)
         if begun["v"] != "go":
             return begun["v"] == "ok"
         given = self._stock("stock_give", begun["key"])
-        ended = self._call("release_end", token, latency=False, given=given["v"] == "ok")
+        ended = self._call("release_end", ctx, latency=False, given=given["v"] == "ok")
         return ended["v"] == "ok"

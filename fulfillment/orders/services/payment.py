@@ -6,10 +6,9 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from ...engine.fencing import AttemptToken, UndoToken
 from ..errors import CreditCardExpired
 from ..models import CreditCard
-from .base import SimulatedService
+from .base import Call, SimulatedService
 
 
 class PaymentGateway(SimulatedService):
@@ -17,15 +16,15 @@ class PaymentGateway(SimulatedService):
 
     name = "payment"
 
-    def charge(self, token: AttemptToken, card: CreditCard, amount: Decimal) -> dict[str, Any]:
+    def charge(self, ctx: Call, card: CreditCard, amount: Decimal) -> dict[str, Any]:
         """Charge ``amount``; returns the charge record. Raises :class:`CreditCardExpired`."""
         if card.expired():
             self._latency()
             raise CreditCardExpired()
-        reply = self._call("charge", token, amount=str(amount), card=card.masked)
+        reply = self._call("charge", ctx, amount=str(amount), card=card.masked)
         return json.loads(reply["record"])
 
-    def refund(self, token: UndoToken) -> dict[str, Any] | None:
+    def refund(self, ctx: Call) -> dict[str, Any] | None:
         """Refund the order's charge; None if it was never charged."""
-        reply = self._call("refund", token)
+        reply = self._call("refund", ctx)
         return json.loads(reply["record"]) if reply["v"] == "ok" else None

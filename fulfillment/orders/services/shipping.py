@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ...engine.fencing import AttemptToken, UndoToken
-from .base import SimulatedService
+from .base import Call, SimulatedService
 
 
 class Shipping(SimulatedService):
@@ -14,10 +13,10 @@ class Shipping(SimulatedService):
 
     name = "delivery"
 
-    def ship(self, token: AttemptToken) -> dict[str, Any]:
+    def ship(self, ctx: Call) -> dict[str, Any]:
         """Create the shipment; returns its record (with the tracking number)."""
-        return json.loads(self._call("ship", token)["record"])
+        return json.loads(self._call("ship", ctx)["record"])
 
-    def cancel(self, token: UndoToken) -> bool:
+    def cancel(self, ctx: Call) -> bool:
         """Cancel the order's shipment. False if there was none."""
-        return self._call("cancel_shipment", token)["v"] == "ok"
+        return self._call("cancel_shipment", ctx)["v"] == "ok"
