@@ -16,8 +16,8 @@ import pytest
 
 from fulfillment.engine import create_app, register
 from fulfillment.engine.delivery import Delivery
+from fulfillment.engine.replies import Kind, Moved
 from fulfillment.engine.transport import HeldPush, OutboxError, outbox, transport_for
-from fulfillment.engine.verdicts import Kind
 from fulfillment.orders.client import FulfillmentClient
 from fulfillment.orders.errors import OrderConflict
 from fulfillment.orders.state import OrderStatus
@@ -73,13 +73,13 @@ def test_complete_pushes_the_next_message_only_when_it_moves_the_order_on(deploy
     assert store.begin(oid, "payment", 1, "task-p", "w:1").kind is Kind.RUN
     out = store.complete(oid, "payment", 1, 1, "Payment processed", outbox=outbox,
                          outbox_step="inventory")  # fmt: skip
-    assert (out.kind, out.step, out.dispatch) == (Kind.NEXT, "inventory", False)
+    assert isinstance(out, Moved) and (out.step, out.dispatch) == ("inventory", False)
     assert d.redis.lrange(TEST_QUEUE, 0, -1) == ["next-after-payment"]
 
     # the same call again (its reply was lost): answered as before, nothing sent twice
     replay = store.complete(oid, "payment", 1, 1, "Payment processed", outbox=outbox,
                             outbox_step="inventory")  # fmt: skip
-    assert replay.kind is Kind.NEXT and replay.replay is True
+    assert isinstance(replay, Moved) and replay.replay is True
     assert d.redis.llen(TEST_QUEUE) == 1
 
     # a result from an attempt that is no longer the live one sends nothing

@@ -24,9 +24,20 @@ from . import tracing
 from .delivery import Delivery
 from .errors import ConfigError, InvalidArgument, RunNotFound, SignalError
 from .keys import RunStatus, message_id
+from .replies import (
+    Decided,
+    Dispatch,
+    Ended,
+    Exists,
+    Finished,
+    Kind,
+    Missing,
+    NotLive,
+    NotRequired,
+    Reply,
+)
 from .runtime import WorkflowRuntime
 from .validation import shown_text
-from .verdicts import Kind, Verdict
 from .views import Event, RunView, Timeline
 
 log = logging.getLogger(__name__)
@@ -155,7 +166,7 @@ class WorkflowClient:
             outbox=held,
             outbox_step=names[0] if held is not None else None,
         )
-        if out.kind is Kind.CONFLICT:
+        if isinstance(out, Exists) and out.kind is Kind.CONFLICT:
             raise self.errors.conflict(
                 f"{self.noun} id {run_id!r} is already used by a different {self.noun} "
                 f"(status {out.status})"
@@ -289,22 +300,23 @@ class WorkflowClient:
 
     # --- signals and cancel -------------------------------------------------------------
 
-    def _refused(self, run_id: str, action: str, out: Verdict) -> SignalError | RunNotFound | None:
+    def _refused(self, run_id: str, action: str, out: Reply) -> SignalError | RunNotFound | None:
+        """Why ``action`` did not apply, as the workflow's error; None if it did."""
         what = f"cannot {action} {self.noun} {run_id}"
         refused = self.errors.refused
-        if out.kind is Kind.MISSING:
+        if isinstance(out, Missing):
             return self.errors.not_found(run_id, self.noun)
-        if out.kind is Kind.FINISHED:
+        if isinstance(out, Finished):
             done = f" ({out.gate} {out.decision} by {out.by})" if out.decision else ""
             if out.status == RunStatus.COMPENSATING:
                 return refused(f"{what}: it has ended and is undoing its effects "
                                f"(compensating){done}")  # fmt: skip
-            return refused(f"{what}: it is already {out.status}{done}")
-        if out.kind is Kind.DECIDED:
+            return refused(f"{what}: it is already {self.workflow.label(out.status)}{done}")
+        if isinstance(out, Decided):
             return refused(f"{what}: {out.gate} already decided ({out.decision} by {out.by})")
-        if out.kind is Kind.NOT_REQUIRED:
+        if isinstance(out, NotRequired):
             return refused(f"{what}: it does not need {out.gate}")
-        if out.kind is Kind.NOOP:
+        if isinstance(out, NotLive):
             return refused(f"{what}: {out.reason}")
         return None
 
@@ -325,8 +337,8 @@ class WorkflowClient:
         reason = why(reason, f"Rejected by {who}") if decision == "reject" else ""
         out = self.store.signal(run_id, gate, decision, by=who, reason=reason)
         self.delivery.act(run_id, out)
-        if out.kind in (Kind.DISPATCH, Kind.REJECTED):  # the wait at the gate ended
-            self.rt.trace_gate_wait(run_id, gate, "approved" if out.kind is Kind.DISPATCH
+        if isinstance(out, Dispatch | Ended):  # the wait at the gate ended
+            self.rt.trace_gate_wait(run_id, gate, "approved" if isinstance(out, Dispatch)
                                     else "rejected")  # fmt: skip
         refused = self._refused(run_id, decision, out)
         if refused is not None:

@@ -36,9 +36,9 @@ from celery.exceptions import Ignore
 from . import tracing
 from .definition import Gate
 from .keys import message_id
+from .replies import Dispatch, Moved, Reply, Send, Sends
 from .runtime import WorkflowRuntime
 from .transport import Outbox, outbox
-from .verdicts import Kind, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -126,31 +126,34 @@ class Delivery:
 
     # --- acting on a transition's verdict -------------------------------------------
 
-    def act(self, run_id: str, verdict: Verdict, parent: Any = None) -> None:
-        """Send what ``verdict`` asks for that its script did not push already: a step's
-        message (``dispatch``), compensations (``send``), and tell Flower of an attempt
-        presumed lost.
+    def act(self, run_id: str, reply: Reply, parent: Any = None) -> None:
+        """Send what a transition's ``reply`` asks for that its script did not push
+        already: a step's message (:class:`~fulfillment.engine.replies.Dispatch`, or a
+        :class:`~fulfillment.engine.replies.Moved` to ``dispatch``), compensations
+        (``send``), and tell Flower of an attempt presumed lost.
 
         The transition is recorded already: a message that cannot be published (the
         broker out of reach) is recorded as unsent, and the watchdog sends it at its next
         look; the caller goes on.
         """
-        if verdict.lost_task:
-            self.lost(verdict.lost_task, verdict.reason or "presumed lost")
-        if verdict.kind is Kind.DISPATCH or (verdict.kind is Kind.NEXT and verdict.dispatch):
-            assert verdict.step is not None and verdict.epoch is not None
-            step, epoch = verdict.step, verdict.epoch
-            message = self.step_message(run_id, step, epoch, verdict.summary_dict, verdict.limits)
+        if reply.lost_task:
+            self.lost(reply.lost_task, reply.reason or "presumed lost")
+        if isinstance(reply, Dispatch) or (isinstance(reply, Moved) and reply.dispatch):
+            assert reply.epoch is not None
+            step, epoch = reply.step, reply.epoch
+            countdown = reply.countdown if isinstance(reply, Dispatch) else 0.0
+            message = self.step_message(run_id, step, epoch, reply.summary, reply.limits)
             self.or_unsent(
                 run_id,
                 [message_id(run_id, step, epoch)],
-                lambda: self._publish(message, parent, verdict.countdown),
+                lambda: self._publish(message, parent, countdown),
             )
-        if verdict.send:
+        if isinstance(reply, Sends) and reply.send:
+            send = reply
             self.or_unsent(
                 run_id,
-                [message_id(run_id, action, n) for action, n in verdict.send],
-                lambda: self.undo(run_id, verdict.send, verdict.limits),
+                [message_id(run_id, s.action, s.n) for s in send.send],
+                lambda: self.undo(run_id, send.send, send.limits),
             )
 
     def or_unsent(self, run_id: str, messages: list[str], send: Callable[[], object]) -> None:
@@ -189,14 +192,12 @@ class Delivery:
         ).apply_async(countdown=max(seconds, 0))
 
     def undo(
-        self,
-        run_id: str,
-        send: tuple[tuple[str, int], ...],
-        limits: Mapping[str, float] | None = None,
+        self, run_id: str, send: list[Send], limits: Mapping[str, float] | None = None
     ) -> None:
         """One message per compensation to start, each with its own message id and its
         step's time limit (the run's own, in ``limits``)."""
-        for action, number in send:
+        for one in send:
+            action, number = one.action, one.n
             step, undo = self.rt.workflow.undo(action)
             self.app.signature(
                 self.rt.workflow.task_name(undo),

@@ -1,8 +1,9 @@
 """The run store: every state change of a run is one Lua script call here.
 
-This module only marshals arguments and types the replies (:class:`Verdict`); the
-rules live in ``fulfillment/engine/lua``. Times cross the boundary as integer
-microseconds of the Redis server clock.
+This module only marshals arguments and types the replies (a model per kind of reply,
+:mod:`~fulfillment.engine.replies`, parsed here once); the rules live in
+``fulfillment/engine/lua``. Times cross the boundary as integer microseconds of the
+Redis server clock.
 
 On a Redis Cluster a run's keys and its bucket's indexes share a slot
 (:mod:`fulfillment.engine.keys`), so every transition stays one script on one node;
@@ -16,16 +17,34 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from .cluster import NON_LOCAL, RIDE_OUT, Router
 from .keys import BucketKeys, KeySpace, RunStatus
+from .replies import (
+    US,
+    BeginReply,
+    BeginUndoReply,
+    CancelReply,
+    CompleteReply,
+    CreateReply,
+    DispatchReply,
+    FailReply,
+    GateReply,
+    RedriveReply,
+    Reply,
+    RetryReply,
+    SignalReply,
+    UndoFailedReply,
+    UndoneReply,
+    UnsentReply,
+    parse,
+)
 from .scripts import Scripts
 from .settings import EngineSettings
 from .transport import Outbox
-from .verdicts import US, Verdict
 
 
 def us(seconds: float) -> int:
@@ -66,7 +85,7 @@ class RunStore:
         outbox: Outbox | None = None,
         extra_keys: list[str] | None = None,
         **args: Any,
-    ) -> Verdict:
+    ) -> Reply:
         held = outbox or []
         pushes = [k for p in held if not p.publish for k in (p.key, *p.expire_keys)]
         if held:
@@ -88,7 +107,7 @@ class RunStore:
                     {"id": run_id, **self._common, **args},
                     [p.message for p in held],
                 )
-                return Verdict.parse(reply)
+                return parse(script, reply)
             except redis.ResponseError as exc:
                 # the guess of the shard's node was stale (the run's slot moved, or is
                 # moving): the script touched the shard first, so it wrote nothing
@@ -115,24 +134,30 @@ class RunStore:
         event: dict[str, Any] | None = None,
         outbox: Outbox | None = None,
         outbox_step: str | None = None,
-    ) -> Verdict:
+    ) -> CreateReply:
         """Store a new run; ``outbox``: its first step's message, sent if the run is new."""
-        return self._call(
-            "create",
-            run_id,
-            outbox,
-            workflow=workflow,
-            input=input,
-            digest=digest,
-            summary=summary,
-            plan=plan,
-            fields=fields or None,
-            event=event or None,
-            outbox_step=outbox_step,
+        return cast(
+            CreateReply,
+            self._call(
+                "create",
+                run_id,
+                outbox,
+                workflow=workflow,
+                input=input,
+                digest=digest,
+                summary=summary,
+                plan=plan,
+                fields=fields or None,
+                event=event or None,
+                outbox_step=outbox_step,
+            ),
         )
 
-    def begin(self, run_id: str, step: str, epoch: int, task_id: str, worker: str) -> Verdict:
-        return self._call("begin", run_id, step=step, epoch=epoch, task_id=task_id, worker=worker)
+    def begin(self, run_id: str, step: str, epoch: int, task_id: str, worker: str) -> BeginReply:
+        return cast(
+            BeginReply,
+            self._call("begin", run_id, step=step, epoch=epoch, task_id=task_id, worker=worker),
+        )
 
     def complete(
         self,
@@ -145,32 +170,38 @@ class RunStore:
         final: str | None = None,
         outbox: Outbox | None = None,
         outbox_step: str | None = None,
-    ) -> Verdict:
+    ) -> CompleteReply:
         """Record a successful attempt; ``outbox``: the next step's message, sent if it is next."""
-        return self._call(
-            "complete",
-            run_id,
-            outbox,
-            step=step,
-            epoch=epoch,
-            attempt=attempt,
-            result=result,
-            final=final,
-            outbox_step=outbox_step,
+        return cast(
+            CompleteReply,
+            self._call(
+                "complete",
+                run_id,
+                outbox,
+                step=step,
+                epoch=epoch,
+                attempt=attempt,
+                result=result,
+                final=final,
+                outbox_step=outbox_step,
+            ),
         )
 
     def retry(
         self, run_id: str, step: str, epoch: int, attempt: int, error_type: str, error: str
-    ) -> Verdict:
-        return self._call(
-            "retry",
-            run_id,
-            step=step,
-            epoch=epoch,
-            attempt=attempt,
-            error_type=error_type,
-            error=error,
-            grace_us=us(self.settings.redrive_grace),
+    ) -> RetryReply:
+        return cast(
+            RetryReply,
+            self._call(
+                "retry",
+                run_id,
+                step=step,
+                epoch=epoch,
+                attempt=attempt,
+                error_type=error_type,
+                error=error,
+                grace_us=us(self.settings.redrive_grace),
+            ),
         )
 
     def fail(
@@ -183,33 +214,39 @@ class RunStore:
         error: str,
         *,
         refused: bool = True,
-    ) -> Verdict:
+    ) -> FailReply:
         """A non-retryable failure of the attempt: the run fails (or is cancelled).
 
         ``refused``: the step's service refused, so it did nothing and its undo is not
         needed (a business error); False when its effect may have happened (the
         activity returned, then something around it failed).
         """
-        return self._call(
-            "fail",
-            run_id,
-            step=step,
-            epoch=epoch,
-            attempt=attempt,
-            error_type=error_type,
-            error=error,
-            refused=refused,
+        return cast(
+            FailReply,
+            self._call(
+                "fail",
+                run_id,
+                step=step,
+                epoch=epoch,
+                attempt=attempt,
+                error_type=error_type,
+                error=error,
+                refused=refused,
+            ),
         )
 
-    def gate(self, run_id: str, step: str, epoch: int, task_id: str, worker: str) -> Verdict:
-        return self._call(
-            "gate",
-            run_id,
-            step=step,
-            epoch=epoch,
-            task_id=task_id,
-            worker=worker,
-            grace_us=us(self.settings.approval_grace),
+    def gate(self, run_id: str, step: str, epoch: int, task_id: str, worker: str) -> GateReply:
+        return cast(
+            GateReply,
+            self._call(
+                "gate",
+                run_id,
+                step=step,
+                epoch=epoch,
+                task_id=task_id,
+                worker=worker,
+                grace_us=us(self.settings.approval_grace),
+            ),
         )
 
     def signal(
@@ -222,28 +259,31 @@ class RunStore:
         reason: str = "",
         source: str = "api",
         epoch: int | None = None,
-    ) -> Verdict:
-        return self._call(
-            "signal",
-            run_id,
-            gate=gate,
-            decision=decision,
-            by=by,
-            reason=reason,
-            source=source,
-            epoch=epoch,
+    ) -> SignalReply:
+        return cast(
+            SignalReply,
+            self._call(
+                "signal",
+                run_id,
+                gate=gate,
+                decision=decision,
+                by=by,
+                reason=reason,
+                source=source,
+                epoch=epoch,
+            ),
         )
 
-    def cancel(self, run_id: str, *, by: str, reason: str) -> Verdict:
-        return self._call("cancel", run_id, by=by, reason=reason)
+    def cancel(self, run_id: str, *, by: str, reason: str) -> CancelReply:
+        return cast(CancelReply, self._call("cancel", run_id, by=by, reason=reason))
 
-    def retry_now(self, run_id: str, *, by: str) -> Verdict:
+    def retry_now(self, run_id: str, *, by: str) -> DispatchReply:
         """A step waiting out its backoff is queued again at once, under a new epoch."""
-        return self._call("retry_now", run_id, by=by)
+        return cast(DispatchReply, self._call("retry_now", run_id, by=by))
 
-    def resume(self, run_id: str, step: str, *, by: str) -> Verdict:
+    def resume(self, run_id: str, step: str, *, by: str) -> DispatchReply:
         """A failed or cancelled run runs again from ``step`` (Temporal's reset)."""
-        return self._call("resume", run_id, step=step, by=by)
+        return cast(DispatchReply, self._call("resume", run_id, step=step, by=by))
 
     def redrive(
         self,
@@ -254,7 +294,7 @@ class RunStore:
         backlog: int = 0,
         held: Iterable[str] = (),
         epoch: int | None = None,
-    ) -> Verdict:
+    ) -> RedriveReply:
         """The watchdog's look at a run that is due; ``held``: the ids of the run's messages
         that live workers hold (prefetched, waiting for a countdown, running).
 
@@ -262,47 +302,63 @@ class RunStore:
         delivered again; the next step is sent again if it still waits for its message.
         """
         s = self.settings
-        return self._call(
-            "redrive",
-            run_id,
-            reason=reason,
-            worker=worker,
-            grace_us=us(s.redrive_grace),
-            backlog=backlog,
-            stall_us=us(s.queue_stall_limit),
-            interval_us=us(s.watchdog_interval),
-            held=list(held),
-            epoch=epoch,
+        return cast(
+            RedriveReply,
+            self._call(
+                "redrive",
+                run_id,
+                reason=reason,
+                worker=worker,
+                grace_us=us(s.redrive_grace),
+                backlog=backlog,
+                stall_us=us(s.queue_stall_limit),
+                interval_us=us(s.watchdog_interval),
+                held=list(held),
+                epoch=epoch,
+            ),
         )
 
-    def unsent(self, run_id: str, message_ids: list[str]) -> Verdict:
+    def unsent(self, run_id: str, message_ids: list[str]) -> UnsentReply:
         """These messages of the run could not be published: the watchdog sends them again
         at its next look (without waiting for a queue's backlog)."""
-        return self._call("unsent", run_id, messages=message_ids)
+        return cast(UnsentReply, self._call("unsent", run_id, messages=message_ids))
 
-    def begin_undo(self, run_id: str, action: str, step: str, task_id: str, worker: str) -> Verdict:
+    def begin_undo(
+        self, run_id: str, action: str, step: str, task_id: str, worker: str
+    ) -> BeginUndoReply:
         """Claim a pending compensation before calling the service (a no-op otherwise).
         ``step``: whose undo it is (its policy's lease applies to the claim)."""
-        return self._call(
-            "begin_undo", run_id, action=action, step=step, task_id=task_id, worker=worker
+        return cast(
+            BeginUndoReply,
+            self._call(
+                "begin_undo", run_id, action=action, step=step, task_id=task_id, worker=worker
+            ),
         )
 
-    def undone(self, run_id: str, action: str, claim: int, undone: bool, summary: str) -> Verdict:
-        return self._call(
-            "undone", run_id, action=action, claim=claim, undone=undone, summary=summary
+    def undone(
+        self, run_id: str, action: str, claim: int, undone: bool, summary: str
+    ) -> UndoneReply:
+        return cast(
+            UndoneReply,
+            self._call(
+                "undone", run_id, action=action, claim=claim, undone=undone, summary=summary
+            ),
         )
 
     def undo_failed(
         self, run_id: str, action: str, claim: int, step: str, error_type: str, error: str
-    ) -> Verdict:
-        return self._call(
-            "undo_failed",
-            run_id,
-            action=action,
-            claim=claim,
-            step=step,
-            error_type=error_type,
-            error=error,
+    ) -> UndoFailedReply:
+        return cast(
+            UndoFailedReply,
+            self._call(
+                "undo_failed",
+                run_id,
+                action=action,
+                claim=claim,
+                step=step,
+                error_type=error_type,
+                error=error,
+            ),
         )
 
     # --- housekeeping ---------------------------------------------------------------

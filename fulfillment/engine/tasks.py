@@ -47,9 +47,25 @@ from .errors import InvalidInput, NonRetryableError, ResultError, StaleAttempt, 
 from .fencing import AttemptToken, UndoToken
 from .identity import worker_id
 from .policy import StepPolicy
+from .replies import (
+    US,
+    AlreadyDone,
+    BeginReply,
+    Claimed,
+    CompleteReply,
+    Early,
+    Ended,
+    FailReply,
+    Kind,
+    NotLive,
+    RetryLater,
+    RetryReply,
+    Started,
+    Undone,
+    Waiting,
+)
 from .runtime import WorkflowRuntime
 from .validation import field_path, one_line, problems
-from .verdicts import US, Kind, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +179,8 @@ class StepTask:
         request = task.request
         request.chain = None  # a message of an earlier version may carry a chain: never sent
         begun = self.rt.store.begin(run_id, self.step.name, epoch, request.id, worker_id())
-        if begun.kind is not Kind.RUN:
+        if not isinstance(begun, Started):
             self.not_live(task, run_id, epoch, begun)
-        assert begun.attempt is not None
         token = AttemptToken(run_id, self.step.name, epoch, begun.attempt, begun.round)
         attributes = {"run.id": run_id, "workflow": self.rt.workflow.name,
                       "step": self.step.name, "attempt": token.attempt, "epoch": epoch,
@@ -181,7 +196,7 @@ class StepTask:
             tracing.set_outcome(current, "succeeded")
             return result
 
-    def not_live(self, task: Task, run_id: str, epoch: int, begun: Verdict) -> NoReturn:
+    def not_live(self, task: Task, run_id: str, epoch: int, begun: BeginReply) -> NoReturn:
         """This message is not the live one: a duplicate, superseded, or its run ended.
 
         Without the outbox, a step that completed under this very message, delivered
@@ -189,12 +204,13 @@ class StepTask:
         step too: the watchdog's look sends it if the run still waits for it.
         """
         engine = self.rt.engine
-        if begun.kind is Kind.DONE and not engine.holds_messages and _redelivered(task.request):
+        done = isinstance(begun, AlreadyDone)
+        if done and not engine.holds_messages and _redelivered(task.request):
             self.delivery.act(run_id, self.rt.store.redrive(run_id, "resend", epoch=epoch))
         self.delivery.skipped(task, begun.describe())
 
     def attempt(
-        self, begun: Verdict, token: AttemptToken, task_id: str, policy: StepPolicy
+        self, begun: Started, token: AttemptToken, task_id: str, policy: StepPolicy
     ) -> Outcome:
         """The activity, and the step's result as stored. Whatever fails around the
         activity (the run's input does not parse, the output is not JSON, the workflow's
@@ -222,7 +238,7 @@ class StepTask:
         except Exception as exc:  # the effect happened: the step is undone too
             return Outcome(error=ResultError(_first_line(exc)), refused=False)
 
-    def final(self, begun: Verdict, result: str) -> str | None:
+    def final(self, begun: Started, result: str) -> str | None:
         """The run's result, if this was its last step."""
         if not begun.last:
             return None
@@ -236,17 +252,19 @@ class StepTask:
             )
         return final
 
-    def record(self, task: Task, begun: Verdict, token: AttemptToken, outcome: Outcome) -> Verdict:
+    def record(
+        self, task: Task, begun: Started, token: AttemptToken, outcome: Outcome
+    ) -> CompleteReply | RetryReply | FailReply:
         """Record the attempt's outcome: one script. A success goes with the next step's
         message (pushed by the script only if the run moves on to that step)."""
         store, run_id, step = self.rt.store, token.run_id, token.step
         if outcome.error is None:
             assert outcome.result is not None
-            nxt = self.rt.next_step(begun.plan, step)
+            nxt = self.rt.next_step(begun.steps, step)
             held = None
             if nxt is not None and outcome.final is None:
                 message = self.delivery.step_message(
-                    run_id, nxt, token.epoch, begun.summary_dict, begun.limits
+                    run_id, nxt, token.epoch, begun.summary, begun.limits
                 )
                 held = self.delivery.hold(message, task.request)
             return store.complete(
@@ -258,23 +276,26 @@ class StepTask:
             return store.retry(*args)
         return store.fail(*args, refused=outcome.refused)
 
-    def end(self, task: Task, token: AttemptToken, outcome: Outcome, verdict: Verdict) -> str:
+    def end(
+        self, task: Task, token: AttemptToken, outcome: Outcome,
+        verdict: CompleteReply | RetryReply | FailReply,
+    ) -> str:  # fmt: skip
         """How the task ends, as Celery and Flower should see it: the step's result, a
         retry (its message sent again after the backoff), the error, or skipped."""
         error = outcome.error
         if error is None:
             assert outcome.result is not None
-            if verdict.kind is Kind.STALE:
+            if isinstance(verdict, NotLive):
                 reason = f"result discarded: {verdict.reason}"
                 self.delivery.skipped(task, reason, result=outcome.result)
             return outcome.result
         if outcome.retryable:
-            if verdict.kind is Kind.RETRY:
+            if isinstance(verdict, RetryLater):
                 self.delivery.retry(task, token.run_id, error, verdict.delay)
-            if verdict.kind is Kind.FAILED:
+            if isinstance(verdict, Ended) and verdict.kind is Kind.FAILED:
                 raise error  # attempts exhausted: the task fails with the last error
             self.delivery.skipped(task, f"failure discarded: {verdict.describe()}")
-        if verdict.kind is Kind.STALE:
+        if isinstance(verdict, NotLive):
             self.delivery.skipped(task, f"failure discarded: {verdict.reason}")
         log.warning("%s %s failed: %s: %s (not retried)", self.rt.workflow.noun, token.run_id,
                     *describe(error))  # fmt: skip
@@ -311,23 +332,24 @@ def _register_gate(rt: WorkflowRuntime, delivery: Delivery, gate: Gate) -> None:
     def enter(self: Task, run_id: str, epoch: int = 1) -> str:
         """Enter the gate's wait and start its countdown; the wait ends with a signal."""
         out = rt.store.gate(run_id, gate.name, epoch, self.request.id, worker_id())
-        if out.kind is Kind.WAITING:
+        if isinstance(out, Waiting):
             delivery.gate_countdown(run_id, gate.name, epoch, out.remaining)
-            return f"Waiting at {gate.name} until {_iso(out.deadline_us)}"
-        if out.kind is Kind.DONE:
+            return f"Waiting at {gate.name} until {_iso(out.deadline)}"
+        if isinstance(out, AlreadyDone):
             return out.result or ""
         delivery.skipped(self, out.describe())
 
     def timeout(self: Task, run_id: str, epoch: int = 1) -> str:
         """The gate's countdown: fail the run if nobody decided by the deadline."""
         out = rt.store.signal(run_id, gate.name, "timeout", source="countdown task", epoch=epoch)
-        if out.kind is Kind.EARLY:  # fired before the deadline on Redis's clock: wait the rest
+        if isinstance(out, Early):  # fired before the deadline on Redis's clock: wait the rest
             delivery.gate_countdown(run_id, gate.name, epoch, out.remaining, self.request.id)
             return f"not due yet: {out.remaining:.3f}s left"
         delivery.act(run_id, out)
-        if out.kind is Kind.FAILED:
+        if isinstance(out, Ended):
             rt.trace_gate_wait(run_id, gate.name, "timed_out")
-        return gate.timeout_message if out.kind is Kind.FAILED else out.describe()
+            return gate.timeout_message
+        return out.describe()
 
     for func, name in (
         (enter, rt.workflow.task_name(gate)),
@@ -355,9 +377,8 @@ class UndoTask:
         claimed = self.rt.store.begin_undo(
             run_id, self.undo.name, self.step.name, request.id, worker_id()
         )
-        if claimed.kind is not Kind.RUN:
+        if not isinstance(claimed, Claimed):
             self.delivery.skipped(task, claimed.describe())
-        assert claimed.claim is not None
         token = UndoToken(run_id, self.undo.name, claimed.claim)
         attributes = {"run.id": run_id, "workflow": self.rt.workflow.name,
                       "action": self.undo.name, "step": self.step.name, "claim": token.claim,
@@ -368,7 +389,7 @@ class UndoTask:
             tracing.set_outcome(current, outcome)
             return result
 
-    def run(self, task: Task, claimed: Verdict, token: UndoToken) -> tuple[str, str]:
+    def run(self, task: Task, claimed: Claimed, token: UndoToken) -> tuple[str, str]:
         """The compensation itself; (outcome, what the task returns). A failure of any kind
         (the service down, the input unreadable, a reply that is not ``(undone, summary)``)
         is recorded and the undo tried again after its step's backoff: the run stays
@@ -388,12 +409,12 @@ class UndoTask:
             failed = rt.store.undo_failed(
                 run_id, action, token.claim, self.step.name, *describe(exc)
             )
-            if failed.kind is Kind.RETRY:
+            if isinstance(failed, RetryLater):
                 self.delivery.retry(task, run_id, exc, failed.delay)
             return "failed", failed.describe()
         out = rt.store.undone(run_id, action, token.claim, undone, summary)
         self.delivery.act(run_id, out)
-        if out.kind is not Kind.OK:
+        if not isinstance(out, Undone):
             return "discarded", out.describe()
         return ("done" if undone else "not_needed"), summary
 

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, computed_field
 
 from .keys import RunStatus
-from .verdicts import US
+from .replies import US
 
 
 def ts(value: str | int | None) -> datetime | None:

@@ -38,8 +38,8 @@ from .consumer import keep_refused_payloads
 from .delivery import Delivery
 from .identity import set_worker_id, worker_id
 from .keys import ORPHAN_CURSOR, WATCHDOG_LOCK, WORKERS, BucketKeys, held_set
+from .replies import US, Dispatch, NotLive, Tick
 from .runtime import Engine, WorkflowRuntime
-from .verdicts import US, Kind, Tick
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class Watchdog(threading.Thread):
                 "held": held_messages(),
             },
         )
-        return Tick.parse(reply)
+        return Tick.model_validate(reply)
 
     def due(
         self, tick: Tick
@@ -173,7 +173,7 @@ class Watchdog(threading.Thread):
             return
         self._ticks += 1
         self._backlog = tick.backlog
-        self._alive = tick.alive
+        self._alive = tuple(tick.alive)
         due = self.due(tick)
         if any(ids for _, ids, _ in due):
             if is_amqp(str(self.engine.app.conf.broker_url)):
@@ -192,7 +192,7 @@ class Watchdog(threading.Thread):
             self._held = self.held_by_live_workers()
             for i, rt in enumerate(self.runtimes):
                 scheduled = rt.store.scheduled() if self.clustered else list(tick.scheduled[i])
-                self.redrive_dead_workers(rt, tick.dead, scheduled)
+                self.redrive_dead_workers(rt, frozenset(tick.dead), scheduled)
             horizon = tick.now_us - int(self.settings.worker_dead_after * US)
             self.engine.client.zremrangebyscore(WORKERS, "-inf", horizon)
         orphan_look = self._ticks % ORPHANS_EVERY == 0 and self.engine.holds_messages
@@ -278,9 +278,10 @@ class Watchdog(threading.Thread):
         held = self._held.get(run_id, ())
         out = rt.store.redrive(run_id, reason, worker, backlog=self._backlog, held=held)
         self.delivery[rt.workflow.name].act(run_id, out)
-        if out.kind is not Kind.NOOP:
+        if not isinstance(out, NotLive):
+            step = out.step if isinstance(out, Dispatch) else ""
             log.info("watchdog: %s %s: %s %s", rt.workflow.noun, run_id, out.kind.value,
-                     out.reason or out.step or "")  # fmt: skip
+                     out.reason or step)  # fmt: skip
 
 
 # --- soft time limits that arrive late ------------------------------------------------

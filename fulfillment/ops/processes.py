@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from ..engine.keys import WORKERS
-from ..engine.verdicts import US
+from ..engine.replies import US
 from ..orders.errors import ConfigError
 from ..orders.settings import Settings
 from . import embedded

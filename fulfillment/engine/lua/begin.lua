@@ -54,8 +54,9 @@ if phase == 'retry_wait' then redis.call('ZREM', K.retrying, id) end
 schedule(K, id, lease)
 emit(K, 'attempt_started', {step = A.step, attempt = attempt, worker = A.worker,
   task_id = A.task_id})
-local out = {v = 'run', attempt = attempt, input = o[9], steps = o[11], summary = o[15],
-  round = tonumber(o[16] or '1'), policy = o[10], limits = o[17]}
+local out = {v = 'run', attempt = attempt, input = o[9], steps = split(o[11]),
+  summary = decoded(o[15]), round = tonumber(o[16] or '1'), policy = o[10],
+  limits = decoded(o[17])}
 if not next_step(o[11], A.step) then
   local steps = split(o[11])
   local fields = {}

@@ -98,4 +98,5 @@ if moved.step == A.outbox_step then
   return reply({v = 'next', step = moved.step, sent = #ARGV - 1})
 end
 return reply({v = 'next', step = moved.step, epoch = tonumber(o[4]), dispatch = true,
-  summary = redis.call('HGET', K.record, 'summary'), steps = o[9], limits = limits_of(K)})
+  summary = decoded(redis.call('HGET', K.record, 'summary')), steps = split(o[9]),
+  limits = limits_of(K)})

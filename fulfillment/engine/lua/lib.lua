@@ -325,7 +325,15 @@ end
 
 -- The run's own step time limits (JSON text), for the messages a reply asks for.
 local function limits_of(K)
-  return redis.call('HGET', K.record, 'limits') or nil
+  local limits = redis.call('HGET', K.record, 'limits')
+  if limits then return cjson.decode(limits) end
+  return nil
+end
+
+-- A JSON text of the record (a summary) as a table, for a reply (nil stays nil).
+local function decoded(text)
+  if text and text ~= '' then return cjson.decode(text) end
+  return nil
 end
 
 -- When the watchdog must look at compensation `a` again (nil: nothing to wait for).

@@ -73,7 +73,8 @@ local function dispatch(reason, countdown_us)
   emit(K, 'redriven', {step = step, epoch = epoch + 1, reason = reason,
     countdown_us = int(countdown_us)})
   return reply({v = 'dispatch', step = step, epoch = epoch + 1, reason = reason,
-    countdown_us = int(countdown_us), summary = o[13], steps = o[16], lost_task = lost_task,
+    countdown_us = int(countdown_us), summary = decoded(o[13]), steps = split(o[16]),
+    lost_task = lost_task,
     limits = limits_of(K)})
 end
 local function with_lost(out, why)

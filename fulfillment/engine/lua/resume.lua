@@ -74,5 +74,5 @@ set_status(K, id, status, 'running', o[6], false)
 unsettle(K, A)
 queue_step(K, id, steps[start], epoch + 1, now, A, {phase = ''}, fields)
 emit(K, 'run_resumed', {step = steps[start], requested = A.step, epoch = epoch + 1, by = A.by})
-return reply({v = 'dispatch', step = steps[start], epoch = epoch + 1, steps = o[3],
-  summary = o[4], limits = limits_of(K)})
+return reply({v = 'dispatch', step = steps[start], epoch = epoch + 1, steps = steps,
+  summary = decoded(o[4]), limits = limits_of(K)})

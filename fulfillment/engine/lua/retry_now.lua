@@ -16,5 +16,5 @@ end
 local now = now_us()
 queue_step(K, id, step, epoch + 1, now, A, {phase = phase}, {'s:' .. step .. ':state', 'queued'})
 emit(K, 'retried_now', {step = step, epoch = epoch + 1, by = A.by})
-return reply({v = 'dispatch', step = step, epoch = epoch + 1, steps = o[5], summary = o[6],
-  limits = limits_of(K)})
+return reply({v = 'dispatch', step = step, epoch = epoch + 1, steps = split(o[5]),
+  summary = decoded(o[6]), limits = limits_of(K)})

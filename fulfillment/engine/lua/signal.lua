@@ -79,5 +79,5 @@ set_status(K, id, status, 'running', o[6], true)
 cur.status = 'running'
 local moved = advance(K, id, G, epoch + 1, now, A, cur)
 if moved.failed then return moved.failed end
-return reply({v = 'dispatch', step = moved.step, epoch = epoch + 1, steps = o[5],
-  summary = redis.call('HGET', K.record, 'summary'), limits = limits_of(K)})
+return reply({v = 'dispatch', step = moved.step, epoch = epoch + 1, steps = split(o[5]),
+  summary = decoded(redis.call('HGET', K.record, 'summary')), limits = limits_of(K)})
