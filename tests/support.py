@@ -22,7 +22,7 @@ import psutil
 import redis
 
 from fulfillment.engine.config import is_amqp
-from fulfillment.engine.keys import WORKERS, held_set
+from fulfillment.engine.keys import SharedKeys
 from fulfillment.ops.processes import live_workers, worker_command
 from fulfillment.orders.client import FulfillmentClient
 from fulfillment.orders.settings import Settings, load_settings
@@ -257,11 +257,13 @@ class Deployment:
         record = {k: v for k, v in self.client.store.record(order_id).items() if k != "order"}
         events = [(e[1], e[2]) for e in self.client.store.history(order_id)]
         lines = [f"{order_id}: {record}"] + [f"    {t} {d}" for t, d in events]
-        for key in self.redis.scan_iter(held_set("*")):
+        for key in self.redis.scan_iter(SharedKeys().held("*")):
             mine = [m for m in self.redis.smembers(key) if m.startswith(order_id + ":")]
             if mine:
                 lines.append(f"    held by {key} (ttl {self.redis.pttl(key)} ms): {mine}")
-        lines.append(f"    workers: {self.redis.zrange(WORKERS, 0, -1, withscores=True)}")
+        lines.append(
+            f"    workers: {self.redis.zrange(SharedKeys().workers, 0, -1, withscores=True)}"
+        )
         lines.append(f"    queue length: {self.queue_length()}")
         return "\n".join(lines)
 

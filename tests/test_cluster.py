@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from bench.valkey_cluster import Node, OwnCluster, slot_of
-from fulfillment.engine.keys import LAYOUT
+from fulfillment.engine.keys import SharedKeys
 from fulfillment.orders.errors import OrderFailed
 from fulfillment.orders.keys import STOCK
 from fulfillment.orders.services import set_fault
@@ -381,7 +381,7 @@ def test_exactly_one_decision_wins_on_a_cluster(on_cluster: Any) -> None:
 def test_the_bucket_count_cannot_change(cluster: OwnCluster, on_cluster: Any) -> None:
     d = on_cluster()
     d.client.place_order(order_doc(order_id="first"))
-    assert d.redis.hget(LAYOUT, "buckets") == "1024"
+    assert d.redis.hget(SharedKeys().layout, "buckets") == "1024"
     out = d.cli("list", FULFILLMENT_CLUSTER_BUCKETS="512")
     assert out.returncode != 0
     assert out.stderr.strip().splitlines() == [

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from fulfillment.engine.deadletter import DEAD_LETTERS
+from fulfillment.engine.keys import SharedKeys
 
 from .rabbit import broker_env
 from .support import Deployment, Worker, order_doc, wait_until
@@ -104,7 +104,7 @@ def d(request: pytest.FixtureRequest, deploy) -> Iterator[Deployment]:  # type: 
 
 
 def _dead_letters(d: Deployment) -> list[dict[str, str]]:
-    return [fields for _, fields in d.redis.xrange(DEAD_LETTERS)]
+    return [fields for _, fields in d.redis.xrange(SharedKeys().dead_letters)]
 
 
 def _refusals(worker: Worker) -> list[str]:
@@ -179,6 +179,6 @@ def test_the_dead_letters_are_bounded(deploy) -> None:  # type: ignore[no-untype
     for i in range(200):
         d.redis.lpush(d.settings.queue, f"junk {i}")
     wait_until(lambda: len(_refusals(worker)) == 200, 60, "200 refusals")
-    assert d.redis.xlen(DEAD_LETTERS) == 5, "the oldest went first"
-    newest = d.redis.xrevrange(DEAD_LETTERS, count=1)[0][1]
+    assert d.redis.xlen(SharedKeys().dead_letters) == 5, "the oldest went first"
+    newest = d.redis.xrevrange(SharedKeys().dead_letters, count=1)[0][1]
     assert newest["payload"] == "junk 199"

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from fulfillment.engine.keys import held_set
+from fulfillment.engine.keys import SharedKeys
 from fulfillment.orders.state import OrderStatus
 
 from .support import Deployment, order_doc, start_workers, wait_until
@@ -27,10 +27,10 @@ def test_a_dead_workers_messages_come_back_at_once_behind_a_backlog(deploy) -> N
     d: Deployment = deploy(FULFILLMENT_SERVICE_LATENCY="0.05")
     victim, _other = start_workers(d, 2, concurrency=2)
     ids = [d.client.place_order(order_doc()).id for _ in range(200)]
-    held_key = held_set(victim.name.replace("%h", os.uname().nodename))
+    held_key = SharedKeys().held(victim.name.replace("%h", os.uname().nodename))
 
     def victims_tags() -> list[str]:
-        keys = [k for k in d.redis.scan_iter(held_set("*")) if k.startswith(held_key)]
+        keys = [k for k in d.redis.scan_iter(SharedKeys().held("*")) if k.startswith(held_key)]
         return [t[2:] for k in keys for t in d.redis.smembers(k) if t.startswith("t:")]
 
     def unacknowledged() -> list[str]:

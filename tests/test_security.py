@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from fulfillment.engine.deadletter import DEAD_LETTERS
+from fulfillment.engine.keys import SharedKeys
 from fulfillment.ops.embedded import free_port
 from fulfillment.orders.client import FulfillmentClient
 from fulfillment.orders.settings import load_settings
@@ -46,7 +46,7 @@ def test_pickled_message_is_refused_and_never_executed(deploy, tmp_path, oid) ->
     assert raw is None or "application/x-python-serialize" in raw  # or already taken
     refusal = "application/x-python-serialize' is not JSON"
     wait_until(lambda: refusal in worker.log.read_text(), 20, "the refusal in the log")
-    assert d.redis.xlen(DEAD_LETTERS) == 1, "kept as a dead letter, never loaded"
+    assert d.redis.xlen(SharedKeys().dead_letters) == 1, "kept as a dead letter, never loaded"
     wait_until(lambda: d.redis.llen(d.settings.queue) == 0, 10, "the message to leave the queue")
     assert not marker.exists(), "the pickle was never loaded"
     assert worker.alive()

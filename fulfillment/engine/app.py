@@ -55,16 +55,18 @@ def create_app(
     *,
     config: str | None = None,
     set_as_current: bool = True,
+    settings_prefix: str | None = None,
     **conf: Any,
 ) -> Celery:
     """A Celery app configured for the engine, with its watchdog bootstep.
 
     ``config``: a module Celery reads its configuration from (``celeryconfig``);
-    else :func:`fulfillment.engine.config.build` of ``settings`` (read from the
-    environment when not given). ``conf``: further Celery settings.
-    Register workflows on it with :func:`register`.
+    else :func:`fulfillment.engine.config.build` of ``settings``, read from the
+    environment when not given: variables ``<settings_prefix><SETTING>``
+    (``FULFILLMENT_`` by default; ``"TRIPS_"`` reads ``TRIPS_REDIS_URL``, ...).
+    ``conf``: further Celery settings. Register workflows on it with :func:`register`.
     """
-    settings = settings or settings_or_exit(lambda: load(EngineSettings))
+    settings = settings or settings_or_exit(lambda: load(EngineSettings, prefix=settings_prefix))
     app = Celery(main, set_as_current=set_as_current)
     if config is not None:
         app.config_from_object(config)
@@ -74,7 +76,9 @@ def create_app(
     return _with_engine(app, settings)
 
 
-def adopt(app: Celery, settings: EngineSettings | None = None) -> Celery:
+def adopt(
+    app: Celery, settings: EngineSettings | None = None, *, settings_prefix: str | None = None
+) -> Celery:
     """Put the engine on an app made elsewhere (a Django project's own, say).
 
     The engine's delivery settings (:func:`fulfillment.engine.config.build`: broker and
@@ -86,7 +90,7 @@ def adopt(app: Celery, settings: EngineSettings | None = None) -> Celery:
     """
     if getattr(app, ENGINE_ATTRIBUTE, None) is not None:
         return app
-    settings = settings or settings_or_exit(lambda: load(EngineSettings))
+    settings = settings or settings_or_exit(lambda: load(EngineSettings, prefix=settings_prefix))
     app.conf.update(build(settings))
     return _with_engine(app, settings)
 

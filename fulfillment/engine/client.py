@@ -24,6 +24,7 @@ from . import tracing
 from .delivery import Delivery
 from .errors import ConfigError, InvalidArgument, RunNotFound, SignalError
 from .keys import RunStatus, message_id
+from .metrics import RunMetrics
 from .replies import (
     Decided,
     Dispatch,
@@ -180,7 +181,7 @@ class WorkflowClient:
 
     def check_timeout(self, gate: str, seconds: object) -> float:
         """``seconds`` as a gate's timeout for one run, or :class:`InvalidArgument`."""
-        maximum = self.rt.settings.approval_timeout_max
+        maximum = self.rt.settings.gate_timeout_max
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):
             raise InvalidArgument(f"{gate} timeout must be a number of seconds, not {seconds!r}")
         if not math.isfinite(seconds) or not 0 < seconds <= maximum:
@@ -231,6 +232,19 @@ class WorkflowClient:
                 raise InvalidArgument(str(exc)) from None
         ids = self.store.run_ids(status, retrying=retrying, limit=limit)
         return [self.view(r) for r in self.store.records(ids) if r]
+
+    def counts(self) -> dict[str, int]:
+        """Runs per status now (in the workflow's words), and ``retrying``: the status
+        indexes' sizes, in one round trip (one per node of a cluster)."""
+        return {
+            (s if s == "retrying" else self.workflow.label(s)): n
+            for s, n in self.store.counts().items()
+        }
+
+    def metrics(self) -> RunMetrics:
+        """What the workflow's runs did (every counted event, attempt and undo outcome,
+        duration and gate wait histograms) and how many are in each status now."""
+        return RunMetrics.read(self.store.metrics(), self.store.counts(), self.workflow.label)
 
     # --- waiting ------------------------------------------------------------------------
 

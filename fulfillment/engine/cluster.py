@@ -41,7 +41,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from .errors import ConfigError
-from .keys import DUE_SHARDS, LAYOUT
+from .keys import SharedKeys
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,6 @@ def cluster_client(url: str, options: dict[str, Any]) -> RedisCluster:
     )
 
 
-_SHARD_SLOTS = tuple(int(key_slot(k.encode())) for k in DUE_SHARDS)
-
 #: a node refusing for a while, or out of reach: try again after a pause
 _RIDE_OUT_ERRORS = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, TryAgainError,
                     SlotNotCoveredError)  # fmt: skip
@@ -156,8 +154,11 @@ class Router:
     """Sends commands for a key's slot to the primary serving it, riding out moves and
     failovers."""
 
-    def __init__(self, cluster: RedisCluster) -> None:
+    def __init__(self, cluster: RedisCluster, keys: SharedKeys | None = None) -> None:
         self.cluster = cluster
+        #: the candidate due shards, and the slot of each
+        self._shards = (keys or SharedKeys()).due_shards
+        self._shard_slots = tuple(int(key_slot(k.encode())) for k in self._shards)
         #: primary -> until when it is known to have no replica to wait for
         self._alone_until: dict[str, float] = {}
 
@@ -217,10 +218,10 @@ class Router:
 
     def shard_for(self, key: str) -> str:
         """The due shard of the node that serves ``key``'s slot: the first of the candidate
-        shard keys (``keys.DUE_SHARDS``) whose slot that node serves too."""
+        shard keys (:attr:`SharedKeys.due_shards`) whose slot that node serves too."""
         nodes = self.cluster.nodes_manager
         owner = nodes.get_node_from_slot(self.slot(key)).name
-        for shard, slot in zip(DUE_SHARDS, _SHARD_SLOTS, strict=True):
+        for shard, slot in zip(self._shards, self._shard_slots, strict=True):
             if nodes.get_node_from_slot(slot).name == owner:
                 return shard
         raise SlotNotCoveredError(f"no due shard on the node serving {key!r}")
@@ -229,7 +230,7 @@ class Router:
         """The due shard of every primary."""
         out = []
         for node in self.cluster.get_primaries():
-            for shard, slot in zip(DUE_SHARDS, _SHARD_SLOTS, strict=True):
+            for shard, slot in zip(self._shards, self._shard_slots, strict=True):
                 if self.cluster.nodes_manager.get_node_from_slot(slot).name == node.name:
                     out.append(shard)
                     break
@@ -327,19 +328,22 @@ def _exchange(client: redis.Redis, conn: Any, commands: list[tuple[Any, ...]]) -
     return replies
 
 
-def fixed_buckets(client: redis.Redis, wanted: int) -> int:
+def fixed_buckets(
+    client: redis.Redis, wanted: int, keys: SharedKeys | None = None,
+    setting: str = "FULFILLMENT_CLUSTER_BUCKETS",
+) -> int:  # fmt: skip
     """The store's bucket count: recorded at its first use, refused if asked to change.
 
     Like Temporal's number of history shards, it cannot change once runs are spread
     over the buckets: a run's keys are where its bucket is.
     """
-    client.hsetnx(LAYOUT, "buckets", wanted)
-    recorded = int(client.hget(LAYOUT, "buckets") or wanted)
+    layout = (keys or SharedKeys()).layout
+    client.hsetnx(layout, "buckets", wanted)
+    recorded = int(client.hget(layout, "buckets") or wanted)
     if recorded != wanted:
         raise ConfigError(
-            f"FULFILLMENT_CLUSTER_BUCKETS={wanted}, but this store was made with {recorded} "
-            "buckets, which cannot change (set it back to "
-            f"{recorded})"
+            f"{setting}={wanted}, but this store was made with {recorded} buckets, which "
+            f"cannot change (set it back to {recorded})"
         )
     return recorded
 
@@ -348,6 +352,7 @@ def bucket_count(settings: Any, client: redis.Redis) -> int:
     """The deployment's bucket count: 1 on one server, the store's own on a cluster.
 
     A plain URL at a node of a cluster is refused here, with the URL to use instead."""
+    prefix = settings.env_prefix()
     if not is_cluster_url(settings.redis_url):
         try:
             enabled = str(client.info("cluster").get("cluster_enabled", 0)) == "1"
@@ -355,11 +360,12 @@ def bucket_count(settings: Any, client: redis.Redis) -> int:
             enabled = False  # not reachable yet: the first real call says so
         if enabled:
             raise ConfigError(
-                "FULFILLMENT_REDIS_URL names a node of a Redis Cluster: use "
-                "redis+cluster://HOST:PORT[,HOST:PORT...] (and an amqp:// FULFILLMENT_BROKER_URL)"
+                f"{prefix}REDIS_URL names a node of a Redis Cluster: use "
+                f"redis+cluster://HOST:PORT[,HOST:PORT...] (and an amqp:// {prefix}BROKER_URL)"
             )
         return 1
-    return fixed_buckets(client, settings.cluster_buckets)
+    keys = SharedKeys(settings.key_namespace)
+    return fixed_buckets(client, settings.cluster_buckets, keys, f"{prefix}CLUSTER_BUCKETS")
 
 
 __all__ = [

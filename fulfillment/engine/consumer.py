@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def keep_refused_payloads(engine: Engine) -> None:
     """Make the Redis channels keep what they refuse as dead letters of ``engine``."""
-    dead = DeadLetters(engine.client, engine.settings.dead_letter_limit)
+    dead = DeadLetters(engine.client, engine.settings.dead_letter_limit, engine.keys)
 
     def refused(reason: str, raw: bytes | str, queue: str) -> None:
         kept = dead.add(reason, raw, source="transport", queue=queue, worker=worker_id())
@@ -86,7 +86,9 @@ class Consumer(CeleryConsumer):
 
     @cached_property
     def dead_letters(self) -> DeadLetters:
-        return DeadLetters(self._engine.client, self._engine.settings.dead_letter_limit)
+        return DeadLetters(
+            self._engine.client, self._engine.settings.dead_letter_limit, self._engine.keys
+        )
 
     def refuse(self, message: Any, reason: str) -> None:
         """Refuse ``message``: keep it as a dead letter, say so in one line, acknowledge it."""

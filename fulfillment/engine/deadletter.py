@@ -1,11 +1,12 @@
 """Dead letters: messages a worker refused, kept for inspection, bounded.
 
 A refused message (:mod:`fulfillment.engine.intake`) is acknowledged, so it never
-comes back, and kept here: a Redis stream (``fulfillment:dead-letters`` on the run
-store's server) capped at ``FULFILLMENT_DEAD_LETTER_LIMIT`` entries (the oldest go
-first), each with why it was refused, the task and its id if known, where it came
-from, the worker, and its payload (at most ``PAYLOAD_LIMIT`` characters; digit runs
-that look like a card number masked). ``fulfillment dead-letters`` lists, shows and
+comes back, and kept here: a Redis stream (``<namespace>:dead-letters`` on the run
+store's server, :class:`~fulfillment.engine.keys.SharedKeys`) capped at
+``FULFILLMENT_DEAD_LETTER_LIMIT`` entries (the oldest go first), each with why it was
+refused, the task and its id if known, where it came from, the worker, and its
+payload (at most ``PAYLOAD_LIMIT`` characters; digit runs that look like a card number
+masked). ``fulfillment dead-letters`` lists, shows and
 drops them.
 """
 
@@ -20,11 +21,10 @@ from typing import Any
 
 import redis
 
-from .keys import PREFIX
+from .keys import SharedKeys
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTERS = f"{PREFIX}:dead-letters"
 #: characters of a refused payload that are kept
 PAYLOAD_LIMIT = 16 * 1024
 _CARDLIKE = re.compile(r"(?<!\d)(?:\d[ -]?){9,15}(\d{4})(?!\d)")
@@ -69,9 +69,13 @@ def _text(payload: bytes | str | None) -> str:
 class DeadLetters:
     """The dead letters of one deployment (its run store's Redis)."""
 
-    def __init__(self, client: redis.Redis, limit: int = 1000) -> None:
+    def __init__(
+        self, client: redis.Redis, limit: int = 1000, keys: SharedKeys | None = None
+    ) -> None:
         self.client = client
         self.limit = limit
+        #: the stream they are kept in
+        self.key = (keys or SharedKeys()).dead_letters
 
     def add(
         self,
@@ -93,7 +97,7 @@ class DeadLetters:
         }  # fmt: skip
         try:
             return str(
-                self.client.xadd(DEAD_LETTERS, fields, maxlen=self.limit, approximate=False)  # type: ignore[arg-type]
+                self.client.xadd(self.key, fields, maxlen=self.limit, approximate=False)  # type: ignore[arg-type]
             )
         except redis.RedisError as exc:
             log.debug("dead letter not kept: %r", exc)
@@ -101,24 +105,24 @@ class DeadLetters:
 
     def list(self, count: int = 50) -> list[DeadLetter]:
         """The newest ``count`` dead letters, newest first."""
-        entries: Any = self.client.xrevrange(DEAD_LETTERS, count=count)
+        entries: Any = self.client.xrevrange(self.key, count=count)
         return [self._letter(eid, f) for eid, f in entries]
 
     def get(self, letter_id: str) -> DeadLetter | None:
-        entries: Any = self.client.xrange(DEAD_LETTERS, letter_id, letter_id)
+        entries: Any = self.client.xrange(self.key, letter_id, letter_id)
         return self._letter(*entries[0]) if entries else None
 
     def count(self) -> int:
-        return int(self.client.xlen(DEAD_LETTERS))
+        return int(self.client.xlen(self.key))
 
     def drop(self, *letter_ids: str) -> int:
         """Drop these dead letters; how many there were."""
-        return int(self.client.xdel(DEAD_LETTERS, *letter_ids)) if letter_ids else 0
+        return int(self.client.xdel(self.key, *letter_ids)) if letter_ids else 0
 
     def drop_all(self) -> int:
         """Drop every dead letter; how many there were."""
         n = self.count()
-        self.client.delete(DEAD_LETTERS)
+        self.client.delete(self.key)
         return n
 
     @staticmethod
@@ -137,4 +141,4 @@ class DeadLetters:
         )
 
 
-__all__ = ["DEAD_LETTERS", "DeadLetter", "DeadLetters", "mask"]
+__all__ = ["DeadLetter", "DeadLetters", "mask"]

@@ -160,7 +160,8 @@ class Workflow:
     sorted). ``summary(input)``: what may be shown of a run anywhere (Flower, logs);
     never secrets. ``result(results)``: the run's result from its steps' results, by
     step name, in order. ``companions``: the workflow's own per-run keys (suffixes),
-    kept and expired with the run. ``namespace``: the prefix of its Redis keys.
+    kept and expired with the run. ``namespace``: the prefix of its Redis keys (default
+    ``<the deployment's key namespace>:<name>``).
     ``defaults``: step options for every step of the workflow (a layer of each step's
     policy). ``concurrent_undo``: a failed or cancelled run starts all its undos at
     once, instead of one at a time in reverse order (the default).
@@ -243,10 +244,6 @@ class Workflow:
             if s.undo and s.undo.name == action:
                 return s, s.undo
         raise KeyError(action)
-
-    @property
-    def keys_namespace(self) -> str:
-        return self.namespace or f"fulfillment:{self.name}"
 
     @property
     def prefix(self) -> str:

@@ -20,18 +20,20 @@ the bucket's: ``<ns>:{b<bucket>}:<run id>:<suffix>`` for the run, ``<ns>:{b<buck
 (and the others) for the bucket's indexes. Buckets are spread over the cluster's slots
 by the hash of their tag; resharding moves whole buckets.
 
-``<ns>`` is the workflow's namespace (``fulfillment:<workflow>``, or the workflow's
-own). Keys shared by every workflow of a deployment, each in a slot of its own group:
+``<ns>`` is the workflow's namespace (``<deployment ns>:<workflow>``, or the
+workflow's own). Keys shared by every workflow of a deployment, under its namespace
+(``FULFILLMENT_KEY_NAMESPACE``, ``fulfillment`` by default), each group in a slot of
+its own (:class:`SharedKeys`):
 
-    fulfillment:{watchdog}:workers          zset    worker id -> last heartbeat
-    fulfillment:{watchdog}:lock             string  the worker that runs the watchdog
-    fulfillment:{watchdog}:held:<worker>    set     messages (task ids, t:<delivery_tag>)
-                                                    a worker holds; expires with it
-    fulfillment:{watchdog}:orphan-cursor    string  where the look for orphans goes on
-    fulfillment:{due-<i>}:shard             zset    on a cluster: bucket -> its earliest
-                                                    due time, for the buckets of one node
-    fulfillment:{layout}                    hash    the store's layout (buckets)
-    fulfillment:dead-letters                stream  refused messages (deadletter.py)
+    <dns>:{watchdog}:workers          zset    worker id -> last heartbeat
+    <dns>:{watchdog}:lock             string  the worker that runs the watchdog
+    <dns>:{watchdog}:held:<worker>    set     messages (task ids, t:<delivery_tag>) a
+                                              worker holds; expires with it
+    <dns>:{watchdog}:orphan-cursor    string  where the look for orphans goes on
+    <dns>:{due-<i>}:shard             zset    on a cluster: bucket -> its earliest due
+                                              time, for the buckets of one node
+    <dns>:{layout}                    hash    the store's layout (buckets)
+    <dns>:dead-letters                stream  refused messages (deadletter.py)
 """
 
 from __future__ import annotations
@@ -40,14 +42,49 @@ import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 
-PREFIX = "fulfillment"
-WATCHDOG = f"{PREFIX}:{{watchdog}}"
-WORKERS = f"{WATCHDOG}:workers"  # zset: worker id -> last heartbeat
-WATCHDOG_LOCK = f"{WATCHDOG}:lock"
-ORPHAN_CURSOR = f"{WATCHDOG}:orphan-cursor"
-LAYOUT = f"{PREFIX}:{{layout}}"
-#: candidate keys of the due shards (a cluster's per-node index of due buckets)
-DUE_SHARDS = tuple(f"{PREFIX}:{{due-{i}}}:shard" for i in range(256))
+#: the deployment's key namespace unless configured otherwise
+NAMESPACE = "fulfillment"
+#: how many candidate due shards there are (a cluster's per-node index of due buckets)
+DUE_SHARD_CANDIDATES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class SharedKeys:
+    """The keys every workflow of a deployment shares, under its ``namespace``."""
+
+    namespace: str = NAMESPACE
+
+    @property
+    def workers(self) -> str:
+        """zset: worker id -> its last heartbeat (server microseconds)."""
+        return f"{self.namespace}:{{watchdog}}:workers"
+
+    @property
+    def watchdog_lock(self) -> str:
+        return f"{self.namespace}:{{watchdog}}:lock"
+
+    @property
+    def orphan_cursor(self) -> str:
+        return f"{self.namespace}:{{watchdog}}:orphan-cursor"
+
+    def held(self, worker: str) -> str:
+        """Set of the message ids ``worker`` holds (its heartbeat writes it; it expires
+        with it)."""
+        return f"{self.namespace}:{{watchdog}}:held:{worker}"
+
+    @property
+    def layout(self) -> str:
+        return f"{self.namespace}:{{layout}}"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.namespace}:dead-letters"
+
+    @property
+    def due_shards(self) -> tuple[str, ...]:
+        """The candidate keys of the due shards; a node's shard is the first of them in a
+        slot it serves (:class:`~fulfillment.engine.cluster.Router`)."""
+        return tuple(f"{self.namespace}:{{due-{i}}}:shard" for i in range(DUE_SHARD_CANDIDATES))
 
 
 class RunStatus(StrEnum):
@@ -77,11 +114,6 @@ class RunStatus(StrEnum):
 
 
 TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
-
-
-def held_set(worker: str) -> str:
-    """Set of the message ids ``worker`` holds (its heartbeat writes it; it expires with it)."""
-    return f"{WATCHDOG}:held:{worker}"
 
 
 def message_id(run_id: str, name: str, number: int) -> str:

@@ -26,7 +26,7 @@ from .connection import client_for, resolve_broker_url, resolve_redis_url
 from .definition import Gate, Step, Workflow
 from .errors import ConfigError, InvalidArgument
 from .intake import TaskShape
-from .keys import KeySpace
+from .keys import KeySpace, SharedKeys
 from .policy import StepPolicy
 from .scripts import Scripts, engine_scripts
 from .settings import EngineSettings
@@ -43,6 +43,8 @@ class Engine:
     def __init__(self, app: Celery, settings: EngineSettings) -> None:
         self.app = app
         self.settings = settings
+        #: the keys the deployment's workflows share (watchdog, layout, dead letters)
+        self.keys = SharedKeys(settings.key_namespace)
         self.workflows: dict[str, WorkflowRuntime] = {}
         setattr(app, ENGINE_ATTRIBUTE, self)
 
@@ -93,7 +95,7 @@ class Engine:
     def router(self) -> Router | None:
         """On a cluster, what routes a call by its key's slot; else None."""
         client = self.client
-        return Router(client) if isinstance(client, RedisCluster) else None
+        return Router(client, self.keys) if isinstance(client, RedisCluster) else None
 
     @cached_property
     def scripts(self) -> Scripts:
@@ -155,9 +157,8 @@ class WorkflowRuntime:
         self.workflow = workflow
         self.queue = queue
         self.settings = engine.settings
-        self.space = KeySpace(
-            workflow.keys_namespace, workflow.name, workflow.companions, engine.buckets
-        )
+        namespace = workflow.namespace or f"{engine.keys.namespace}:{workflow.name}"
+        self.space = KeySpace(namespace, workflow.name, workflow.companions, engine.buckets)
         self._policies = {s.name: self.resolve(s) for s in workflow.activities}
         #: every generated task and the arguments it takes (what a worker accepts)
         self.shapes: dict[str, TaskShape] = {}

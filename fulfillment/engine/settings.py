@@ -8,6 +8,7 @@ A workflow's own settings extend :class:`EngineSettings` (the order workflow's
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -49,7 +50,17 @@ class EngineSettings(BaseSettings):
     sentinel_master: str = Field(
         default="mymaster", description="Master name, for sentinel:// URLs."
     )
-    queue: str = Field(default="fulfillment", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    queue: str = Field(
+        default="fulfillment",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="The Celery queue of the workflows' tasks (unless a workflow names its own).",
+    )
+    key_namespace: str = Field(
+        default="fulfillment",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Prefix of every Redis key of the deployment (its workflows' runs are "
+        "under <namespace>:<workflow> unless a workflow names its own).",
+    )
     broker_heartbeat: float = Field(
         default=10.0,
         ge=0,
@@ -73,8 +84,8 @@ class EngineSettings(BaseSettings):
         description='Per-step overrides (JSON), e.g. {"inventory": {"time_limit": 10}}: '
         "any option of a step's policy, by its name.",
     )
-    approval_timeout_max: float = Field(
-        default=86400.0, gt=0, description="Longest gate (approval) timeout a run may ask for."
+    gate_timeout_max: float = Field(
+        default=86400.0, gt=0, description="Longest gate timeout a run may ask for (seconds)."
     )
 
     # --- durability ----------------------------------------------------------------
@@ -84,7 +95,9 @@ class EngineSettings(BaseSettings):
     redrive_grace: float = Field(default=1.0, ge=0)
     queue_grace: float = Field(default=2.0, gt=0)
     queue_stall_limit: float = Field(default=300.0, gt=0)
-    approval_grace: float = Field(default=0.5, ge=0)
+    gate_grace: float = Field(
+        default=0.5, ge=0, description="The watchdog times a gate out this long after its deadline."
+    )
     compensation_grace: float = Field(default=5.0, gt=0)
     retention: float = Field(default=7 * 24 * 3600.0, gt=0)
 
@@ -119,9 +132,10 @@ class EngineSettings(BaseSettings):
     @model_validator(mode="after")
     def _cluster_needs_amqp(self) -> EngineSettings:
         if is_cluster_url(self.redis_url) and not _is_amqp(self.broker_url):
+            prefix = self.env_prefix()
             raise ValueError(
-                "FULFILLMENT_BROKER_URL must be an amqp:// URL (RabbitMQ) when "
-                "FULFILLMENT_REDIS_URL is a Redis Cluster (redis+cluster://): Celery's broker "
+                f"{prefix}BROKER_URL must be an amqp:// URL (RabbitMQ) when "
+                f"{prefix}REDIS_URL is a Redis Cluster (redis+cluster://): Celery's broker "
                 "cannot be the cluster"
             )
         return self
@@ -169,7 +183,7 @@ class EngineSettings(BaseSettings):
     @property
     def longest_countdown(self) -> float:
         """The longest countdown this deployment publishes (a gate's timeout or a retry)."""
-        longest = max(self.approval_timeout_max, self.retry_maximum_interval)
+        longest = max(self.gate_timeout_max, self.retry_maximum_interval)
         for override in self.step_policies.values():
             longest = max(longest, float(override.get("maximum_interval") or 0))
         return longest
@@ -179,11 +193,11 @@ def _is_amqp(url: str | None) -> bool:
     return bool(url) and str(url).split("://", 1)[0].lower() in ("amqp", "amqps", "pyamqp")
 
 
-def explain(exc: ValidationError) -> str:
+def explain(exc: ValidationError, prefix: str = "FULFILLMENT_") -> str:
     """One line naming every bad variable."""
     return one_line(
         "invalid configuration: ",
-        problems(exc, lambda loc: f"FULFILLMENT_{str(loc[0]).upper()}"),
+        problems(exc, lambda loc: f"{prefix}{str(loc[0]).upper()}"),
         limit=10,
     )
 
@@ -191,9 +205,23 @@ def explain(exc: ValidationError) -> str:
 S = TypeVar("S", bound=EngineSettings)
 
 
-def load(cls: type[S], **overrides: Any) -> S:
-    """Read ``cls`` from the environment; raise :class:`ConfigError` naming a bad variable."""
+def with_prefix(cls: type[S], prefix: str) -> type[S]:
+    """``cls`` read from variables named ``<prefix><SETTING>`` instead of its own prefix
+    (a deployment of your own: ``with_prefix(EngineSettings, "TRIPS_")``)."""
+    if prefix == cls.env_prefix():
+        return cls
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", prefix):
+        raise ConfigError(f"settings prefix {prefix!r}: letters, digits and _ only")
+    config = {**cls.model_config, "env_prefix": prefix}
+    return type(cls.__name__, (cls,), {"model_config": config, "__module__": cls.__module__})
+
+
+def load(cls: type[S], *, prefix: str | None = None, **overrides: Any) -> S:
+    """Read ``cls`` from the environment (variables ``<prefix><SETTING>``; its own prefix,
+    ``FULFILLMENT_``, by default); raise :class:`ConfigError` naming a bad variable."""
+    if prefix is not None:
+        cls = with_prefix(cls, prefix)
     try:
         return cls(**overrides)
     except ValidationError as exc:
-        raise ConfigError(explain(exc)) from None
+        raise ConfigError(explain(exc, cls.env_prefix())) from None

@@ -245,7 +245,7 @@ class RunStore:
                 epoch=epoch,
                 task_id=task_id,
                 worker=worker,
-                grace_us=us(self.settings.approval_grace),
+                grace_us=us(self.settings.gate_grace),
             ),
         )
 

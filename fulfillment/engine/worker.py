@@ -37,7 +37,7 @@ from .config import is_amqp
 from .consumer import keep_refused_payloads
 from .delivery import Delivery
 from .identity import set_worker_id, worker_id
-from .keys import ORPHAN_CURSOR, WATCHDOG_LOCK, WORKERS, BucketKeys, held_set
+from .keys import BucketKeys
 from .replies import US, Dispatch, NotLive, Tick
 from .runtime import Engine, WorkflowRuntime
 
@@ -108,11 +108,11 @@ class Watchdog(threading.Thread):
 
     def leave(self) -> None:
         """A worker shutting down cleanly stops counting as alive at once."""
-        client = self.engine.client
-        client.zrem(WORKERS, self.worker)
-        client.delete(held_set(self.worker))
-        if client.get(WATCHDOG_LOCK) == self.worker:
-            client.delete(WATCHDOG_LOCK)
+        client, keys = self.engine.client, self.engine.keys
+        client.zrem(keys.workers, self.worker)
+        client.delete(keys.held(self.worker))
+        if client.get(keys.watchdog_lock) == self.worker:
+            client.delete(keys.watchdog_lock)
 
     def run(self) -> None:
         while not self._stopping.wait(self.settings.watchdog_interval):
@@ -134,7 +134,8 @@ class Watchdog(threading.Thread):
         """``tick.lua``: the heartbeat, the lock, and on one server what is due (on a
         cluster the buckets are looked at through their due shards: :meth:`due`)."""
         s = self.settings
-        keys = [WORKERS, WATCHDOG_LOCK, held_set(self.worker)]
+        shared = self.engine.keys
+        keys = [shared.workers, shared.watchdog_lock, shared.held(self.worker)]
         runtimes = [] if self.clustered else self.runtimes
         keys += [rt.space.due for rt in runtimes]
         if self.engine.holds_messages:  # the broker's queues are lists of this server
@@ -194,7 +195,7 @@ class Watchdog(threading.Thread):
                 scheduled = rt.store.scheduled() if self.clustered else list(tick.scheduled[i])
                 self.redrive_dead_workers(rt, frozenset(tick.dead), scheduled)
             horizon = tick.now_us - int(self.settings.worker_dead_after * US)
-            self.engine.client.zremrangebyscore(WORKERS, "-inf", horizon)
+            self.engine.client.zremrangebyscore(self.engine.keys.workers, "-inf", horizon)
         orphan_look = self._ticks % ORPHANS_EVERY == 0 and self.engine.holds_messages
         if orphan_look and self._trusts_heartbeats():
             self.restore_orphans(tick.now_us / US)
@@ -228,7 +229,8 @@ class Watchdog(threading.Thread):
             channel = self._transport.default_channel
             index = channel.global_keyprefix + channel.unacked_index_key
             before = now - max(self.settings.worker_dead_after, 2 * self.settings.watchdog_interval)
-            keys = [index, ORPHAN_CURSOR, *(held_set(w) for w in self._alive)]
+            shared = self.engine.keys
+            keys = [index, shared.orphan_cursor, *(shared.held(w) for w in self._alive)]
             reply = self.engine.scripts.call("orphans", keys, {"before": before, "limit": 200})
             orphans = list(reply.get("orphans") or [])
             for tag in orphans:
@@ -265,7 +267,8 @@ class Watchdog(threading.Thread):
         """The ids of the messages live workers hold, by run (from their heartbeats)."""
         if not self._alive:
             return {}
-        members: Any = self.engine.client.sunion([held_set(w) for w in self._alive])
+        held = [self.engine.keys.held(w) for w in self._alive]
+        members: Any = self.engine.client.sunion(held)
         out: dict[str, list[str]] = {}
         for message in members:
             if not message.startswith("t:"):

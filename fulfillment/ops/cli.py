@@ -306,7 +306,9 @@ def _dead_letters():
     from ..engine.deadletter import DeadLetters
 
     client = _client()
-    return DeadLetters(client.store.client, client.settings.dead_letter_limit)
+    return DeadLetters(
+        client.store.client, client.settings.dead_letter_limit, client.runtime.engine.keys
+    )
 
 
 @main.group(name="dead-letters", invoke_without_command=True)

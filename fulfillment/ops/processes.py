@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from ..engine.keys import WORKERS
+from ..engine.keys import SharedKeys
 from ..engine.replies import US
 from ..orders.errors import ConfigError
 from ..orders.settings import Settings
@@ -152,7 +152,8 @@ def live_workers(client, settings: Settings) -> list[str]:
     """Workers whose heartbeat is recent (``worker_dead_after``), by id."""
     now_s, now_us = client.time()
     now = now_s * US + now_us
-    return list(client.zrangebyscore(WORKERS, now - int(settings.worker_dead_after * US), "+inf"))
+    workers = SharedKeys(settings.key_namespace).workers
+    return list(client.zrangebyscore(workers, now - int(settings.worker_dead_after * US), "+inf"))
 
 
 def wait_for_workers(client, settings: Settings, names: list[str], timeout: float) -> None:

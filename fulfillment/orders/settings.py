@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from functools import lru_cache
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -22,6 +23,19 @@ class Settings(EngineSettings):
     # --- the order contract --------------------------------------------------
     approval_threshold: Decimal = Field(default=Decimal(10000), ge=0)
     approval_timeout: float = Field(default=30.0, gt=0)
+    # the order's words for the engine's gate settings (its approval is a gate)
+    approval_timeout_max: float | None = Field(
+        default=None,
+        gt=0,
+        description="Longest approval timeout an order may ask for "
+        "(FULFILLMENT_GATE_TIMEOUT_MAX's order name; default 86400).",
+    )
+    approval_grace: float | None = Field(
+        default=None,
+        ge=0,
+        description="The watchdog times an approval out this long after "
+        "its deadline (FULFILLMENT_GATE_GRACE's order name; default 0.5).",
+    )
     service_latency: float = Field(default=1.0, ge=0)
     service_latency_jitter: float = Field(default=0.2, ge=0, le=1)
 
@@ -34,16 +48,20 @@ class Settings(EngineSettings):
     flower_address: str = "127.0.0.1"
 
     @model_validator(mode="after")
-    def _timeout_within_max(self) -> Settings:
-        if self.approval_timeout > self.approval_timeout_max:
+    def _approval_is_a_gate(self) -> Settings:
+        if self.approval_timeout_max is not None:
+            self.gate_timeout_max = self.approval_timeout_max
+        if self.approval_grace is not None:
+            self.gate_grace = self.approval_grace
+        if self.approval_timeout > self.gate_timeout_max:
             raise ValueError(
                 f"FULFILLMENT_APPROVAL_TIMEOUT ({self.approval_timeout:g}) exceeds "
-                f"FULFILLMENT_APPROVAL_TIMEOUT_MAX ({self.approval_timeout_max:g})"
+                f"FULFILLMENT_APPROVAL_TIMEOUT_MAX ({self.gate_timeout_max:g})"
             )
         return self
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment; raise ``ConfigError`` naming a bad variable."""
     return load(Settings, **overrides)
 

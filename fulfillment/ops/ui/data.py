@@ -21,10 +21,8 @@ SEARCH_DEPTH = 2000
 def status_counts(client: FulfillmentClient) -> dict[str, int]:
     """Orders per status (and retrying), from the status indexes: one pipeline (one round
     trip per node of a cluster, over every bucket)."""
-    runs = client.store.counts()
-    counts = {s.value: runs[s.run_status.value] for s in OrderStatus}
-    counts["retrying"] = runs["retrying"]
-    return counts
+    counts = client.orders.counts()
+    return {s.value: counts.get(s.value, 0) for s in OrderStatus} | {"retrying": counts["retrying"]}
 
 
 def _ids(client: FulfillmentClient, status: str | None, limit: int) -> list[str]:

@@ -1,15 +1,13 @@
 """Order metrics for Prometheus, on Flower's ``/metrics`` beside Flower's own.
 
-The transition scripts count every history event in the workflow's metrics hash in
-the same atomic step as the event (``engine/lua/lib.lua``, ``count_event``), so the
-figures hold whichever worker did the work, survive a Flower restart and agree
-between several Flowers. The status gauges are the status indexes' sizes. This
-collector reads both when Prometheus scrapes; it keeps nothing itself.
+The engine counts every event of the order workflow as it happens, in the same atomic
+step (:mod:`fulfillment.engine.metrics`), so the figures hold whichever worker did the
+work, survive a Flower restart and agree between several Flowers. This collector asks
+the engine for them when Prometheus scrapes; it keeps nothing itself.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import (
@@ -20,72 +18,51 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from ...engine.metrics import Histogram
 from ...orders.client import FulfillmentClient
-from .data import status_counts
-
-#: the histogram buckets of ``lib.lua`` (BUCKETS_MS), in seconds
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
-def _histogram(counts: dict[str, int], name: str) -> tuple[list[tuple[str, float]], float]:
-    """Cumulative buckets and the sum (seconds) of histogram ``name`` of the hash."""
-    running, buckets = 0, []
-    for i, le in enumerate(BUCKETS, start=1):
-        running += counts.get(f"h|{name}|{i}", 0)
-        buckets.append((repr(float(le)), float(running)))
-    running += counts.get(f"h|{name}|{len(BUCKETS) + 1}", 0)
-    buckets.append(("+Inf", float(running)))
-    return buckets, counts.get(f"h|{name}|sum", 0) / 1_000_000
+def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
+    return [("+Inf" if le == float("inf") else repr(le), float(n)) for le, n in histogram.buckets]
 
 
 class OrderMetrics(Collector):
-    """The ``fulfillment_*`` series, read from the order store at each scrape."""
+    """The ``fulfillment_*`` series, read from the order store at each scrape (the
+    engine's :meth:`~fulfillment.engine.WorkflowClient.metrics` of the order workflow)."""
 
     def __init__(self, client: Callable[[], FulfillmentClient]) -> None:
         self._client = client
 
     def collect(self) -> Iterator[Metric]:
-        client = self._client()
-        counts = client.store.metrics()
-        by_kind: dict[str, dict[tuple[str, ...], int]] = defaultdict(dict)
-        for field, value in counts.items():
-            kind, *labels = field.split("|")
-            by_kind[kind][tuple(labels)] = value
-        events = by_kind["n"]
-
-        def event(kind: str, name: str = "") -> int:
-            return events.get((kind, name), 0)
-
-        def per_name(kind: str) -> list[tuple[str, int]]:
-            return sorted((name, v) for (k, name), v in events.items() if k == kind)
+        m = self._client().orders.metrics()
 
         orders = GaugeMetricFamily(
             "fulfillment_orders",
             "Orders by status now (finished ones until their retention ends)",
             labels=["status"],
         )
-        for status, size in status_counts(client).items():
+        for status, size in m.statuses.items():
             orders.add_metric([status], size)
         yield orders
 
         placed = CounterMetricFamily("fulfillment_orders_placed", "Orders placed")
-        placed.add_metric([], event("run_started"))
+        placed.add_metric([], m.event("run_started"))
         yield placed
         finished = CounterMetricFamily(
             "fulfillment_orders_finished", "Orders finished, by how", labels=["status"]
         )
         for ended in ("completed", "failed", "cancelled"):
-            finished.add_metric([ended], event(f"run_{ended}"))
+            finished.add_metric([ended], m.event(f"run_{ended}"))
         yield finished
         compensating = CounterMetricFamily(
             "fulfillment_orders_compensating",
             "Orders that failed or were cancelled with effects to undo (each was compensating "
             "until they were undone)",
         )
-        compensating.add_metric([], event("run_compensating"))
+        compensating.add_metric([], m.event("run_compensating"))
         yield compensating
         resumed = CounterMetricFamily("fulfillment_orders_resumed", "Orders resumed from a step")
-        resumed.add_metric([], event("run_resumed"))
+        resumed.add_metric([], m.event("run_resumed"))
         yield resumed
 
         attempts = CounterMetricFamily(
@@ -97,10 +74,11 @@ class OrderMetrics(Collector):
         retries = CounterMetricFamily(
             "fulfillment_step_retries", "Failed attempts that were retried", labels=["step"]
         )
-        for (step, outcome), value in sorted(by_kind["a"].items()):
-            attempts.add_metric([step, outcome], value)
-            if outcome == "retried":
-                retries.add_metric([step], value)
+        for step, outcomes in sorted(m.attempts.items()):
+            for outcome, value in sorted(outcomes.items()):
+                attempts.add_metric([step, outcome], value)
+                if outcome == "retried":
+                    retries.add_metric([step], value)
         yield attempts
         yield retries
 
@@ -112,7 +90,7 @@ class OrderMetrics(Collector):
         ]  # fmt: skip
         for metric, doc, kind in per_step:
             family = CounterMetricFamily(metric, doc, labels=["step"])
-            for step, value in per_name(kind):
+            for step, value in sorted(m.events.get(kind, {}).items()):
                 family.add_metric([step], value)
             yield family
 
@@ -121,24 +99,22 @@ class OrderMetrics(Collector):
             "Duration of step attempts that reported (succeeded or failed)",
             labels=["step"],
         )
+        for step, histogram in m.durations.items():
+            durations.add_metric([step], _buckets(histogram), histogram.sum)
+        yield durations
         waits = HistogramMetricFamily(
             "fulfillment_approval_wait_seconds",
             "How long orders waited at the approval gate until decided or timed out",
         )
-        for name in sorted({labels[0] for labels in by_kind["h"]}):
-            buckets, total = _histogram(counts, name)
-            if name.startswith("d:"):
-                durations.add_metric([name[2:]], buckets, total)
-            elif name == "w:approval":
-                waits.add_metric([], buckets, total)
-        yield durations
+        if "approval" in m.waits:
+            waits.add_metric([], _buckets(m.waits["approval"]), m.waits["approval"].sum)
         yield waits
 
         approvals = CounterMetricFamily(
             "fulfillment_approvals", "Approval waits that ended, by how", labels=["outcome"]
         )
-        approvals.add_metric(["decided"], event("gate_decided", "approval"))
-        approvals.add_metric(["timed_out"], event("gate_timed_out", "approval"))
+        approvals.add_metric(["decided"], m.event("gate_decided", "approval"))
+        approvals.add_metric(["timed_out"], m.event("gate_timed_out", "approval"))
         yield approvals
 
         compensations = CounterMetricFamily(
@@ -146,8 +122,9 @@ class OrderMetrics(Collector):
             "Compensations by outcome: done, not_needed (nothing to undo), lost, resent",
             labels=["action", "outcome"],
         )
-        for (action, outcome), value in sorted(by_kind["c"].items()):
-            compensations.add_metric([action, outcome], value)
+        for action, outcomes in sorted(m.compensations.items()):
+            for outcome, value in sorted(outcomes.items()):
+                compensations.add_metric([action, outcome], value)
         yield compensations
 
 

@@ -18,9 +18,10 @@ from typing import Any, Literal
 import redis
 from redis.cluster import RedisCluster
 
-from ...engine.cluster import fixed_buckets
+from ...engine.cluster import bucket_count
 from ...engine.keys import KeySpace
 from ..keys import FAULTS, faults_copy
+from ..settings import get_settings
 
 SERVICES = ("payment", "inventory", "delivery")
 Mode = Literal["raise", "hang"]
@@ -71,9 +72,7 @@ def _on_copies(client: redis.Redis, change: Callable[[Any, str], Any]) -> None:
     """``change(pipe, key)`` on every bucket's copy of the faults (a cluster's)."""
     if not isinstance(client, RedisCluster):
         return
-    from ..settings import get_settings
-
-    space = KeySpace(FAULTS, "", buckets=fixed_buckets(client, get_settings().cluster_buckets))
+    space = KeySpace(FAULTS, "", buckets=bucket_count(get_settings(), client))
     pipe = client.pipeline(transaction=False)
     for bucket in space.all_buckets:
         change(pipe, faults_copy(bucket.tag))
