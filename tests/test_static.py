@@ -66,6 +66,15 @@ def test_lint_and_types_are_clean(cmd: tuple[str, ...]) -> None:
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
 
 
+def test_the_configuration_reference_matches_the_settings_models() -> None:
+    """docs/configuration.md is generated from the settings (``./dev docs`` writes it)."""
+    from fulfillment.ops.reference import markdown
+
+    assert (REPO / "docs" / "configuration.md").read_text() == markdown(), (
+        "docs/configuration.md is out of date: run ./dev docs"
+    )
+
+
 def test_every_data_file_is_packaged() -> None:
     """A non-editable install (the Docker image's ``pip install .``) gets every Lua
     script, template and catalogue: ``package-data`` in pyproject.toml covers them."""

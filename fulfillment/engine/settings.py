@@ -39,13 +39,19 @@ class EngineSettings(BaseSettings):
         description="Redis for broker, results and run state (redis://, rediss://, unix://, "
         "sentinel://; redis+cluster://HOST:PORT[,HOST:PORT...] or rediss+cluster:// for a "
         "Redis or Valkey Cluster, with an amqp:// broker). Unset: embedded server.",
+        json_schema_extra={"shown_default": "the embedded server"},
     )
     broker_url: str | None = Field(
-        default=None, description="Separate broker URL (defaults to the Redis URL)."
+        default=None,
+        json_schema_extra={"shown_default": "the Redis URL"},
+        description="A separate Celery broker (amqp:// for RabbitMQ). Unset: the Redis URL, "
+        "whose scripts then push each next step's message themselves (the outbox).",
     )
     data_dir: Path = Field(
         default_factory=_default_data_dir,
-        description="Where the embedded server keeps its append-only file and Flower its state.",
+        description="Where the embedded server keeps its append-only file, Flower its state, "
+        "and `up` its logs.",
+        json_schema_extra={"shown_default": "~/.local/share/fulfillment"},
     )
     sentinel_master: str = Field(
         default="mymaster", description="Master name, for sentinel:// URLs."
@@ -74,11 +80,24 @@ class EngineSettings(BaseSettings):
     )
 
     # --- step defaults (Temporal's): a definition or an override may change them ----
-    step_time_limit: float = Field(default=5.0, gt=0)
-    retry_initial_interval: float = Field(default=1.0, gt=0)
-    retry_backoff_coefficient: float = Field(default=2.0, ge=1)
-    retry_maximum_interval: float = Field(default=100.0, gt=0)
-    retry_maximum_attempts: int = Field(default=0, ge=0)
+    step_time_limit: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds per attempt (Temporal's start-to-close); an "
+        "overrun is a retryable StepTimeout.",
+    )
+    retry_initial_interval: float = Field(
+        default=1.0, gt=0, description="Seconds before the first retry."
+    )
+    retry_backoff_coefficient: float = Field(
+        default=2.0, ge=1, description="How much longer each retry waits than the one before."
+    )
+    retry_maximum_interval: float = Field(
+        default=100.0, gt=0, description="The longest wait between two attempts (seconds)."
+    )
+    retry_maximum_attempts: int = Field(
+        default=0, ge=0, description="Attempts of a step before the run fails (0: unlimited)."
+    )
     step_policies: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description='Per-step overrides (JSON), e.g. {"inventory": {"time_limit": 10}}: '
@@ -89,17 +108,55 @@ class EngineSettings(BaseSettings):
     )
 
     # --- durability ----------------------------------------------------------------
-    watchdog_interval: float = Field(default=0.5, gt=0, description="Also the heartbeat period.")
-    worker_dead_after: float = Field(default=2.0, gt=0)
-    lease_grace: float = Field(default=1.0, ge=0)
-    redrive_grace: float = Field(default=1.0, ge=0)
-    queue_grace: float = Field(default=2.0, gt=0)
-    queue_stall_limit: float = Field(default=300.0, gt=0)
+    watchdog_interval: float = Field(
+        default=0.5,
+        gt=0,
+        description="Seconds between two watchdog looks; also every worker's heartbeat period.",
+    )
+    worker_dead_after: float = Field(
+        default=2.0,
+        gt=0,
+        description="A worker silent this long is presumed dead: the step "
+        "it ran goes to another worker at once.",
+    )
+    lease_grace: float = Field(
+        default=1.0,
+        ge=0,
+        description="A running attempt's lease is its time limit, the "
+        "hard-kill slack (1 s) and this.",
+    )
+    redrive_grace: float = Field(
+        default=1.0,
+        ge=0,
+        description="A retry whose message is lost (not started, held by no "
+        "live worker) is sent again this long after its time.",
+    )
+    queue_grace: float = Field(
+        default=2.0,
+        gt=0,
+        description="A queued step whose message is lost is sent again this "
+        "long after it was queued (bound: this + 4 heartbeats).",
+    )
+    queue_stall_limit: float = Field(
+        default=300.0,
+        gt=0,
+        description="A message held by a live worker, or waiting behind a "
+        "backlog, is trusted at most this long past its time.",
+    )
     gate_grace: float = Field(
         default=0.5, ge=0, description="The watchdog times a gate out this long after its deadline."
     )
-    compensation_grace: float = Field(default=5.0, gt=0)
-    retention: float = Field(default=7 * 24 * 3600.0, gt=0)
+    compensation_grace: float = Field(
+        default=5.0,
+        gt=0,
+        description="An undo whose message is lost is sent again after this (then 2x, 4x, ...).",
+    )
+    retention: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="Seconds a settled run (its record, history "
+        "and companion keys) is kept; running and waiting runs never expire.",
+    )
 
     # --- a Redis Cluster as the store ----------------------------------------------
     cluster_buckets: int = Field(

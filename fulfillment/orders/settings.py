@@ -21,8 +21,17 @@ class Settings(EngineSettings):
     """All settings; each field is read from ``FULFILLMENT_<NAME>``."""
 
     # --- the order contract --------------------------------------------------
-    approval_threshold: Decimal = Field(default=Decimal(10000), ge=0)
-    approval_timeout: float = Field(default=30.0, gt=0)
+    approval_threshold: Decimal = Field(
+        default=Decimal(10000),
+        ge=0,
+        description="Orders whose total is above this wait for a person's approval.",
+    )
+    approval_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds an order waits for approval before it fails "
+        "with ApprovalTimeout (one order may ask for another: approval_timeout=).",
+    )
     # the order's words for the engine's gate settings (its approval is a gate)
     approval_timeout_max: float | None = Field(
         default=None,
@@ -36,16 +45,28 @@ class Settings(EngineSettings):
         description="The watchdog times an approval out this long after "
         "its deadline (FULFILLMENT_GATE_GRACE's order name; default 0.5).",
     )
-    service_latency: float = Field(default=1.0, ge=0)
-    service_latency_jitter: float = Field(default=0.2, ge=0, le=1)
+    service_latency: float = Field(
+        default=1.0,
+        ge=0,
+        description="Simulated seconds per call to the payment, inventory and shipping services.",
+    )
+    service_latency_jitter: float = Field(
+        default=0.2, ge=0, le=1, description="The latency varies by up to this fraction either way."
+    )
 
     # --- hardening ------------------------------------------------------------------
-    max_order_bytes: int = Field(default=64 * 1024, ge=256)
-    max_items: int = Field(default=100, ge=1)
+    max_order_bytes: int = Field(
+        default=64 * 1024, ge=256, description="The largest order document accepted (bytes)."
+    )
+    max_items: int = Field(default=100, ge=1, description="The most lines an order may have.")
 
     # --- Flower -----------------------------------------------------------------------
-    flower_port: int = Field(default=5555, ge=1, le=65535)
-    flower_address: str = "127.0.0.1"
+    flower_port: int = Field(
+        default=5555, ge=1, le=65535, description="The port `fulfillment flower` and `up` serve on."
+    )
+    flower_address: str = Field(
+        default="127.0.0.1", description="The address `fulfillment flower` and `up` listen on."
+    )
 
     @model_validator(mode="after")
     def _approval_is_a_gate(self) -> Settings:
