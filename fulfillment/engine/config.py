@@ -7,15 +7,18 @@ Why each (the Celery and kombu facts behind them are in ``docs/celery-facts.md``
   back to the queue at once and the next delivery takes over the attempt
   (``begin.lua`` sees its own task id still holding the lease).
 * ``worker_prefetch_multiplier = 1``: a worker holds no more messages than it can
-  run. A message prefetched by a worker that then dies would only come back after
-  ``visibility_timeout``; the watchdog re-drives it sooner, but holding few keeps
-  that rare. It also spreads a batch over all workers.
-* ``visibility_timeout``: the Redis transport hands an unacknowledged message to
-  another worker after this long, even while the first worker still holds it.
-  Countdown messages (retries, a gate's timeout) are held unacknowledged until due,
-  so it must exceed the longest countdown or they would run twice. It is *not*
-  what fails over a dead worker (kombu only scans every ~100 s): leases and the
-  watchdog do that within a step's time limit.
+  run, so a worker that dies takes few messages with it (the watchdog sends their
+  steps again), and a batch spreads over all workers.
+* ``ack_emulation`` off (the Redis broker): kombu's Redis transport would keep every
+  delivered message in an "unacked" hash until it is acknowledged (two MULTI/EXEC
+  round trips per message) and hand it out again after ``visibility_timeout`` (an
+  hour). The engine does not need it: a worker reports the messages it holds in its
+  heartbeat, and when it dies the watchdog sends the steps of those messages again
+  (and a lost message is noticed by its run's schedule in any case), within seconds,
+  each under a new epoch so a late copy is stale. A pool process that dies hands its
+  message back (``task_reject_on_worker_lost``), and a warm shutdown returns the
+  messages a worker still holds, as before. Without the emulation no message is ever
+  delivered twice by the transport, and each step costs six round trips less.
 * JSON only: ``accept_content`` refuses pickle (or anything else) at the door.
 * Worker task events on (``worker_send_task_events``): Flower is the dashboard and
   needs received / started / retried / succeeded / failed. The producer's
@@ -113,8 +116,8 @@ def _build(settings: EngineSettings, broker_url: str) -> dict[str, Any]:
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": {
-            # twice the longest countdown, and never under an hour
-            "visibility_timeout": max(3600, int(2 * settings.longest_countdown) + 60),
+            # the engine covers a dead worker's messages (see above); nothing to emulate
+            "ack_emulation": False,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "health_check_interval": 10,

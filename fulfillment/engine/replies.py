@@ -309,10 +309,10 @@ class CancelRequested(Reply):
 
 
 class Kept(Reply):
-    """The messages the run still waits for were recorded as unsent (``kept``)."""
+    """Of the messages given, ``kept`` are recorded as unsent (those the run still waits for)."""
 
     kind: Literal[Kind.OK] = Field(validation_alias="v")
-    kept: Array = []
+    kept: int = 0
 
 
 # --- compensations -------------------------------------------------------------------

@@ -114,7 +114,7 @@ ENGINE_SCRIPTS = (
     "undone",
     "undo_failed",
     "tick",
-    "orphans",
+    "queued",
     "unsent",
 )
 

@@ -237,14 +237,6 @@ class EngineSettings(BaseSettings):
         """How long an attempt with ``time_limit`` holds its lease before it is presumed lost."""
         return time_limit + self.hard_time_limit_slack + self.lease_grace
 
-    @property
-    def longest_countdown(self) -> float:
-        """The longest countdown this deployment publishes (a gate's timeout or a retry)."""
-        longest = max(self.gate_timeout_max, self.retry_maximum_interval)
-        for override in self.step_policies.values():
-            longest = max(longest, float(override.get("maximum_interval") or 0))
-        return longest
-
 
 def _is_amqp(url: str | None) -> bool:
     return bool(url) and str(url).split("://", 1)[0].lower() in ("amqp", "amqps", "pyamqp")

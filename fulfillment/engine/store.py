@@ -293,10 +293,14 @@ class RunStore:
         *,
         backlog: int = 0,
         held: Iterable[str] = (),
+        queued: Iterable[str] = (),
+        lost: Iterable[str] = (),
         epoch: int | None = None,
     ) -> RedriveReply:
-        """The watchdog's look at a run that is due; ``held``: the ids of the run's messages
-        that live workers hold (prefetched, waiting for a countdown, running).
+        """The watchdog's look at a run that is due. The ids of the run's messages that
+        live workers hold (``held``: prefetched, waiting for a countdown, running), that
+        wait in a queue (``queued``), and that a dead worker held (``lost``); ``backlog``:
+        messages waiting in a queue that could not be looked through (RabbitMQ).
 
         ``reason="resend"``: the message of a step that completed under ``epoch`` was
         delivered again; the next step is sent again if it still waits for its message.
@@ -314,6 +318,8 @@ class RunStore:
                 stall_us=us(s.queue_stall_limit),
                 interval_us=us(s.watchdog_interval),
                 held=list(held),
+                queued=list(queued),
+                lost=list(lost),
                 epoch=epoch,
             ),
         )

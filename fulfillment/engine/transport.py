@@ -1,15 +1,14 @@
 """kombu's Redis transport, with one redis-py client per channel instead of one per command.
 
-kombu's Redis ``Channel`` builds a new ``redis.Redis`` object for every publish,
-every delivered message (the unacked bookkeeping), every ack and every event it
-sends (``Channel.conn_or_acquire`` -> ``_create_client``). The connection is
-reused from the pool, but the object is not, and building one fills redis-py's
-response-callback table each time: in the profile of a worker that was about a
-tenth of its CPU (``bench/RESULTS.md``). A redis-py client is thread-safe and
-holds nothing but its pool, so these transports build it once per channel and
-pool, and otherwise change nothing. The blocking ``BRPOP`` client and the
-pub/sub client stay as kombu makes them. kombu's own Redis transport test suites
-run against these classes in CI (``tests/test_kombu_suite.py``).
+kombu's Redis ``Channel`` builds a new ``redis.Redis`` object for every publish, every
+delivered message, every ack and every event it sends (``Channel.conn_or_acquire`` ->
+``_create_client``). The connection is reused from the pool, but the object is not, and
+building one fills redis-py's response-callback table each time: in the profile of a
+worker that was about a tenth of its CPU (``bench/RESULTS.md``). A redis-py client is
+thread-safe and holds nothing but its pool, so these transports build it once per
+channel and pool, and otherwise change nothing. The blocking ``BRPOP`` client and the
+pub/sub client stay as kombu makes them. kombu's own Redis transport test suites run
+against these classes in CI (``tests/test_kombu_suite.py``).
 
 They also let a caller hold back the messages it publishes (:func:`outbox`):
 inside the block, the final ``LPUSH`` of each message is collected instead of
@@ -29,13 +28,12 @@ dropped, instead of raising out of the event loop and killing the worker, whose
 restart would pop the next such message in turn.
 
 And they ride out a Redis that refuses writes for a while (out of memory, a failed
-snapshot, a demoted master, a busy script: :func:`~fulfillment.engine.connection.refuses_for_now`).
-kombu's Redis consumer treats such a refusal as unrecoverable (its ``ZADD
-unacked_index`` after a message was popped raises ``OutOfMemoryError`` out of the
-event loop and the worker exits; a refused ``BRPOP`` does the same). Here the
-bookkeeping of a delivered message, an ack, a reject and a restore are tried again
-with a growing delay for up to ``RIDE_OUT`` seconds (a popped message is held, never
-dropped), and a refused ``BRPOP`` waits and polls again; one WARNING line says so.
+snapshot, a demoted master, a busy script:
+:func:`~fulfillment.engine.connection.refuses_for_now`): kombu's Redis consumer
+treats a refused ``BRPOP`` as unrecoverable and the worker exits; here it waits and
+polls again, and one WARNING line says so. (The engine runs them without kombu's
+acknowledgement emulation, ``config.py``: a delivered message leaves no bookkeeping in
+Redis to refuse.)
 
 ``celeryconfig.build`` selects them by the broker URL's scheme
 (:func:`transport_for`); any other scheme keeps kombu's own transport.
@@ -53,7 +51,6 @@ from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
-from kombu.transport import virtual as kombu_virtual
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
@@ -78,78 +75,6 @@ def on_refused(handler: RefusalHandler | None) -> None:
     """Set what the Redis channels do with a payload they refuse (None: log it only)."""
     global _on_refused
     _on_refused = handler or _log_refusal
-
-
-#: seconds a refused bookkeeping write is tried again before the worker goes on without it
-RIDE_OUT = 30.0
-
-
-def ride_out(what: str, call: Callable[[], Any], fallback: Callable[[], Any] | None = None) -> Any:
-    """``call()``, tried again with a growing delay while Redis refuses it for now.
-
-    After ``RIDE_OUT`` seconds of refusals, ``fallback()`` (or the refusal is raised).
-    One WARNING line when the refusals begin, one when they end.
-    """
-    delay, deadline, warned = 0.05, time.monotonic() + RIDE_OUT, False
-    while True:
-        try:
-            out = call()
-        except redis.ResponseError as exc:
-            if not refuses_for_now(exc):
-                raise
-            if time.monotonic() >= deadline:
-                log.warning("Redis still refuses %s after %gs (%s); going on without it",
-                            what, RIDE_OUT, exc)  # fmt: skip
-                if fallback is None:
-                    raise
-                return fallback()
-            if not warned:
-                log.warning("Redis refuses %s for now (%s); trying again", what, exc)
-                warned = True
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-            continue
-        if warned:
-            log.warning("Redis takes %s again", what)
-        return out
-
-
-class QoS(kombu_redis.QoS):
-    """kombu's Redis acknowledgement emulation, riding out a Redis that refuses writes."""
-
-    def append(self, message: Any, delivery_tag: str) -> None:
-        ride_out(
-            "the bookkeeping of a delivered message",
-            lambda: super(QoS, self).append(message, delivery_tag),
-            # held in memory only: acked as usual; lost only if this worker dies too
-            lambda: kombu_virtual.QoS.append(self, message, delivery_tag),
-        )
-
-    def ack(self, delivery_tag: str) -> None:
-        ride_out(
-            "an acknowledgement",
-            lambda: super(QoS, self).ack(delivery_tag),
-            lambda: kombu_virtual.QoS.ack(self, delivery_tag),
-        )
-
-    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        ride_out(
-            "a rejected message",
-            lambda: super(QoS, self).reject(delivery_tag, requeue),
-            lambda: kombu_virtual.QoS.ack(self, delivery_tag),
-        )
-
-    def restore_unacked(self, client: Any = None) -> None:
-        restore = super().restore_unacked
-        ride_out("the restore of unacknowledged messages", lambda: restore(client), _nothing)
-
-    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
-        restore = super().restore_visible
-        ride_out("the restore of timed-out messages", lambda: restore(*args, **kwargs), _nothing)
-
-
-def _nothing() -> None:
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +115,6 @@ class _ReusedClientAndOutbox:
     """Mixin for kombu's Redis channels: reuse the synchronous client; honour :func:`outbox`;
     refuse payloads that would kill the worker; ride out refused writes."""
 
-    QoS = QoS
     _reused_client: Any = None
     _refused_since: float | None = None
     _refused_delay = 0.05

@@ -8,9 +8,13 @@ registered on the app:
 
 * running attempts whose lease expired, or whose worker stopped heartbeating
   (then it does not wait for the lease: failover takes ``worker_dead_after``);
+* the messages a dead worker held (prefetched, waiting for a countdown): their steps
+  are sent again at once, under a new epoch (no message is kept by the transport
+  for a worker that dies: see ``config.py``, ``ack_emulation``);
 * queued steps, retries and compensations whose message is really lost: not
-  started in time, not held by any live worker and not waiting in a queue with a
-  backlog (both trusted up to ``queue_stall_limit``);
+  started in time, not held by any live worker and not waiting in a queue (the
+  Redis queues are looked through for it; a RabbitMQ queue with a backlog is
+  trusted; either way at most ``queue_stall_limit``);
 * gates past their deadline (the countdown task was lost);
 * compensations whose claim's lease ran out.
 
@@ -25,6 +29,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import billiard.pool
@@ -46,30 +51,23 @@ log = logging.getLogger(__name__)
 LIMIT = 200  # runs looked at per workflow and tick, at most
 PRUNE_EVERY = 20  # ticks between two scans for expired runs in the status indexes
 REINDEX_EVERY = 60  # ticks between two rebuilds of a cluster's due shards (a safety net)
-ORPHANS_EVERY = 2  # ticks between two looks for messages delivered to workers that are gone
+QUEUED_LIMIT = 20_000  # messages of the Redis queues looked at for ids, at most, per tick
 
 
 def held_messages() -> list[str]:
-    """The messages this worker process holds (prefetched, scheduled, running): each one's
-    task id, and its delivery tag as ``t:<tag>``.
+    """The task ids of the messages this worker process holds (prefetched, scheduled,
+    running).
 
-    Celery keeps them in ``celery.worker.state.requests`` (main process) until the
-    task is done (and drops them when the broker connection is lost); the heartbeat
-    reports them so that the watchdog never takes a message that is only waiting for
-    a free pool process for a lost one, and knows which of the Redis transport's
-    unacknowledged messages a live worker still holds (see :meth:`Watchdog.restore_orphans`).
+    Celery keeps them in ``celery.worker.state.requests`` (main process) until the task
+    is done (and drops them when the broker connection is lost); the heartbeat reports
+    them, so that the watchdog never takes a message that waits for a free pool process
+    for a lost one, and, once this worker is dead, sends the steps of the messages it
+    held again at once.
     """
     try:
-        requests = list(worker_state.requests.items())
+        return list(worker_state.requests)
     except RuntimeError:  # changed while copied: report the next heartbeat
         return []
-    held = []
-    for task_id, request in requests:
-        held.append(task_id)
-        tag = getattr(getattr(request, "message", None), "delivery_tag", None)
-        if isinstance(tag, str):
-            held.append(f"t:{tag}")
-    return held
 
 
 class Watchdog(threading.Thread):
@@ -90,17 +88,18 @@ class Watchdog(threading.Thread):
         self._backlog = 0
         self._alive: tuple[str, ...] = ()
         self._held: dict[str, list[str]] = {}
+        #: per run, the ids of its messages waiting in a queue / held by a dead worker
+        self._queued: dict[str, list[str]] = {}
+        self._lost: dict[str, list[str]] = {}
         self._broker: Any = None  # a connection to a broker that is not the store's Redis
-        self._transport: Any = None  # a connection to the broker when it is the store's Redis
 
     def stop(self) -> None:
         self._stopping.set()
         if self.is_alive():
             self.join(timeout=5)
-        for connection in (self._broker, self._transport):
-            if connection is not None:
-                with contextlib.suppress(Exception):
-                    connection.release()
+        if self._broker is not None:
+            with contextlib.suppress(Exception):
+                self._broker.release()
         try:
             self.leave()
         except Exception:  # Redis gone at shutdown: the heartbeat just ages out
@@ -174,11 +173,15 @@ class Watchdog(threading.Thread):
             return
         self._ticks += 1
         self._backlog = tick.backlog
+        self._queued = {}
+        self._lost = {}
         self._alive = tuple(tick.alive)
         due = self.due(tick)
         if any(ids for _, ids, _ in due):
             if is_amqp(str(self.engine.app.conf.broker_url)):
                 self._backlog += self.broker_backlog()
+            elif self._backlog and self.engine.holds_messages:
+                self.look_in_queues()
             self._held = self.held_by_live_workers()
         for rt, ids, buckets in due:
             if self._ticks % PRUNE_EVERY == 1:
@@ -191,14 +194,14 @@ class Watchdog(threading.Thread):
                 rt.store.reindex_all()
         if tick.dead and self._trusts_heartbeats():
             self._held = self.held_by_live_workers()
+            self._lost = self.held_by(tick.dead)
             for i, rt in enumerate(self.runtimes):
                 scheduled = rt.store.scheduled() if self.clustered else list(tick.scheduled[i])
                 self.redrive_dead_workers(rt, frozenset(tick.dead), scheduled)
+            keys = self.engine.keys
             horizon = tick.now_us - int(self.settings.worker_dead_after * US)
-            self.engine.client.zremrangebyscore(self.engine.keys.workers, "-inf", horizon)
-        orphan_look = self._ticks % ORPHANS_EVERY == 0 and self.engine.holds_messages
-        if orphan_look and self._trusts_heartbeats():
-            self.restore_orphans(tick.now_us / US)
+            self.engine.client.zremrangebyscore(keys.workers, "-inf", horizon)
+            self.engine.client.delete(*(keys.held(w) for w in tick.dead))
 
     def broker_backlog(self) -> int:
         """Messages waiting in the workflows' queues on RabbitMQ (``tick.lua`` counts them
@@ -218,33 +221,17 @@ class Watchdog(threading.Thread):
             self._broker = None
             return len(queues)
 
-    def restore_orphans(self, now: float) -> int:
-        """Put back in their queues the messages the Redis transport delivered to workers
-        that are gone (no live worker reports holding them), now, instead of after
-        kombu's visibility timeout (an hour). They go back at the front, where they were
-        when they were taken. Returns how many."""
-        try:
-            if self._transport is None:
-                self._transport = self.engine.app.connection_for_write()
-            channel = self._transport.default_channel
-            index = channel.global_keyprefix + channel.unacked_index_key
-            before = now - max(self.settings.worker_dead_after, 2 * self.settings.watchdog_interval)
-            shared = self.engine.keys
-            keys = [index, shared.orphan_cursor, *(shared.held(w) for w in self._alive)]
-            reply = self.engine.scripts.call("orphans", keys, {"before": before, "limit": 200})
-            orphans = list(reply.get("orphans") or [])
-            for tag in orphans:
-                channel.qos.restore_by_tag(tag)
-        except Exception as exc:
-            log.debug("could not restore the messages of workers that are gone: %r", exc)
-            with contextlib.suppress(Exception):
-                self._transport.release()
-            self._transport = None
-            return 0
-        if orphans:
-            log.info("watchdog: %d message(s) of workers that are gone put back in their queue",
-                     len(orphans))  # fmt: skip
-        return len(orphans)
+    def look_in_queues(self) -> None:
+        """Which messages wait in the queues right now (the broker is the store's Redis):
+        a due run whose message is there is not lost, backlog or not. Looks at up to
+        ``QUEUED_LIMIT`` messages; behind a longer queue, the backlog is trusted instead
+        (``FULFILLMENT_QUEUE_STALL_LIMIT``)."""
+        reply = self.engine.scripts.call("queued", self.engine.queues, {"limit": QUEUED_LIMIT})
+        if not reply.get("complete"):
+            return
+        self._backlog = 0
+        for message in reply.get("ids") or []:
+            self._queued.setdefault(message.rsplit(":", 2)[0], []).append(message)
 
     def _trusts_heartbeats(self) -> bool:
         # Right after this watchdog was cut off from Redis, everyone's heartbeats look
@@ -256,12 +243,29 @@ class Watchdog(threading.Thread):
     def redrive_dead_workers(
         self, rt: WorkflowRuntime, dead: frozenset[str], scheduled: list[str]
     ) -> None:
-        """Fail over the attempts the dead workers were running (without waiting for leases)."""
+        """Fail over the attempts the dead workers were running (without waiting for
+        leases), and send again the steps of the messages they held (prefetched, or
+        waiting for a countdown)."""
         if not scheduled:
             return
         for run_id, holder in zip(scheduled, rt.store.workers_of(scheduled), strict=True):
             if holder in dead:
                 self.redrive(rt, run_id, "worker_lost", holder)
+            elif run_id in self._lost:
+                self.redrive(rt, run_id, "due")
+
+    def held_by(self, workers: Iterable[str]) -> dict[str, list[str]]:
+        """The ids of the messages ``workers`` held at their last heartbeat, by run."""
+        sets = [self.engine.keys.held(w) for w in workers]
+        members: Any = self.engine.client.sunion(sets) if sets else []
+        return self._by_run(members)
+
+    @staticmethod
+    def _by_run(messages: Iterable[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for message in messages:
+            out.setdefault(message.rsplit(":", 2)[0], []).append(message)
+        return out
 
     def held_by_live_workers(self) -> dict[str, list[str]]:
         """The ids of the messages live workers hold, by run (from their heartbeats)."""
@@ -269,17 +273,15 @@ class Watchdog(threading.Thread):
             return {}
         held = [self.engine.keys.held(w) for w in self._alive]
         members: Any = self.engine.client.sunion(held)
-        out: dict[str, list[str]] = {}
-        for message in members:
-            if not message.startswith("t:"):
-                out.setdefault(message.rsplit(":", 2)[0], []).append(message)
-        return out
+        return self._by_run(members)
 
     def redrive(
         self, rt: WorkflowRuntime, run_id: str, reason: str, worker: str | None = None
     ) -> None:
-        held = self._held.get(run_id, ())
-        out = rt.store.redrive(run_id, reason, worker, backlog=self._backlog, held=held)
+        out = rt.store.redrive(
+            run_id, reason, worker, backlog=self._backlog, held=self._held.get(run_id, ()),
+            queued=self._queued.get(run_id, ()), lost=self._lost.get(run_id, ()),
+        )  # fmt: skip
         self.delivery[rt.workflow.name].act(run_id, out)
         if not isinstance(out, NotLive):
             step = out.step if isinstance(out, Dispatch) else ""

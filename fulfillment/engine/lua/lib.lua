@@ -555,25 +555,31 @@ local function discard(K, A, why, exists)
   return reply({v = 'stale', reason = why})
 end
 
--- Is message `msg` held by a live worker? Workers report the ids of the messages they
--- hold (prefetched, waiting for a countdown, running) in their heartbeat; the
--- watchdog passes those of this run that the live ones hold in A.held.
-local function held(msg, A)
-  for _, m in ipairs(A.held or {}) do
+-- Is message `msg` in `list` (ids the watchdog passes: held by live workers, waiting in
+-- a queue, held by a dead worker)?
+local function listed(msg, list)
+  for _, m in ipairs(list or {}) do
     if m == msg then return true end
   end
   return false
 end
 
 -- Is message `msg`, due to start by `due`, really lost (so it may be sent again)? It is
--- if its publish failed (unsent.lua). Otherwise:
--- Not while a live worker holds it, nor while the queue has a backlog (it may be
--- waiting its turn), until A.stall_us after `due` (a worker that heartbeats but no
--- longer works must not keep it forever); and only if it was missing at an earlier
--- look too, at least two heartbeats ago (a worker reports what it holds once per
--- heartbeat). Returns lost (bool) and, when not lost, when to look again: the longer
--- it has been overdue, the later (so a long backlog costs few looks).
-local function message_lost(K, suspect_field, msg, due, now, A)
+-- if its publish failed (unsent.lua), or if the worker that held it died (A.lost: it
+-- reported it in its last heartbeat; the transport keeps nothing for a dead worker),
+-- once it may run (`ready`: at once for a queued step, at its time for a retry).
+-- Otherwise: not while a live worker holds it (A.held), nor while it waits in a queue
+-- (A.queued, or A.backlog > 0 where the queue cannot be looked through), until
+-- A.stall_us after `due` (a worker that heartbeats but no longer works must not keep
+-- it forever); and only if it was missing at an earlier look too, at least two
+-- heartbeats ago (a worker reports what it holds once per heartbeat). Returns lost
+-- (bool) and, when not lost, when to look again: the longer it has been overdue, the
+-- later (so a long backlog costs few looks).
+local function message_lost(K, suspect_field, msg, due, now, A, ready)
+  if listed(msg, A.lost) and now >= (ready or due) then
+    redis.call('HDEL', K.record, suspect_field)
+    return true, nil
+  end
   if now < due then return false, due end
   -- a message whose publish failed (unsent.lua) is lost for sure
   local unsent = split(redis.call('HGET', K.record, 'unsent'))
@@ -591,7 +597,8 @@ local function message_lost(K, suspect_field, msg, due, now, A)
   local stalled = now >= due + A.stall_us
   local again = math.min(now + math.max(2 * A.interval_us, A.queue_grace_us, now - due),
     due + A.stall_us)
-  if not stalled and (A.backlog > 0 or held(msg, A)) then
+  local waiting = A.backlog > 0 or listed(msg, A.queued) or listed(msg, A.held)
+  if not stalled and waiting then
     redis.call('HDEL', K.record, suspect_field)
     return false, again
   end

@@ -2,9 +2,10 @@
 -- KEYS: the run's keys (lib.lua).
 -- A: id, reason (due | worker_lost | resend), worker (the dead worker, for worker_lost),
 --    epoch (for resend: the epoch the redelivered message's step completed under),
---    grace_us (retry / gate grace), backlog (messages waiting in the queues), stall_us,
---    interval_us (heartbeat period), held (the ids of this run's messages that live
---    workers hold) + common settings.
+--    grace_us (retry / gate grace), backlog (messages waiting in queues that could not be
+--    looked through), stall_us, interval_us (heartbeat period), and the ids of this
+--    run's messages that live workers hold (held), that wait in a queue (queued) and
+--    that a dead worker held (lost) + common settings.
 -- Replies v =
 --   dispatch   send the run's step `step` under the new `epoch` (after countdown_us)
 --   (any of them with lost_task: the Celery task id of an attempt presumed lost, and
@@ -46,8 +47,10 @@ if ENDED[status] then
     elseif state == 'pending' and n == 0 then
       if now >= not_before then open_compensation(K, a, now, send, 0) end
     elseif state == 'pending' then
-      local due = math.max(tonumber(c[3]), not_before) + A.comp_grace_us * 2 ^ (n - 1)
-      local lost, again = message_lost(K, p .. ':suspect', message_id(id, a, n), due, now, A)
+      local sent = math.max(tonumber(c[3]), not_before)
+      local due = sent + A.comp_grace_us * 2 ^ (n - 1)
+      local lost, again = message_lost(K, p .. ':suspect', message_id(id, a, n), due, now, A,
+        sent)
       if lost then
         emit(K, 'compensation_resent', {action = a, message = n + 1,
           reason = 'message ' .. message_id(id, a, n) .. ' not started'})
@@ -150,7 +153,7 @@ if phase == 'queued' or phase == 'retry_wait' then
   if phase == 'retry_wait' then base, grace = tonumber(o[6]), A.grace_us end
   local due = base + grace * 2 ^ redrives
   local msg = message_id(id, step, epoch)
-  local lost, again = message_lost(K, 'suspect', msg, due, now, A)
+  local lost, again = message_lost(K, 'suspect', msg, due, now, A, base)
   if not lost then
     schedule(K, id, again)
     return reply({v = 'noop', reason = 'message ' .. msg .. ' on its way'})

@@ -16,8 +16,9 @@ if type(A.held) == 'table' and #A.held > 0 then
   for i = 1, #A.held, 1000 do
     redis.call('SADD', KEYS[3], unpack(A.held, i, math.min(i + 999, #A.held)))
   end
-  -- a dead worker's set vanishes with it
-  redis.call('PEXPIRE', KEYS[3], math.floor(A.dead_after_us / 1000))
+  -- a dead worker's set outlives it long enough for the watchdog to send the steps of
+  -- the messages it held again (then the watchdog drops it), and vanishes after that
+  redis.call('PEXPIRE', KEYS[3], math.floor(4 * A.dead_after_us / 1000))
 end
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= A.worker then return reply({leader = false}) end
