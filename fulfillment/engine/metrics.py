@@ -82,6 +82,11 @@ class RunMetrics(BaseModel):
                 durations[name[2:]] = histogram
             elif name.startswith("w:"):
                 waits[name[2:]] = histogram
+        for step, histogram in durations.items():
+            # every attempt that reported is in the histogram; those not failed succeeded
+            outcomes = attempts[step]
+            reported = outcomes.get("failed", 0) + outcomes.get("retried", 0)
+            outcomes["succeeded"] = max(histogram.count - reported, 0)
         return cls(
             statuses={label(s) if s != "retrying" else s: n for s, n in statuses.items()},
             events=dict(events),

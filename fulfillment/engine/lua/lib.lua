@@ -121,8 +121,10 @@ end
 -- collector of fulfillment/ui/metrics.py), in the same atomic step as the event. To
 -- keep the hot path short, only what a metric needs is counted:
 --   n|<event>|<step, action or gate>       the events in COUNTED (run_* events: n|<event>|)
---   a|<step>|<outcome>                     attempts: succeeded | retried | failed (reported),
---                                          lost (presumed dead) | discarded (a late result)
+--   a|<step>|<outcome>                     attempts: retried | failed (reported), lost
+--                                          (presumed dead) | discarded (a late result); the
+--                                          succeeded ones are the d:<step> histogram's count
+--                                          less the failed and retried
 --   c|<action>|<outcome>                   compensations: done | not_needed | lost | resent
 --   h|<name>|<i> / h|<name>|sum            histogram <name> (d:<step>: attempt durations,
 --                                          w:<gate>: waits at a gate) in microseconds;
@@ -150,12 +152,14 @@ end
 local function count_event(K, kind, data)
   local name = data.step or data.action or data.gate or ''
   if kind == 'attempt_succeeded' or kind == 'attempt_failed' then
-    local outcome = 'succeeded'
+    -- every attempt that reports is in its step's duration histogram; a failed one is
+    -- counted as failed or retried too, and the succeeded ones are the rest (one write
+    -- less on the hot path: fulfillment/engine/metrics.py reads them so)
     if kind == 'attempt_failed' then
-      outcome = 'failed'
+      local outcome = 'failed'
       if data.next_at then outcome = 'retried' end
+      redis.call('HINCRBY', K.metrics, 'a|' .. name .. '|' .. outcome, 1)
     end
-    redis.call('HINCRBY', K.metrics, 'a|' .. name .. '|' .. outcome, 1)
     observe(K, 'd:' .. name, data.duration_us)
   elseif ATTEMPT_OUTCOME[kind] then
     redis.call('HINCRBY', K.metrics, 'a|' .. name .. '|' .. ATTEMPT_OUTCOME[kind], 1)

@@ -34,17 +34,26 @@ end
 -- A resumed run does a step again, in a new round (A.token.round), only after the
 -- step's effect was undone. Such an undone effect (`effect` with its undo `undone`
 -- recorded) is archived under "<field>:<its round>", so the call acts anew; an
--- effect still in place is kept, and the call replays it. Returns the round's suffix
--- for ids made from the order id ('' in round 1).
-local function start_round(ledger, effect, undone, round)
+-- effect still in place is kept, and the call replays it. The ledger is read once:
+-- returns the round's suffix for ids made from the order id ('' in round 1), the
+-- effect in place now (nil: none, or archived), and the values of the ledger's
+-- `more` fields (by position).
+local function start_round(ledger, effect, undone, round, more)
   round = tonumber(round or 1)
-  local l = redis.call('HMGET', ledger, effect, undone, effect .. '_round')
+  local fields = {effect, undone, effect .. '_round'}
+  for _, f in ipairs(more or {}) do fields[#fields + 1] = f end
+  local l = redis.call('HMGET', ledger, unpack(fields))
   local had = tonumber(l[3] or '1')
+  local current = l[1]
   if l[1] and l[2] and round > had then
     redis.call('HSET', ledger, effect .. ':' .. had, l[1], undone .. ':' .. had, l[2],
       effect .. '_round', round)
     redis.call('HDEL', ledger, effect, undone)
+    current = nil
   end
-  if round > 1 then return ':r' .. round end
-  return ''
+  local values = {}
+  for i = 4, #fields do values[i - 3] = l[i] end
+  local suffix = ''
+  if round > 1 then suffix = ':r' .. round end
+  return suffix, current, values
 end

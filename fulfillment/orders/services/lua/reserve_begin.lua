@@ -10,11 +10,11 @@ local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
 local ledger = KEYS[1]
-start_round(ledger, 'reservation', 'release', A.token.round)
-local l = redis.call('HMGET', ledger, 'reservation', 'reserve_calls')
-redis.call('HSET', ledger, 'reserve_calls', tonumber(l[2] or '0') + 1)
+local _, reservation, l = start_round(ledger, 'reservation', 'release', A.token.round,
+  {'reserve_calls'})
+redis.call('HSET', ledger, 'reserve_calls', tonumber(l[1] or '0') + 1)
 local mode = fault_for('inventory', A.order_id, A.token.attempt)
 if mode then return reply({v = 'down', mode = mode}) end
-if l[1] then return reply({v = 'ok', replay = true, record = l[1]}) end
+if reservation then return reply({v = 'ok', replay = true, record = reservation}) end
 redis.call('HSET', ledger, 'reserve_key', A.key)
 return reply({v = 'go'})
