@@ -167,6 +167,20 @@ def redis_client(url: str, sentinel_master: str = "mymaster") -> redis.Redis:
     return redis.Redis.from_url(url, **_options())
 
 
+def named_client(settings: EngineSettings, name: str) -> redis.Redis | None:
+    """A client of its own whose connections carry ``name`` (``CLIENT SETNAME``), so that
+    the server shows when the process holding them is gone; None on a cluster."""
+    url = resolve_redis_url(settings)
+    if is_cluster_url(url):
+        return None
+    if url.startswith("sentinel://"):
+        sentinels, password, db = parse_sentinel_url(url)
+        return Sentinel(sentinels, socket_timeout=2).master_for(
+            settings.sentinel_master, db=db, password=password, client_name=name, **_options()
+        )
+    return redis.Redis.from_url(url, client_name=name, **_options())
+
+
 def client_for(settings: EngineSettings) -> redis.Redis:
     """The client of the deployment ``settings`` describe."""
     return redis_client(resolve_redis_url(settings), settings.sentinel_master)

@@ -6,8 +6,10 @@ worker holds (prefetched, waiting for a countdown, running), and tries to take (
 keep) the watchdog lock. The lock holder looks at what is due in every workflow
 registered on the app:
 
-* running attempts whose lease expired, or whose worker stopped heartbeating
-  (then it does not wait for the lease: failover takes ``worker_dead_after``);
+* running attempts whose lease expired, or whose worker is gone: it stopped
+  heartbeating (``worker_dead_after``), or, sooner, its heartbeat connection closed
+  and it missed a heartbeat (a killed process's connections close at once; each
+  worker heartbeats on a connection named after it);
 * the messages a dead worker held (prefetched, waiting for a countdown): their steps
   are sent again at once, under a new epoch (no message is kept by the transport
   for a worker that dies: see ``config.py``, ``ack_emulation``);
@@ -33,18 +35,21 @@ from collections.abc import Iterable
 from typing import Any
 
 import billiard.pool
+import redis
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import bootsteps
 from celery.signals import task_postrun, task_prerun, worker_shutdown
 from celery.worker import state as worker_state
 
 from .config import is_amqp
+from .connection import named_client
 from .consumer import keep_refused_payloads
 from .delivery import Delivery
 from .identity import set_worker_id, worker_id
-from .keys import BucketKeys
+from .keys import BucketKeys, SharedKeys
 from .replies import US, Dispatch, NotLive, Tick
 from .runtime import Engine, WorkflowRuntime
+from .scripts import engine_scripts
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,11 @@ LIMIT = 200  # runs looked at per workflow and tick, at most
 PRUNE_EVERY = 20  # ticks between two scans for expired runs in the status indexes
 REINDEX_EVERY = 60  # ticks between two rebuilds of a cluster's due shards (a safety net)
 QUEUED_LIMIT = 20_000  # messages of the Redis queues looked at for ids, at most, per tick
+
+
+def presence_name(keys: SharedKeys, worker: str) -> str:
+    """The name of a worker's heartbeat connection (``CLIENT SETNAME``)."""
+    return f"{keys.namespace}:worker:{worker}".replace(" ", "_")
 
 
 def held_messages() -> list[str]:
@@ -92,6 +102,11 @@ class Watchdog(threading.Thread):
         self._queued: dict[str, list[str]] = {}
         self._lost: dict[str, list[str]] = {}
         self._broker: Any = None  # a connection to a broker that is not the store's Redis
+        #: the heartbeat's own client, its connection named after this worker (one server)
+        self._presence = named_client(self.settings, presence_name(engine.keys, worker))
+        self._scripts = engine.scripts if self._presence is None else engine_scripts(
+            self._presence
+        )  # fmt: skip
 
     def stop(self) -> None:
         self._stopping.set()
@@ -139,7 +154,7 @@ class Watchdog(threading.Thread):
         keys += [rt.space.due for rt in runtimes]
         if self.engine.holds_messages:  # the broker's queues are lists of this server
             keys += self.engine.queues
-        reply = self.engine.scripts.call(
+        reply = self._scripts.call(
             "tick",
             keys,
             {
@@ -192,16 +207,21 @@ class Watchdog(threading.Thread):
                 rt.store.reindex(buckets)
             if self.clustered and self._ticks % REINDEX_EVERY == 1:
                 rt.store.reindex_all()
-        if tick.dead and self._trusts_heartbeats():
+        dead = list(tick.dead)
+        if self._trusts_heartbeats():
+            dead += self.gone(tick)
+        if dead and self._trusts_heartbeats():
+            self._alive = tuple(w for w in self._alive if w not in dead)
             self._held = self.held_by_live_workers()
-            self._lost = self.held_by(tick.dead)
+            self._lost = self.held_by(dead)
             for i, rt in enumerate(self.runtimes):
-                scheduled = rt.store.scheduled() if self.clustered else list(tick.scheduled[i])
-                self.redrive_dead_workers(rt, frozenset(tick.dead), scheduled)
+                # the tick reads every scheduled run only when a heartbeat is too old
+                from_tick = not self.clustered and tick.dead
+                scheduled = list(tick.scheduled[i]) if from_tick else rt.store.scheduled()
+                self.redrive_dead_workers(rt, frozenset(dead), scheduled)
             keys = self.engine.keys
-            horizon = tick.now_us - int(self.settings.worker_dead_after * US)
-            self.engine.client.zremrangebyscore(keys.workers, "-inf", horizon)
-            self.engine.client.delete(*(keys.held(w) for w in tick.dead))
+            self.engine.client.zrem(keys.workers, *dead)
+            self.engine.client.delete(*(keys.held(w) for w in dead))
 
     def broker_backlog(self) -> int:
         """Messages waiting in the workflows' queues on RabbitMQ (``tick.lua`` counts them
@@ -220,6 +240,30 @@ class Watchdog(threading.Thread):
                 self._broker.release()
             self._broker = None
             return len(queues)
+
+    def gone(self, tick: Tick) -> list[str]:
+        """Live-looking workers that are gone: their heartbeat connection closed (a killed
+        process's connections close at once) and they missed a heartbeat since (1.2
+        heartbeat periods). Found within about a heartbeat instead of
+        ``worker_dead_after``; a worker cut off from Redis for a moment reconnects at its
+        next heartbeat and is not counted. Only on one server (``CLIENT LIST``); where the
+        server refuses it, never."""
+        if self._presence is None:
+            return []
+        try:
+            names = {c.get("name") for c in self._presence.client_list(_type="normal")}
+        except redis.RedisError as exc:
+            log.info("workers are found dead by their heartbeats only (CLIENT LIST: %s)", exc)
+            self._presence = None
+            return []
+        keys = self.engine.keys
+        missing = [w for w in tick.alive if presence_name(keys, w) not in names]
+        if not missing:
+            return []
+        silent_since = tick.now_us - int(1.2 * self.settings.watchdog_interval * US)
+        beats = self.engine.client.zmscore(keys.workers, missing)
+        return [w for w, beat in zip(missing, beats, strict=True)
+                if beat is not None and beat < silent_since and w != self.worker]  # fmt: skip
 
     def look_in_queues(self) -> None:
         """Which messages wait in the queues right now (the broker is the store's Redis):

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import redis
 from redis.cluster import RedisCluster
 
-from ...engine.cluster import bucket_count
-from ...engine.keys import KeySpace
+from ...engine.cluster import fixed_buckets
+from ...engine.keys import KeySpace, SharedKeys
 from ..keys import FAULTS, faults_copy
 from ..settings import get_settings
 
@@ -72,7 +72,9 @@ def _on_copies(client: redis.Redis, change: Callable[[Any, str], Any]) -> None:
     """``change(pipe, key)`` on every bucket's copy of the faults (a cluster's)."""
     if not isinstance(client, RedisCluster):
         return
-    space = KeySpace(FAULTS, "", buckets=bucket_count(get_settings(), client))
+    settings = get_settings()
+    keys = SharedKeys(settings.key_namespace)
+    space = KeySpace(FAULTS, "", buckets=fixed_buckets(client, settings.cluster_buckets, keys))
     pipe = client.pipeline(transaction=False)
     for bucket in space.all_buckets:
         change(pipe, faults_copy(bucket.tag))
