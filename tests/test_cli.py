@@ -123,7 +123,7 @@ def test_cancel_command(deploy, oid: str) -> None:  # type: ignore[no-untyped-de
 # The documented --json shapes (README, "JSON output"): changing them is a breaking change
 # (adding a key is not: ends_as and the compensations' details came with compensating).
 ORDER_KEYS = {
-    "id", "status", "total", "items", "card", "created_at", "updated_at", "finished_at",
+    "id", "status", "total", "items", "lines", "card", "created_at", "updated_at", "finished_at",
     "current_step", "phase", "epoch", "next_retry_at", "retrying", "result", "failure",
     "ends_as", "approval", "steps", "compensations",
 }  # fmt: skip
@@ -147,6 +147,10 @@ def test_json_shapes_are_stable(shared: Deployment, oid: str) -> None:
     shown = json.loads(shared.cli("show", oid, "--json").stdout)
     assert set(shown) == {"order", "steps", "compensations", "events"}
     assert set(shown["order"]) == ORDER_KEYS
+    assert shown["order"]["lines"] == [
+        {"item_name": "Noise-Cancelling Headset", "quantity": 1, "item_price": "319.99"},
+        {"item_name": "USB-C Charging Dock", "quantity": 2, "item_price": "89.00"},
+    ]
     assert set(shown["order"]["approval"]) == {
         "required", "state", "deadline", "decision", "by", "reason", "decided_at"
     }  # fmt: skip

@@ -1,10 +1,12 @@
-"""Django: a real project made in a temporary directory, with the usual ``proj/celery.py``
-layout, fulfillment settings in ``settings.py``, a worker of the project's own Celery app,
-and orders approved through ``python manage.py approve_order``."""
+"""Django: a real project made in a temporary directory from the document's own blocks
+(docs/operations.md, "Django": ``proj/settings.py``, ``proj/celery.py``,
+``proj/__init__.py``), a worker of the project's own Celery app, and orders approved
+through ``python manage.py approve_order``."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -19,31 +21,30 @@ from .support import EXPENSIVE, REPO, SCALED, Deployment, base_env, kill_tree, o
 
 pytest.importorskip("django")
 
-SETTINGS = """
+DOC = REPO / "docs" / "operations.md"
+
+#: what ``django-admin startproject`` would have put in settings.py (what matters here)
+STARTPROJECT = """
 SECRET_KEY = "test-only"
 DEBUG = False
-INSTALLED_APPS = ["fulfillment.contrib.django"]
-DATABASES = {{}}
+DATABASES = {}
 USE_TZ = True
-FULFILLMENT = {{
-    "REDIS_URL": {url!r},
-    "DATA_DIR": {data!r},
-    "APPROVAL_TIMEOUT": 120,
-    "service_latency": 0,
-}}
 """
 
-CELERY = """
-import os
-
-from celery import Celery
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
-
-app = Celery("proj")
-app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks()
+#: the test's own server and data directory, over the document's example values
+TEST_VALUES = """
+FULFILLMENT.update({{"REDIS_URL": {url!r}, "DATA_DIR": {data!r}, "APPROVAL_TIMEOUT": 120,
+                    "service_latency": 0}})
 """
+
+
+def documented(path: str) -> str:
+    """The document's block that starts with ``# <path>``."""
+    for block in re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S):
+        if block.startswith(f"# {path}:"):
+            return block
+    raise AssertionError(f"docs/operations.md has no block for {path}")
+
 
 MANAGE = """
 import os
@@ -63,13 +64,12 @@ class Project:
     def __init__(self, root: Path, d: Deployment) -> None:
         self.root = root
         (root / "proj").mkdir(parents=True)
-        (root / "proj" / "__init__.py").write_text(
-            "from .celery import app as celery_app\n\n__all__ = ['celery_app']\n"
-        )
-        (root / "proj" / "settings.py").write_text(
-            textwrap.dedent(SETTINGS.format(url=d.url, data=str(root / "data")))
-        )
-        (root / "proj" / "celery.py").write_text(textwrap.dedent(CELERY))
+        (root / "proj" / "__init__.py").write_text(documented("proj/__init__.py"))
+        # the "..." of INSTALLED_APPS stands for what startproject lists: none needed here
+        settings = documented("proj/settings.py").replace("[..., ", "[")
+        values = TEST_VALUES.format(url=d.url, data=str(root / "data"))
+        (root / "proj" / "settings.py").write_text(STARTPROJECT + settings + values)
+        (root / "proj" / "celery.py").write_text(documented("proj/celery.py"))
         (root / "manage.py").write_text(textwrap.dedent(MANAGE))
         self.env = {**base_env(), **SCALED, "PYTHONPATH": f"{root}:{REPO}"}
         self.env.pop("FULFILLMENT_SERVICE_LATENCY")  # settings.py says 0
@@ -170,3 +170,13 @@ def test_unknown_fulfillment_setting_is_named(project) -> None:  # type: ignore[
     out = p.manage("list_orders")
     assert out.returncode != 0
     assert "FULFILLMENT: unknown setting 'APROVAL_TIMEOUT'" in out.stderr, out.stderr
+
+
+def test_a_usage_error_is_one_line(project) -> None:  # type: ignore[no-untyped-def]
+    p, _ = project
+    out = p.manage("approve_order")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: the following arguments are required: order_id "
+        "(see 'manage.py approve_order --help')"
+    ]

@@ -191,3 +191,47 @@ def test_refused_without_credentials(live, oid: str) -> None:  # type: ignore[no
     finally:
         browser.quit()
     assert d.client.get_order(oid).status is OrderStatus.AWAITING_APPROVAL
+
+
+def test_the_order_page_tells_its_story(live, page: Page, oid: str) -> None:  # type: ignore[no-untyped-def]
+    """A chart of every attempt, retry wait, the approval wait and each undo on one time
+    axis; readable times and durations; the raw history one click away; policies; steps
+    that never ran; Flower's task page linking back."""
+    d, _ = live
+    set_fault(d.redis, "inventory", attempts=2, order_id=oid)  # two failures, then a success
+    d.client.place_order(order_doc(EXPENSIVE, order_id=oid))
+    d.wait_status(oid, OrderStatus.AWAITING_APPROVAL)
+    d.client.approve_order(oid, by="alice")
+    d.wait(oid, timeout=60)
+    page.open(f"/orders/{oid}")
+    chart = page.css("#order-chart svg")
+    kinds = [bar.get_attribute("data-kind") for bar in chart.find_elements("css selector", "rect")]
+    assert {"decided", "succeeded", "failed", "retry-wait"} <= set(kinds), kinds
+    lanes = [g.get_attribute("data-lane") for g in chart.find_elements("css selector", "g")]
+    assert lanes == ["approval", "payment", "inventory", "delivery"], lanes
+    title = chart.find_element("css selector", "rect[data-kind=failed] title")
+    assert "inventory attempt 1: failed: ServiceUnavailable" in title.get_attribute("textContent")
+    assert " on " in title.get_attribute("textContent")  # the worker, on hover
+    timeline = page.text("#order-timeline")
+    assert "UTC" in page.text("main")
+    assert "5 s per attempt; retries after" in timeline
+    assert " ms" in timeline or " s" in timeline
+    assert page.css("#order-events").get_attribute("open") is None  # the history: a click away
+    page.shot("order-story.png")
+
+    cancelled = f"{oid}-c"
+    d.client.place_order(order_doc(EXPENSIVE, order_id=cancelled))
+    d.wait_status(cancelled, OrderStatus.AWAITING_APPROVAL)
+    d.client.cancel_order(cancelled)
+    d.wait(cancelled)
+    page.open(f"/orders/{cancelled}")
+    states = page.text("#order-timeline")
+    assert "not run" in states and "pending" not in states
+    page.shot("order-never-ran.png")
+
+    task_id = d.client.timeline(oid).steps[1].attempts[-1].task_id
+    page.open(f"/task/{task_id}")
+    link = page.css("#task-order a")
+    assert link.text == oid
+    page.submit("#task-order a")
+    page.css("#order-chart")

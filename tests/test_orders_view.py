@@ -168,6 +168,48 @@ def test_bulk_cancel_on_a_filter(live, oid: str) -> None:  # type: ignore[no-unt
     assert d.wait(ids[2]).status is OrderStatus.COMPLETED
 
 
+def test_bulk_reject_and_bulk_resume(live, oid: str) -> None:  # type: ignore[no-untyped-def]
+    d, flower = live
+    ids = d.awaiting_approval(f"{oid}-{i}" for i in range(2))
+    form = [("action", "reject"), ("reason", "over budget"), ("id", ids[0]), ("id", ids[1])]
+    status, _ = flower.request("POST", "/orders/bulk", form)
+    assert status == 302
+    for order_id in ids:
+        view = d.wait(order_id)
+        assert view.failure is not None and view.failure.type == "ApprovalRejected"
+        assert view.failure.message == "over budget"
+    form = [("action", "resume"), ("step", "payment"), ("id", ids[0]), ("id", ids[1])]
+    status, _ = flower.request("POST", "/orders/bulk", form)
+    assert status == 302
+    for order_id in ids:  # the gate never passed: a resumed order waits at it again
+        d.wait_status(order_id, OrderStatus.AWAITING_APPROVAL)
+        assert d.client.get_order(order_id).epoch == 2
+
+
+def test_the_list_filters_by_time_and_by_failure(live, oid: str) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime, timedelta
+
+    d, flower = live
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    expired = d.client.place_order(order_doc(order_id=f"{oid}-x", expiration="01/20"))
+    ok = d.client.place_order(order_doc(order_id=f"{oid}-ok"))
+    for handle in (expired, ok):
+        d.wait(handle.id)
+    status, body = flower.request("GET", "/api/orders?failure=CreditCardExpired&limit=1000")
+    assert status == 200
+    ids = {o["id"] for o in json.loads(body)}
+    assert expired.id in ids and ok.id not in ids
+    since = before.strftime("%Y-%m-%dT%H:%M:%S")
+    status, body = flower.request("GET", f"/api/orders?since={since}&limit=1000")
+    assert {expired.id, ok.id} <= {o["id"] for o in json.loads(body)}
+    status, body = flower.request("GET", f"/api/orders?until={since}&limit=1000")
+    assert not {expired.id, ok.id} & {o["id"] for o in json.loads(body)}
+    status, _ = flower.request("GET", "/api/orders?since=yesterday")
+    assert status == 400
+    status, page = flower.request("GET", f"/orders?failure=CreditCardExpired&since={since}")
+    assert status == 200 and expired.id in page and ok.id not in page
+
+
 def test_order_metrics_beside_flowers(live, oid: str) -> None:  # type: ignore[no-untyped-def]
     d, flower = live
     set_fault(d.redis, "inventory", attempts=1, order_id=oid)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -314,3 +315,65 @@ def test_a_lost_step_message_is_sent_again_within_the_bound(deploy, vhost: str, 
     print(f"lost message sent again {late:.2f} s after the step was queued (bound {bound:g} s)")
     slack = 1.0  # for a loaded machine
     assert redriven.data["step"] == "payment" and late < bound + slack, d.explain(oid)
+
+
+# --- a worker's first look at its broker ---------------------------------------------------
+
+
+def _worker_exits(
+    d: Deployment, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "celery", "-A", "fulfillment", "worker", "--loglevel", "INFO",
+           "--without-gossip", "--without-mingle", "--concurrency", "1"]  # fmt: skip
+    return subprocess.run(cmd, env={**d.env, **env}, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def _lines(out: subprocess.CompletedProcess[str], word: str) -> list[str]:
+    return [ln for ln in (out.stdout + out.stderr).splitlines() if word in ln]
+
+
+def test_a_worker_refused_by_its_broker_says_why_in_one_line_and_exits(deploy) -> None:  # type: ignore[no-untyped-def]
+    missing = f"no-such-vhost-{uuid.uuid4().hex[:6]}"
+    d = deploy(FULFILLMENT_BROKER_URL=amqp(missing))
+    out = _worker_exits(d)
+    assert out.returncode == 1
+    (line,) = _lines(out, "refuses the login")
+    assert f"vhost {missing} not found" in line and f"rabbitmqctl add_vhost {missing}" in line
+    assert "Traceback" not in out.stderr
+
+
+def test_a_worker_whose_broker_does_not_answer_gives_up_after_its_bound(deploy) -> None:  # type: ignore[no-untyped-def]
+    from fulfillment.ops.embedded import free_port
+
+    d = deploy(FULFILLMENT_BROKER_URL=amqp("", port=free_port()),
+               FULFILLMENT_BROKER_START_TIMEOUT="4")  # fmt: skip
+    started = time.monotonic()
+    out = _worker_exits(d)
+    took = time.monotonic() - started
+    assert out.returncode == 1 and took < 30, took
+    tries = _lines(out, "does not answer")
+    assert len(tries) >= 2, tries  # one line per try, then the last one
+    assert "trying again in 1 s" in tries[0] and "gave up after 4 s" in tries[-1]
+    assert "Traceback" not in out.stderr
+
+
+def test_a_quorum_queue_on_a_vhost_made_classic_is_refused_with_the_fix(deploy, vhost: str) -> None:  # type: ignore[no-untyped-def]
+    d = deploy(FULFILLMENT_BROKER_URL=amqp(vhost))
+    d.start_worker().destroy()  # it declared the classic queue
+    out = _worker_exits(d, FULFILLMENT_QUEUE_TYPE="quorum")
+    assert out.returncode == 1
+    (line,) = _lines(out, "with other arguments")
+    assert "PRECONDITION_FAILED" in line and "FULFILLMENT_QUEUE_TYPE" in line
+
+
+def test_submit_and_status_say_when_the_broker_does_not_answer(deploy) -> None:  # type: ignore[no-untyped-def]
+    from fulfillment.ops.embedded import free_port
+
+    d = deploy(FULFILLMENT_BROKER_URL=amqp("", port=free_port()))
+    placed = d.cli("submit", input=json.dumps(order_doc()))
+    assert placed.returncode == 0, placed.stderr
+    assert "cannot be reached" in placed.stderr and "the order is stored" in placed.stderr
+    order_id = placed.stdout.strip()
+    status = d.cli("status", order_id)
+    assert status.returncode == 0 and "cannot be reached" in status.stderr

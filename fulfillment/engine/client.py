@@ -351,9 +351,8 @@ class WorkflowClient:
         reason = why(reason, f"Rejected by {who}") if decision == "reject" else ""
         out = self.store.signal(run_id, gate, decision, by=who, reason=reason)
         self.delivery.act(run_id, out)
-        if isinstance(out, Dispatch | Ended):  # the wait at the gate ended
-            self.rt.trace_gate_wait(run_id, gate, "approved" if isinstance(out, Dispatch)
-                                    else "rejected")  # fmt: skip
+        if isinstance(out, Dispatch | Ended):  # the wait at the gate ended: a worker traces it
+            self.delivery.trace_gate(run_id, gate)
         refused = self._refused(run_id, decision, out)
         if refused is not None:
             raise refused
@@ -372,7 +371,11 @@ class WorkflowClient:
         refused = self._refused(run_id, "cancel", out)
         if refused is not None:
             raise refused
-        return self.get(run_id)
+        view = self.get(run_id)
+        for gate in view.gates:  # a cancel that ended a wait at a gate: a worker traces it
+            if gate.decision == "cancelled" and gate.by == who:
+                self.delivery.trace_gate(run_id, gate.name)
+        return view
 
     def retry_now(self, run_id: str, *, by: str | None = None) -> RunView:
         """Run a step that waits out its retry backoff at once.

@@ -256,6 +256,10 @@ class Workflow:
     def timeout_task_name(self, gate: Gate) -> str:
         return gate.timeout_task_name or f"{self.prefix}.{gate.name}_timeout"
 
+    def wait_task_name(self, gate: Gate) -> str:
+        """The task that records the span of a wait at ``gate`` a signal ended."""
+        return f"{self.prefix}.{gate.name}_wait"
+
     def chain_from(self, name: str, plan: Sequence[str] | None = None) -> list[str]:
         """The steps one message chain runs when it starts at ``name``.
 

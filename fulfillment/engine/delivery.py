@@ -43,6 +43,15 @@ from .transport import Outbox, outbox
 log = logging.getLogger(__name__)
 
 
+#: the longest a message's shown arguments get (Flower, logs)
+SHOWN_LIMIT = 2000
+
+
+def shown(text: str) -> str:
+    """``text`` as a message's shown arguments: cut at ``SHOWN_LIMIT`` characters."""
+    return text if len(text) <= SHOWN_LIMIT else text[: SHOWN_LIMIT - 3] + "..."
+
+
 class Delivery:
     """Builds and sends the messages of one workflow's runs."""
 
@@ -99,7 +108,7 @@ class Delivery:
             task_id=message_id(run_id, step, epoch),
             headers=self.trace_headers(run_id),
             argsrepr=repr((run_id,)),
-            kwargsrepr=repr({"epoch": epoch, **summary}),
+            kwargsrepr=shown(repr({"epoch": epoch, **summary})),
             **options,
         )
 
@@ -190,6 +199,25 @@ class Delivery:
             task_id=task_id or message_id(run_id, f"{gate}_timeout", epoch),
             headers=self.trace_headers(run_id),
         ).apply_async(countdown=max(seconds, 0))
+
+    def trace_gate(self, run_id: str, gate: str) -> None:
+        """Ask a worker to record the span of the wait at ``gate`` a signal just ended (a
+        worker traces; the deciding process need not). Best effort: only the trace would
+        miss it."""
+        element = self.rt.workflow.element(gate)
+        assert isinstance(element, Gate)
+        try:
+            self.app.signature(
+                self.rt.workflow.wait_task_name(element),
+                args=(run_id,),
+                queue=self.rt.queue,
+                immutable=True,
+                ignore_result=True,
+                task_id=message_id(run_id, f"{gate}_wait", 1),
+                headers=self.trace_headers(run_id),
+            ).apply_async()
+        except Exception:
+            log.debug("the wait at %s of %s is not traced", gate, run_id, exc_info=True)
 
     def undo(
         self, run_id: str, send: list[Send], limits: Mapping[str, float] | None = None

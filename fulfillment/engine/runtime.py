@@ -259,23 +259,28 @@ class WorkflowRuntime:
             return limits[step]
         return self._policies[step].time_limit
 
-    def trace_gate_wait(self, run_id: str, gate: str, outcome: str) -> None:
-        """A span for the wait at ``gate`` that just ended (``approved``, ``rejected``,
-        ``timed_out``, ``cancelled``), in the run's trace. Only with tracing on."""
+    def trace_gate_wait(self, run_id: str, gate: str, outcome: str | None = None) -> bool:
+        """A span for the wait at ``gate`` that ended, in the run's trace: from the wait's
+        start to its decision (``approved``, ``rejected``, ``cancelled``), or to now for
+        ``outcome`` ``timed_out``. A worker records it (the deciding process need not trace
+        at all); only with tracing on. True if it was recorded."""
         if not tracing.enabled():
-            return
+            return False
         record = self.space.run(run_id).record
-        deadline, spec, parent = self.store.client.hmget(
-            record, f"g:{gate}:deadline", f"p:{gate}", tracing.FIELD
-        )
+        deadline, spec, parent, decision, at = self.store.client.hmget(
+            record, f"g:{gate}:deadline", f"p:{gate}", tracing.FIELD, f"g:{gate}:decision",
+            f"g:{gate}:at",
+        )  # fmt: skip
         if not deadline or not spec:
-            return
+            return False
         began_us = int(deadline) - us(json.loads(spec)["timeout"])
+        ended_ns = int(at) * 1000 if at and outcome is None else None
         attributes = {"run.id": run_id, "workflow": self.workflow.name, "gate": gate}
         with tracing.span(f"{self.workflow.name}.gate {gate}", str(parent) if parent else None,
-                          attributes,
-                          start_time_ns=began_us * 1000) as current:  # fmt: skip
-            tracing.set_outcome(current, outcome)
+                          attributes, start_time_ns=began_us * 1000,
+                          end_time_ns=ended_ns) as current:  # fmt: skip
+            tracing.set_outcome(current, outcome or str(decision or "decided"))
+        return True
 
     def task_registered(self, task_name: str, shape: TaskShape) -> None:
         """``task_name`` is one of the workflow's tasks, and takes ``shape``."""

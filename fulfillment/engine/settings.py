@@ -73,6 +73,12 @@ class EngineSettings(BaseSettings):
         description="RabbitMQ only: seconds between AMQP heartbeats (0: none). A dead or "
         "half-open connection is noticed within about two.",
     )
+    broker_start_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="RabbitMQ only: a worker that cannot reach its broker when it starts gives "
+        "up after this many seconds (exit code 1); once connected, it reconnects for ever.",
+    )
     queue_type: Literal["classic", "quorum"] = Field(
         default="classic",
         description="RabbitMQ only: quorum makes the queue a replicated quorum queue "

@@ -351,6 +351,13 @@ def _register_gate(rt: WorkflowRuntime, delivery: Delivery, gate: Gate) -> None:
             return gate.timeout_message
         return out.describe()
 
+    def traced(self: Task, run_id: str) -> str:
+        """Record the span of the wait at the gate, which a signal ended (whoever decided:
+        this worker traces, the deciding process need not)."""
+        if rt.trace_gate_wait(run_id, gate.name):
+            return f"traced the wait at {gate.name}"
+        return "not traced (no OpenTelemetry SDK here)"
+
     for func, name in (
         (enter, rt.workflow.task_name(gate)),
         (timeout, rt.workflow.timeout_task_name(gate)),
@@ -358,6 +365,10 @@ def _register_gate(rt: WorkflowRuntime, delivery: Delivery, gate: Gate) -> None:
         func.__name__ = func.__qualname__ = name.rsplit(".", 1)[-1]
         app.task(name=name, bind=True, shared=False, base=EngineTask)(func)
         rt.task_registered(name, "step")
+    name = rt.workflow.wait_task_name(gate)
+    traced.__name__ = traced.__qualname__ = name.rsplit(".", 1)[-1]
+    app.task(name=name, bind=True, shared=False, base=EngineTask)(traced)
+    rt.task_registered(name, "undo")
 
 
 # --- compensations -------------------------------------------------------------------------

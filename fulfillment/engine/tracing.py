@@ -66,9 +66,12 @@ def span(
     traceparent: str | None = None,
     attributes: Mapping[str, Any] | None = None,
     start_time_ns: int | None = None,
+    end_time_ns: int | None = None,
 ) -> Iterator[Any]:
     """A span, child of ``traceparent`` if given (else of the current context); nothing
-    at all (``None``) when no SDK is configured, so the hot path pays no more."""
+    at all (``None``) when no SDK is configured, so the hot path pays no more.
+    ``start_time_ns`` / ``end_time_ns``: when it began and ended, if not now (a wait
+    recorded after it ended)."""
     if not enabled():
         yield None
         return
@@ -81,8 +84,11 @@ def span(
             attributes={k: v for k, v in (attributes or {}).items() if v is not None},
             start_time=start_time_ns,
             kind=trace.SpanKind.INTERNAL,
+            end_on_exit=end_time_ns is None,
         ) as current:
             yield current
+            if end_time_ns is not None:
+                current.end(end_time=end_time_ns)
     finally:
         if token is not None:
             otel_context.detach(token)

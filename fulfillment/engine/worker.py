@@ -41,6 +41,7 @@ from celery import bootsteps
 from celery.signals import task_postrun, task_prerun, worker_shutdown
 from celery.worker import state as worker_state
 
+from .broker import BrokerRefused, check_broker
 from .config import is_amqp
 from .connection import named_client
 from .consumer import keep_refused_payloads
@@ -265,6 +266,28 @@ class Watchdog(threading.Thread):
         return [w for w, beat in zip(missing, beats, strict=True)
                 if beat is not None and beat < silent_since and w != self.worker]  # fmt: skip
 
+    def recover_previous_incarnation(self) -> int:
+        """A worker that starts under an id still listed as alive is a restart of that very
+        worker (a container restarted: the same host name, and PID 1 again): the previous
+        process is dead for sure, and its heartbeat would otherwise look like this one's.
+        Its running attempts and the messages it held are sent again now, before this
+        worker takes any message. Returns how many runs were looked at."""
+        keys, client = self.engine.keys, self.engine.client
+        if client.zscore(keys.workers, self.worker) is None:
+            return 0
+        log.warning("worker %s restarted: what its previous process ran or held is sent again",
+                    self.worker)  # fmt: skip
+        self._lost = self.held_by([self.worker])
+        looked = 0
+        for rt in self.runtimes:
+            scheduled = rt.store.scheduled()
+            looked += len(scheduled)
+            self.redrive_dead_workers(rt, frozenset({self.worker}), scheduled)
+        client.zrem(keys.workers, self.worker)
+        client.delete(keys.held(self.worker))
+        self._lost = {}
+        return looked
+
     def look_in_queues(self) -> None:
         """Which messages wait in the queues right now (the broker is the store's Redis):
         a due run whose message is there is not lost, backlog or not. Looks at up to
@@ -375,13 +398,24 @@ class WatchdogStep(bootsteps.StartStopStep):
         set_worker_id(worker.hostname)
         # billiard installs this module attribute as each pool process's handler
         billiard.pool.soft_timeout_sighandler = _soft_timeout_if_running
-        Engine.of(worker.app).check_overrides()
-        keep_refused_payloads(Engine.of(worker.app))
-        self.watchdog: Watchdog | None = None
+        engine = Engine.of(worker.app)
+        engine.check_overrides()
+        try:
+            check_broker(worker.app, engine.settings)
+        except BrokerRefused as exc:
+            log.error("%s", exc)
+            raise
+        keep_refused_payloads(engine)
+        self.watchdog: Watchdog | None = Watchdog(engine, worker_id())
+        try:  # before this worker takes any message
+            self.watchdog.recover_previous_incarnation()
+        except Exception as exc:  # Redis out of reach: the watchdog's leases cover it later
+            log.warning("could not look for a previous process of this worker: %r", exc)
         super().__init__(worker, **kwargs)
 
     def start(self, worker: Any) -> None:
-        self.watchdog = Watchdog(Engine.of(worker.app), worker_id())
+        if self.watchdog is None:
+            self.watchdog = Watchdog(Engine.of(worker.app), worker_id())
         self.watchdog.start()
 
         # Keep heartbeating until the pool has drained (warm shutdown):

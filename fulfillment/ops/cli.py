@@ -93,6 +93,9 @@ def main() -> None:
 def submit(source: str, wait: bool, timeout: float | None, approval_timeout: float | None) -> None:
     """Submit an order (JSON from FILE, or stdin with '-')."""
     settings = get_settings()
+    if source == "-" and sys.stdin.isatty():
+        fail("no order given: name a FILE, or pipe the order in with '-' "
+             "(see 'fulfillment submit --help')", 2)  # fmt: skip
     if source == "-":
         raw = sys.stdin.buffer.read(settings.max_order_bytes + 1)
     else:
@@ -104,8 +107,10 @@ def submit(source: str, wait: bool, timeout: float | None, approval_timeout: flo
     handle = _client().place_order(raw, approval_timeout=approval_timeout)
     if not wait:
         click.echo(handle.id)
+        _warn_if_no_broker()
         return
     try:  # from here on, an interrupt names the order: it was placed and goes on
+        _warn_if_no_broker()
         _warn_if_no_worker()
         click.echo(f"{handle.id}: {handle.result(timeout)}")
     except OrderNotFulfilled as exc:
@@ -113,6 +118,26 @@ def submit(source: str, wait: bool, timeout: float | None, approval_timeout: flo
     except KeyboardInterrupt:
         fail(f"interrupted; order {handle.id} was placed and goes on "
              f"(see: fulfillment status {handle.id})", 130)  # fmt: skip
+
+
+def _warn_if_no_broker() -> None:
+    """Say so when the broker (RabbitMQ) cannot be reached: the order is stored, and its
+    message is sent by a worker's watchdog once the broker takes it again."""
+    from ..engine.config import is_amqp
+    from ..engine.connection import redact
+
+    client = _client()
+    url = str(client.app.conf.broker_url)
+    if not is_amqp(url):
+        return  # the broker is the order store's Redis, which just took the order
+    try:
+        with client.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        click.echo(f"warning: the broker at {redact(url)} cannot be reached ({first}); the "
+                   "order is stored, and its message is sent once a worker reaches the "
+                   "broker", err=True)  # fmt: skip
 
 
 def _warn_if_no_worker() -> None:
@@ -209,6 +234,7 @@ def status(order_id: str, as_json: bool) -> None:
     else:
         _out().print(status_line(view))
         if not view.status.finished:
+            _warn_if_no_broker()
             _warn_if_no_worker()
 
 
@@ -556,7 +582,8 @@ def flower(flower_args: tuple[str, ...]) -> None:
 )
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
 def up(workers: int, concurrency: int | None, no_flower: bool) -> None:
-    """Run everything in the foreground: server, N workers, Flower. Ctrl-C stops them all."""
+    """Run everything in the foreground: server, N workers, Flower. Ctrl-C stops them all
+    (workers first, so they hand their messages back, then the server)."""
     from ..engine.connection import redact
     from .processes import ProcessGroup, flower_command, start_server, worker_command
 
@@ -580,8 +607,11 @@ def up(workers: int, concurrency: int | None, no_flower: bool) -> None:
             )
         if not no_flower:
             Path(settings.data_dir).expanduser().mkdir(parents=True, exist_ok=True)
+            login = _flower_login(group.env)
             group.start("flower", flower_command(settings))
-            click.echo(f"Flower: http://{settings.flower_address}:{settings.flower_port}")
+            base = f"http://{settings.flower_address}:{settings.flower_port}"
+            click.echo(f"Flower: {base}   Orders: {base}/orders")
+            click.echo(login)
         click.echo(f"{workers} worker(s) on {redact(url)}. Ctrl-C stops everything.")
         restarts: Counter[str] = Counter()
         while True:
@@ -597,9 +627,25 @@ def up(workers: int, concurrency: int | None, no_flower: bool) -> None:
                 click.echo(f"{label} exited with code {code}; stopping the rest", err=True)
                 sys.exit(1)
     except KeyboardInterrupt:
-        click.echo("stopping ...", err=True)
+        click.echo("stopping: workers first (they hand their messages back), then the "
+                   "server ...", err=True)  # fmt: skip
     finally:
         group.stop()
+
+
+def _flower_login(env: dict[str, str]) -> str:
+    """Flower's login for acting on orders: ``FLOWER_BASIC_AUTH`` if set, else one made up
+    now (put in ``env`` for the Flower ``up`` starts); what to tell the user."""
+    given = env.get("FLOWER_BASIC_AUTH")
+    if given:
+        user = given.split(",")[0].split(":", 1)[0]
+        return f"Log in as {user} (FLOWER_BASIC_AUTH) to approve, cancel or retry orders there."
+    import secrets
+
+    password = secrets.token_urlsafe(9)
+    env["FLOWER_BASIC_AUTH"] = f"admin:{password}"
+    return (f"Log in as admin / {password} to approve, cancel or retry orders there "
+            "(set FLOWER_BASIC_AUTH=user:password to choose your own).")  # fmt: skip
 
 
 @main.command()
@@ -612,11 +658,17 @@ def up(workers: int, concurrency: int | None, no_flower: bool) -> None:
     help="Workers to start if none is running.",
 )
 @click.option("--timeout", type=float, default=120.0, show_default=True)
-def demo(workers: int, timeout: float) -> None:
+@click.option(
+    "--leave-waiting",
+    is_flag=True,
+    help="Also leave one order waiting for a person's approval (10 minutes).",
+)
+def demo(workers: int, timeout: float, leave_waiting: bool) -> None:
     """Run the demo scenarios against live workers and print the outcome table."""
     from .demo import run
 
-    if not run(_client(), _out(), workers=workers, timeout=timeout):
+    ok = run(_client(), _out(), workers=workers, timeout=timeout, leave_waiting=leave_waiting)
+    if not ok:
         sys.exit(1)
 
 

@@ -163,8 +163,19 @@ def _table(runs: list[Scenario]) -> Table:
     return table
 
 
-def run(client: FulfillmentClient, console: Console, *, workers: int, timeout: float) -> bool:
-    """Run every scenario; print the table; True if every order ended as expected."""
+#: how long the order left for a person waits (``--leave-waiting``)
+LEFT_WAITING_FOR = 600.0
+
+
+def run(
+    client: FulfillmentClient, console: Console, *, workers: int, timeout: float,
+    leave_waiting: bool = False,
+) -> bool:  # fmt: skip
+    """Run every scenario; print the table; True if every order ended as expected.
+
+    ``leave_waiting``: also place one order over the approval threshold that waits for a
+    person (10 minutes), to approve or reject from the Orders view or the CLI.
+    """
     settings = client.settings
     redis = client.store.client
     group = ProcessGroup()
@@ -209,13 +220,27 @@ def run(client: FulfillmentClient, console: Console, *, workers: int, timeout: f
                 scenario.error = str(exc)
         console.print(_table(runs))
         ok = all(s.ok for s in runs)
+        orders_view = f"http://{settings.flower_address}:{settings.flower_port}/orders"
         console.print(
             f"{sum(s.ok for s in runs)}/{len(runs)} scenarios ended as expected "
             f"in {time.monotonic() - started:.1f} s. "
-            "Inspect one with: fulfillment show <order id>, or in Flower's Orders view "
-            f"(http://{settings.flower_address}:{settings.flower_port}/orders while "
-            "./dev up runs)"
+            "Inspect one with: ./dev show <order id> (fulfillment show, with .venv active), "
+            f"or in Flower's Orders view ({orders_view} while ./dev up runs)"
         )
+        if leave_waiting:
+            waiting = client.place_order(
+                {**_order(*EXPENSIVE), "id": f"demo-{uuid.uuid4().hex[:10]}"},
+                approval_timeout=LEFT_WAITING_FOR,
+            )
+            client.wait_for(
+                waiting.id, lambda v: v.status is OrderStatus.AWAITING_APPROVAL, timeout,
+                "waiting for approval",
+            )  # fmt: skip
+            console.print(
+                f"{waiting.id} waits for your approval for {LEFT_WAITING_FOR / 60:.0f} "
+                f"minutes: approve or reject it at {orders_view}/{waiting.id}, or with "
+                f"./dev approve {waiting.id} --by you"
+            )
         return ok
     finally:
         for scenario in runs:  # leave no fault injection behind

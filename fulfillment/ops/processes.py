@@ -80,7 +80,9 @@ class ProcessGroup:
             log.parent.mkdir(parents=True, exist_ok=True)
             out = open(log, "ab")  # noqa: SIM115 - closed in stop()
             self._logs.append(out)
-        proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=out)
+        # a session of its own: a Ctrl-C in the terminal reaches the parent only, which
+        # then stops the children in order (stop)
+        proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=out, start_new_session=True)
         self.procs.append((label, proc))
         return proc
 
@@ -94,11 +96,12 @@ class ProcessGroup:
         """Children that exited, with their exit codes."""
         return [(label, p.returncode) for label, p in self.procs if p.poll() is not None]
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (Celery's warm shutdown), then SIGKILL whatever is left after ``timeout``.
 
-        The server goes last: a worker's warm shutdown hands its unacknowledged
-        messages back to the broker, which must still be there to take them.
+        The server goes last: a worker's warm shutdown hands the messages it holds but
+        has not started back to the broker, which must still be there to take them (a
+        step it was running finishes first, within its time limit).
         """
         deadline = time.monotonic() + timeout
         servers = [p for label, p in self.procs if label == "server"]

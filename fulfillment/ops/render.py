@@ -112,7 +112,10 @@ EVENT_TEXT = {
         f"placed: total {d.get('total')}, {d.get('items')} line(s), "
         + ("approval required" if d.get("needs_approval") else "no approval needed")
     ),
-    "approval_requested": lambda d: f"approval requested (total {d.get('total')})",
+    "approval_requested": lambda d: (
+        f"approval requested: waits until {_deadline(d.get('deadline'))} "
+        f"({duration(_ms(d.get('timeout_us')))})"
+    ),
     "approval_decided": lambda d: (
         f"approval {d.get('decision')} by {d.get('by')}"
         + (f": {d['reason']}" if d.get("reason") else "")
@@ -175,6 +178,12 @@ def _compensating(d: dict[str, object]) -> str:
 
 def _ms(micros: object) -> float | None:
     return None if micros in (None, "") else int(str(micros)) / 1000
+
+
+def _deadline(micros: object) -> str:
+    if micros in (None, ""):
+        return "its deadline"
+    return clock(datetime.fromtimestamp(int(str(micros)) / 1_000_000, tz=UTC))
 
 
 def _undo_order(names: object) -> str:

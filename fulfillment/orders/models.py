@@ -142,25 +142,14 @@ class Order(_Model):
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
     def summary(self) -> dict[str, Any]:
-        """What may be displayed anywhere (Flower, logs): no full card number.
-
-        ``lines``: the first :data:`SUMMARY_LINES` items as ``[name, quantity]``;
-        ``more``: how many lines are left out.
-        """
-        lines = [[i.item_name, i.quantity] for i in self.items[:SUMMARY_LINES]]
-        out: dict[str, Any] = {
+        """What may be displayed anywhere (Flower, logs, the order's views): no full card
+        number. ``lines``: every line as ``[name, quantity, price]``."""
+        return {
             "items": len(self.items),
-            "lines": lines,
+            "lines": [[i.item_name, i.quantity, str(i.item_price)] for i in self.items],
             "total": str(self.total),
             "card": self.payment.credit_card.masked,
         }
-        if len(self.items) > SUMMARY_LINES:
-            out["more"] = len(self.items) - SUMMARY_LINES
-        return out
-
-
-#: how many of an order's lines its summary (Flower's task arguments, the list) names
-SUMMARY_LINES = 5
 
 
 def mask_card(number: str) -> str:

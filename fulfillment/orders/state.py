@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, computed_field
 
@@ -89,13 +90,23 @@ class ApprovalView(BaseModel):
         return cls(**gate.model_dump(exclude={"name"}))
 
 
+class OrderLine(BaseModel):
+    """One line of an order, as its views show it."""
+
+    item_name: str
+    quantity: int
+    item_price: Decimal | None = None
+
+
 class OrderView(BaseModel):
-    """An order's current state (no card number: ``card`` is masked)."""
+    """An order's current state (no card number: ``card`` is masked). ``items`` is how
+    many lines it has, ``lines`` the lines themselves."""
 
     id: str
     status: OrderStatus
     total: Decimal
     items: int
+    lines: list[OrderLine] = []
     card: str
     created_at: datetime
     updated_at: datetime | None = None
@@ -141,6 +152,7 @@ class OrderView(BaseModel):
             status=OrderStatus.of(run.status),
             total=Decimal(str(summary.get("total", "0"))),
             items=int(summary.get("items") or 0),
+            lines=[_line(line) for line in summary.get("lines") or ()],
             card=summary.get("card", ""),
             created_at=run.created_at,
             updated_at=run.updated_at,
@@ -156,3 +168,9 @@ class OrderView(BaseModel):
             steps=run.steps,
             compensations=run.compensations,
         )
+
+
+def _line(line: list[Any]) -> OrderLine:
+    """A line of the summary: ``[name, quantity, price]`` (earlier summaries had no price)."""
+    price = Decimal(str(line[2])) if len(line) > 2 else None
+    return OrderLine(item_name=str(line[0]), quantity=int(line[1]), item_price=price)

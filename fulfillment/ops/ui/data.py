@@ -7,13 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ...engine.policy import StepPolicy
+from ...engine.replies import US
 from ...orders.client import FulfillmentClient
 from ...orders.models import Order
 from ...orders.state import OrderStatus, OrderView
 from ...orders.timeline import Timeline
+from .chart import Chart, chart
 
 #: the filters the list offers: every status, and "retrying"
 FILTERS = (*(s.value for s in OrderStatus), "retrying")
+#: the steps an order can be resumed from, in order
+STEPS = ("payment", "inventory", "delivery")
 #: how many of the newest orders a search looks through
 SEARCH_DEPTH = 2000
 
@@ -33,7 +38,8 @@ def _ids(client: FulfillmentClient, status: str | None, limit: int) -> list[str]
 
 
 def _matches(order_id: str, summary: dict[str, Any], needle: str) -> bool | None:
-    """Does the order match? None: the summary names only some of its lines (look further)."""
+    """Does the order match? None: the summary names only some of its lines (an order
+    placed by an earlier version): look further."""
     if needle in order_id.lower():
         return True
     if any(needle in str(line[0]).lower() for line in summary.get("lines", ())):
@@ -59,17 +65,50 @@ class Page:
     searched: int
 
 
+#: the failure types the list offers to filter by (any other can be typed in)
+FAILURES = ("CreditCardExpired", "UnknownItem", "OutOfStock", "ApprovalRejected",
+            "ApprovalTimeout", "OrderCancelled", "AttemptLost", "StepTimeout")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Window:
+    """Orders placed in a time range, and/or that failed with a type: filters the list."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    failure: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.since or self.until or self.failure)
+
+    def keep(self, client: FulfillmentClient, ids: list[str]) -> list[str]:
+        """The ``ids`` that fall in the window (newest first, as given)."""
+        store = client.store
+        if self.since or self.until:
+            low = self.since.timestamp() * US if self.since else float("-inf")
+            high = self.until.timestamp() * US if self.until else float("inf")
+            created = store.fields(ids, "created")
+            ids = [i for i, c in zip(ids, created, strict=True) if c and low <= int(c) <= high]
+        if self.failure:
+            types = store.fields(ids, "failure:type")
+            ids = [i for i, t in zip(ids, types, strict=True) if t == self.failure]
+        return ids
+
+
 def list_orders(
-    client: FulfillmentClient, status: str | None, query: str, page: int, per_page: int
-) -> Page:
-    """Newest first, filtered by status and by a search on the order id or an item name."""
+    client: FulfillmentClient, status: str | None, query: str, page: int, per_page: int,
+    window: Window | None = None,
+) -> Page:  # fmt: skip
+    """Newest first, filtered by status, by a search on the order id or an item name, and
+    by when the order was placed and how it failed (``window``)."""
     if status and status not in FILTERS:
         raise ValueError(f"unknown status {status!r}")
     needle = query.strip().lower()
     skip = (page - 1) * per_page
     store = client.store
-    if needle:
-        ids = _ids(client, status, SEARCH_DEPTH)
+    window = window or Window()
+    if needle or window:
+        ids = window.keep(client, _ids(client, status, SEARCH_DEPTH))
         verdicts = [
             _matches(i.lower(), json.loads(s), needle) if s else False
             for i, s in zip(ids, store.fields(ids, "summary"), strict=True)
@@ -82,7 +121,7 @@ def list_orders(
                 for i, v in zip(ids, verdicts, strict=True)
             ]
         found = [i for i, v in zip(ids, verdicts, strict=True) if v]
-        searched = len(ids)
+        searched = min(len(ids), SEARCH_DEPTH)
         ids = found[skip : skip + per_page + 1]
     else:
         searched = 0
@@ -103,6 +142,25 @@ class Detail:
     approval_requested_at: datetime | None
     steps: list[str]
     resumable: list[str]
+    #: the order's chart: every attempt, wait and undo on one time axis
+    chart: Chart
+    #: each step's policy, as people read it (from the order's own plan)
+    policies: dict[str, str]
+
+
+def policy_text(spec: str | None) -> str:
+    """A step's policy from the order's plan: ``5 s per attempt; retries 1 s, x2, up to
+    100 s, no limit``."""
+    if not spec:
+        return ""
+    p = StepPolicy.from_spec(spec)
+    attempts = f"at most {p.maximum_attempts} attempts" if p.maximum_attempts else "no limit"
+    never = ""
+    if p.non_retryable_error_types:
+        never = "; never retried: " + ", ".join(p.non_retryable_error_types)
+    retries = (f"retries after {p.initial_interval:g} s, x{p.backoff_coefficient:g}, up to "
+               f"{p.maximum_interval:g} s, {attempts}{never}")  # fmt: skip
+    return f"{p.time_limit:g} s per attempt; {retries}"
 
 
 def detail(client: FulfillmentClient, order_id: str) -> Detail:
@@ -117,7 +175,8 @@ def detail(client: FulfillmentClient, order_id: str) -> Detail:
     view = timeline.order
     steps = [s.name for s in view.steps]
     resumable = steps if view.status.value in ("failed", "cancelled") and view.settled else []
-    return Detail(timeline, order, requested, steps, resumable)
+    policies = {s: policy_text(record.get(f"p:{s}")) for s in steps if s != "approval"}
+    return Detail(timeline, order, requested, steps, resumable, chart(timeline), policies)
 
 
 def status_of(view: OrderView) -> str:

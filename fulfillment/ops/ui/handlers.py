@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from base64 import b64decode
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode
@@ -23,12 +24,17 @@ from tornado.web import url
 from ...engine.errors import WorkflowError
 from ...orders.client import FulfillmentClient
 from ...orders.errors import FulfillmentError
+from ..render import event_text
 from . import data
+from .chart import readable, stamp
 
 #: operations on one order, by URL name
 ACTIONS = ("approve", "reject", "cancel", "retry", "resume")
 #: operations on a selection of orders
-BULK_ACTIONS = ("approve", "cancel", "retry")
+BULK_ACTIONS = ("approve", "reject", "cancel", "retry", "resume")
+#: what a bulk action did, said of the orders it did it to
+BULK_DONE = {"approve": "approved", "reject": "rejected", "cancel": "cancelled",
+             "retry": "retried now", "resume": "resumed"}  # fmt: skip
 BULK_LIMIT = 500
 OPERATIONS_NEED_AUTH = (
     "operations on orders need Flower's authentication (--basic-auth or --auth), "
@@ -75,6 +81,25 @@ class OrdersHandler(BaseHandler):
         """Operations change orders: only behind Flower's authentication (or where its
         operator opened the API to everyone, as Flower's own API asks)."""
         return self.auth_configured or self.unauthenticated_api
+
+    def window(self, args: Any = None) -> data.Window:
+        """The list's time range (``since``, ``until``: ISO times, UTC unless they say) and
+        failure type (``failure``), from the query (or ``args``: a form's)."""
+        get = args or self.get_query_argument
+        moments: list[datetime | None] = []
+        for name in ("since", "until"):
+            raw = get(name, "").strip()
+            if not raw:
+                moments.append(None)
+                continue
+            try:
+                moment = datetime.fromisoformat(raw)
+            except ValueError:
+                raise tornado.web.HTTPError(
+                    400, f"{name} must be an ISO time, not {raw!r}"
+                ) from None
+            moments.append(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+        return data.Window(moments[0], moments[1], get("failure", "").strip())
 
     def require_operator(self) -> None:
         if not self.can_operate:
@@ -129,12 +154,15 @@ class OrdersView(OrdersHandler):
         query = self.get_query_argument("q", "")
         page = self.number("page", 1, 1, 10**6)
         per_page = self.number("per", 50, 1, 500)
+        window = self.window()
         if status is not None and status not in data.FILTERS:
             raise tornado.web.HTTPError(400, f"unknown status {status!r}")
         self.render(
             "orders.html",
             active_tab="orders",
-            listing=data.list_orders(self.orders, status, query, page, per_page),
+            listing=data.list_orders(self.orders, status, query, page, per_page, window),
+            window=window,
+            failures=data.FAILURES,
             counts=data.status_counts(self.orders),
             filters=data.FILTERS,
             status=status or "",
@@ -143,6 +171,7 @@ class OrdersView(OrdersHandler):
             error=self.get_query_argument("error", ""),
             status_of=data.status_of,
             bulk_actions=BULK_ACTIONS,
+            steps=data.STEPS,
             link=self._link,
             can_operate=self.can_operate,
             needs_auth=OPERATIONS_NEED_AUTH,
@@ -150,9 +179,8 @@ class OrdersView(OrdersHandler):
 
     def _link(self, **params: Any) -> str:
         keep = {
-            "status": self.get_query_argument("status", ""),
-            "q": self.get_query_argument("q", ""),
-            "per": self.get_query_argument("per", ""),
+            name: self.get_query_argument(name, "")
+            for name in ("status", "q", "per", "since", "until", "failure")
         }
         keep.update({k: str(v) for k, v in params.items()})
         return self.reverse_url("orders") + "?" + urlencode({k: v for k, v in keep.items() if v})
@@ -173,6 +201,9 @@ class OrderView(OrdersHandler):
             message=self.get_query_argument("done", ""),
             error=self.get_query_argument("error", ""),
             json=json,
+            stamp=stamp,
+            readable=readable,
+            event_text=event_text,
             can_operate=self.can_operate,
             needs_auth=OPERATIONS_NEED_AUTH,
         )
@@ -204,7 +235,8 @@ class BulkAction(OrdersHandler):
         if self.get_body_argument("all", "") == "1":
             status = self.get_body_argument("status", "") or None
             query = self.get_body_argument("q", "")
-            listing = data.list_orders(self.orders, status, query, 1, BULK_LIMIT)
+            window = self.window(self.get_body_argument)
+            listing = data.list_orders(self.orders, status, query, 1, BULK_LIMIT, window)
             ids = [o.id for o in listing.orders]
         done, refused = 0, []
         for order_id in ids[:BULK_LIMIT]:
@@ -213,8 +245,7 @@ class BulkAction(OrdersHandler):
                 done += 1
             except (WorkflowError, ValueError) as exc:
                 refused.append(f"{order_id}: {str(exc).splitlines()[0]}")
-        verb = {"approve": "approved", "cancel": "cancelled", "retry": "retried now"}[action]
-        outcome: dict[str, str] = {"done": f"{done} {verb}, {len(refused)} refused"}
+        outcome: dict[str, str] = {"done": f"{done} {BULK_DONE[action]}, {len(refused)} refused"}
         if refused:
             outcome["error"] = "; ".join(refused[:5]) + (" ..." if len(refused) > 5 else "")
         back = self.get_body_argument("back", "") or self.reverse_url("orders")
@@ -253,7 +284,8 @@ class OrdersApi(ApiHandler):
             raise tornado.web.HTTPError(400, f"unknown status {status!r}")
         if offset % limit:
             raise tornado.web.HTTPError(400, "offset must be a multiple of limit")
-        listing = data.list_orders(self.orders, status, query, offset // limit + 1, limit)
+        page = offset // limit + 1
+        listing = data.list_orders(self.orders, status, query, page, limit, self.window())
         self.set_header("Content-Type", "application/json")
         self.write(json.dumps([o.model_dump(mode="json") for o in listing.orders]))
 

@@ -4,6 +4,7 @@ the click command with the arguments it was given."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -22,6 +23,18 @@ class CliCommand(BaseCommand):
     cli_name = ""
     arguments: tuple[Argument, ...] = ()
     requires_system_checks: list[str] = []
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        """Django's parser, with a usage error said in one line (as the CLI says it)."""
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        where = f"{prog_name} {subcommand}"
+
+        def one_line(message: str) -> None:
+            sys.stderr.write(f"error: {message} (see '{where} --help')\n")
+            sys.exit(2)
+
+        parser.error = one_line
+        return parser
 
     def add_arguments(self, parser: CommandParser) -> None:
         for name, kwargs in self.arguments:
