@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -68,13 +70,14 @@ def test_up_runs_server_worker_and_flower_and_ctrl_c_stops_all(tmp_path) -> None
     env = {
         **base_env(),
         "FULFILLMENT_DATA_DIR": str(data),
-        "FULFILLMENT_SERVICE_LATENCY": "0",
+        "FULFILLMENT_SERVICE_LATENCY": "0.5",
         "FULFILLMENT_FLOWER_PORT": str(port),
     }
     exe = str(Path(sys.executable).with_name("fulfillment"))
     log = (tmp_path / "up.log").open("wb")
+    # its own session: a Ctrl-C in a terminal reaches the whole foreground group
     up = subprocess.Popen([exe, "up", "--concurrency", "1"], env=env, stdout=log, stderr=log,
-                          preexec_fn=interruptible)  # fmt: skip
+                          preexec_fn=interruptible, start_new_session=True)  # fmt: skip
     try:
         url = wait_until(lambda: running_url(data), 30, "the embedded server")
 
@@ -90,15 +93,23 @@ def test_up_runs_server_worker_and_flower_and_ctrl_c_stops_all(tmp_path) -> None
         try:
             wait_until(lambda: len(d.worker_ids()) == 2, 60, "both workers to heartbeat")
             assert d.client.place_order(order_doc()).result(timeout=30)
+            busy = [d.client.place_order(order_doc()) for _ in range(4)]  # in flight at Ctrl-C
+            d.client.wait_for(busy[0].id, lambda v: v.phase == "running", 30, "running")
         finally:
             d.close()
     finally:
-        up.send_signal(signal.SIGINT)
+        pressed = time.monotonic()
+        os.killpg(up.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
         try:
             assert up.wait(40) == 0
+            took = time.monotonic() - pressed
         finally:
             kill_tree(up.pid)
             log.close()
+    text = (tmp_path / "up.log").read_text()
+    assert took < 15, f"up took {took:.1f} s to stop"
+    assert "Traceback" not in text, text[-3000:]
+    assert f"Orders: http://127.0.0.1:{port}/orders" in text and "Log in as admin / " in text
     wait_until(lambda: running_url(data) is None, 20, "the embedded server to stop")
     leftovers = [
         p for p in psutil.process_iter(["cmdline"])

@@ -183,39 +183,35 @@ class Delivery:
         options = {"headers": {**(task.request.headers or {}), **trace}} if trace else {}
         raise task.retry(exc=exc, countdown=delay, max_retries=None, throw=False, **options)
 
+    def _message(self, task: str, run_id: str, task_id: str, **options: Any) -> Signature:
+        """A message of the run to ``task`` (its only argument the run id, unless
+        ``options`` give kwargs), on the workflow's queue, in the run's trace."""
+        return self.app.signature(
+            task, args=(run_id,), queue=self.rt.queue, immutable=True, ignore_result=True,
+            task_id=task_id, headers=self.trace_headers(run_id), **options,
+        )  # fmt: skip
+
+    def _gate(self, gate: str) -> Gate:
+        element = self.rt.workflow.element(gate)
+        assert isinstance(element, Gate)
+        return element
+
     def gate_countdown(
         self, run_id: str, gate: str, epoch: int, seconds: float, task_id: str | None = None
     ) -> None:
         """The gate's timeout message, due when its wait ends."""
-        element = self.rt.workflow.element(gate)
-        assert isinstance(element, Gate)
-        self.app.signature(
-            self.rt.workflow.timeout_task_name(element),
-            args=(run_id,),
-            kwargs={"epoch": epoch},
-            queue=self.rt.queue,
-            immutable=True,
-            ignore_result=True,
-            task_id=task_id or message_id(run_id, f"{gate}_timeout", epoch),
-            headers=self.trace_headers(run_id),
-        ).apply_async(countdown=max(seconds, 0))
+        task = self.rt.workflow.timeout_task_name(self._gate(gate))
+        task_id = task_id or message_id(run_id, f"{gate}_timeout", epoch)
+        message = self._message(task, run_id, task_id, kwargs={"epoch": epoch})
+        message.apply_async(countdown=max(seconds, 0))
 
     def trace_gate(self, run_id: str, gate: str) -> None:
         """Ask a worker to record the span of the wait at ``gate`` a signal just ended (a
         worker traces; the deciding process need not). Best effort: only the trace would
         miss it."""
-        element = self.rt.workflow.element(gate)
-        assert isinstance(element, Gate)
+        task = self.rt.workflow.wait_task_name(self._gate(gate))
         try:
-            self.app.signature(
-                self.rt.workflow.wait_task_name(element),
-                args=(run_id,),
-                queue=self.rt.queue,
-                immutable=True,
-                ignore_result=True,
-                task_id=message_id(run_id, f"{gate}_wait", 1),
-                headers=self.trace_headers(run_id),
-            ).apply_async()
+            self._message(task, run_id, message_id(run_id, f"{gate}_wait", 1)).apply_async()
         except Exception:
             log.debug("the wait at %s of %s is not traced", gate, run_id, exc_info=True)
 
@@ -225,17 +221,11 @@ class Delivery:
         """One message per compensation to start, each with its own message id and its
         step's time limit (the run's own, in ``limits``)."""
         for one in send:
-            action, number = one.action, one.n
-            step, undo = self.rt.workflow.undo(action)
-            self.app.signature(
-                self.rt.workflow.task_name(undo),
-                args=(run_id,),
-                queue=self.rt.queue,
-                immutable=True,
-                ignore_result=True,
-                task_id=message_id(run_id, action, number),
-                headers=self.trace_headers(run_id),
-                **self.time_limits(step.name, limits),
+            step, undo = self.rt.workflow.undo(one.action)
+            task_id = message_id(run_id, one.action, one.n)
+            limits_of = self.time_limits(step.name, limits)
+            self._message(
+                self.rt.workflow.task_name(undo), run_id, task_id, **limits_of
             ).apply_async()
 
     # --- what Flower shows of messages that did nothing ---------------------------------

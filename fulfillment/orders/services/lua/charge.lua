@@ -6,17 +6,10 @@ local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
 local ledger = KEYS[1]
-local round, charge, l = start_round(ledger, 'charge', 'refund', A.token.round,
-  {'charge_calls', 'charge_effects'})
-local calls = tonumber(l[1] or '0') + 1
-local mode = fault_for('payment', A.order_id, A.token.attempt)
-if mode or charge then
-  redis.call('HSET', ledger, 'charge_calls', calls)
-  if mode then return reply({v = 'down', mode = mode}) end
-  return reply({v = 'ok', replay = true, record = charge})
-end
+local answered, round, calls, effects = begin_effect(A, 'payment', 'charge', 'refund', 'charge')
+if answered then return answered end
 local record = cjson.encode({id = 'ch_' .. string.sub(redis.sha1hex(A.order_id .. ':charge' .. round), 1, 16),
   amount = A.amount, card = A.card})
 redis.call('HSET', ledger, 'charge_calls', calls, 'charge', record,
-  'charge_effects', tonumber(l[2] or '0') + 1)
+  'charge_effects', effects + 1)
 return reply({v = 'ok', replay = false, record = record})

@@ -57,3 +57,21 @@ local function start_round(ledger, effect, undone, round, more)
   if round > 1 then suffix = ':r' .. round end
   return suffix, current, values
 end
+
+-- The start of a call that makes an effect: the ledger read once; a service that is down
+-- (fault injection) or an effect already in place (a replay: the idempotency key) is
+-- answered at once, the call counted. Otherwise returns nil, then the round's suffix,
+-- this call's number and how many times the effect was made before, for the caller to
+-- make it and record all three.
+local function begin_effect(A, service, effect, undone, counter)
+  local round, current, l = start_round(KEYS[1], effect, undone, A.token.round,
+    {counter .. '_calls', counter .. '_effects'})
+  local calls = tonumber(l[1] or '0') + 1
+  local mode = fault_for(service, A.order_id, A.token.attempt)
+  if mode or current then
+    redis.call('HSET', KEYS[1], counter .. '_calls', calls)
+    if mode then return reply({v = 'down', mode = mode}) end
+    return reply({v = 'ok', replay = true, record = current})
+  end
+  return nil, round, calls, tonumber(l[2] or '0')
+end

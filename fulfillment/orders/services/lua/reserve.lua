@@ -8,15 +8,9 @@ local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
 local ledger, stock = KEYS[1], KEYS[4]
-local _, reservation, l = start_round(ledger, 'reservation', 'release', A.token.round,
-  {'reserve_calls', 'reserve_effects'})
-local calls = tonumber(l[1] or '0') + 1
-local mode = fault_for('inventory', A.order_id, A.token.attempt)
-if mode or reservation then
-  redis.call('HSET', ledger, 'reserve_calls', calls)
-  if mode then return reply({v = 'down', mode = mode}) end
-  return reply({v = 'ok', replay = true, record = reservation})
-end
+local answered, _, calls, effects = begin_effect(A, 'inventory', 'reservation', 'release',
+  'reserve')
+if answered then return answered end
 local names = {}
 for i, line in ipairs(A.items) do names[i] = line[1] end
 local have = redis.call('HMGET', stock, unpack(names))
@@ -37,5 +31,5 @@ for _, line in ipairs(A.items) do
   redis.call('HINCRBY', stock, line[1], -line[2])
 end
 local record = cjson.encode({items = A.items})
-redis.call('HSET', ledger, 'reservation', record, 'reserve_effects', tonumber(l[2] or '0') + 1)
+redis.call('HSET', ledger, 'reservation', record, 'reserve_effects', effects + 1)
 return reply({v = 'ok', replay = false, record = record})
