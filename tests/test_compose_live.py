@@ -140,8 +140,9 @@ def _stack_env(**extra: str) -> dict[str, str]:
         FLOWER_PORT=str(free_port()),
         # a slower service (and a time limit to match), so that a step is still running
         # when the test has found its worker and kills it
-        FULFILLMENT_SERVICE_LATENCY="3",
-        FULFILLMENT_STEP_TIME_LIMIT="15",
+        FULFILLMENT_SERVICE_LATENCY="5",
+        FULFILLMENT_STEP_TIME_LIMIT="20",
+        FULFILLMENT_APPROVAL_TIMEOUT="300",
         **extra,
     )
     return env
@@ -169,15 +170,16 @@ def _scenario(stack: Stack, files: str) -> None:
     wait_until(lambda: len(stack.workers()) == 3, 120, "three workers to heartbeat", every=1)
 
     ids = {}
-    for name, doc in (("kill", order_doc()), ("big", order_doc(("Electric Cargo Bike",
-                      "4890.00", 3))), ("a", order_doc()), ("b", order_doc())):  # fmt: skip
+    # the order whose worker is killed goes in last, and is watched at once
+    for name, doc in (("big", order_doc(("Electric Cargo Bike", "4890.00", 3))),
+                      ("a", order_doc()), ("b", order_doc()), ("kill", order_doc())):  # fmt: skip
         doc["id"] = f"compose-{name}-{uuid.uuid4().hex[:6]}"
         # the document's "< order.json": the order goes in on stdin
         placed = stack.run(f"{run} -T cli submit -", stdin=json.dumps(doc))
         assert placed.stdout.strip().splitlines()[-1] == doc["id"], placed.stdout
         ids[name] = doc["id"]
 
-    # the worker container running a step of one order is killed mid-step
+    # the worker container running a step of that order is killed mid-step
     running = wait_until(
         lambda: (o := stack.order(ids["kill"])).get("phase") == "running" and o,
         120, "the order's step to run", every=0.2,

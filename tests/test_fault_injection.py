@@ -85,11 +85,13 @@ def test_a_paused_attempt_cannot_act_after_its_order_was_cancelled(
     victim = wait_until(lambda: freeze_worker_running(d, oid, step), 30, f"{step} running")
     try:
         d.client.cancel_order(oid, reason="customer left")
-        # the other worker's watchdog presumes the paused one dead and cancels the order
-        d.wait_status(oid, OrderStatus.CANCELLED, timeout=20)
+        # the other worker's watchdog presumes the paused one dead (its heartbeat stopped)
+        wait_until(lambda: "attempt_lost" in [e.type for e in d.client.history(oid)], 20,
+                   "the paused attempt to be presumed lost")  # fmt: skip
     finally:
-        victim.resume()  # well before its 5 s time limit: it goes on to call the service
+        victim.resume()  # before its 5 s time limit: it goes on to call the service
     wait_until(lambda: d.ledger(oid).get("refused_calls") == "1", 20, "the late call refused")
+    d.wait_status(oid, OrderStatus.CANCELLED, timeout=30)
     view = d.wait(oid, timeout=30)
     assert view.status is OrderStatus.CANCELLED
     ledger = d.ledger(oid)

@@ -113,7 +113,7 @@ def chart(tl: Timeline, now: datetime | None = None) -> Chart:
             if c.duration_ms is not None:
                 end = max(end, c.started_at + timedelta(milliseconds=c.duration_ms))
     span = max(_ms(end - start), 1.0)
-    scale = (WIDTH - LABEL - 10) / span
+    scale = (WIDTH - LABEL - 40) / span
 
     def x(moment: datetime) -> float:
         return LABEL + max(_ms(moment - start), 0.0) * scale
@@ -186,7 +186,7 @@ def chart(tl: Timeline, now: datetime | None = None) -> Chart:
 
     height = 8 + len(lanes) * LANE + AXIS
     ticks = [
-        Tick(LABEL + i * (WIDTH - LABEL - 10) / 5, "+" + readable(span * i / 5) if i else "0")
+        Tick(LABEL + i * (WIDTH - LABEL - 40) / 5, "+" + readable(span * i / 5) if i else "0")
         for i in range(6)
     ]
     return Chart(WIDTH, height, lanes, ticks, start, end)
