@@ -129,9 +129,12 @@ class Monitor:
     trip of the script they follow)."""
 
     def __init__(self, port: int) -> None:
+        self.port = port
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.sendall(b"MONITOR\r\n")
         self.sent = 0
+        self.marker = f"monitor-end-{uuid.uuid4().hex}".encode()
+        self.caught_up = threading.Event()
         self._file = self.sock.makefile("rb")
         self._file.readline()  # +OK
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -140,6 +143,9 @@ class Monitor:
     def _read(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             for line in self._file:
+                if self.marker in line:
+                    self.caught_up.set()
+                    return
                 head, _, command = line.partition(b"] ")
                 if b" lua" in head or b"unix" in head:
                     continue
@@ -148,6 +154,13 @@ class Monitor:
                     self.sent += 1
 
     def close(self) -> int:
+        """The count once the feed has caught up with now: MONITOR's output lags behind
+        a busy server, so a marker command is sent and the count stops at it."""
+        with socket.create_connection(("127.0.0.1", self.port)) as marker:
+            marker.sendall(b"ECHO " + self.marker + b"\r\n")
+            marker.recv(1024)
+        if not self.caught_up.wait(60):
+            raise RuntimeError(f"MONITOR on port {self.port} did not catch up in 60 s")
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import random
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from fulfillment.ops.processes import ProcessGroup, start_server
 from fulfillment.orders.keys import STOCK
-from fulfillment.orders.services import catalogue
 from fulfillment.orders.settings import load_settings
 from fulfillment.orders.state import OrderStatus
 
@@ -84,87 +80,6 @@ def test_late_result_of_a_presumed_dead_attempt_is_discarded(deploy, oid: str) -
     # done) or after it (then its result was discarded and recorded as such).
     payment = d.client.timeline(oid).steps[0]
     assert payment.state == "completed"
-
-
-def test_chaos_random_worker_kills(deploy) -> None:  # type: ignore[no-untyped-def]
-    d = deploy(FULFILLMENT_SERVICE_LATENCY="0.1", FULFILLMENT_SERVICE_LATENCY_JITTER="0.5")
-    for _ in range(3):
-        d.start_worker(wait=False)
-    for w in d.workers:
-        d.wait_for_worker(w)
-    rng = random.Random(20261124)
-    items = list(catalogue())[:12]
-    stock_before = {k: int(v) for k, v in d.redis.hgetall(STOCK).items()}
-    kinds: dict[str, str] = {}
-    docs = {}
-    for i in range(60):
-        kind = "ok" if i % 10 < 7 else ("expired", "unknown", "approve")[i % 10 - 7]
-        oid = f"chaos-{i:03d}"
-        lines = [(rng.choice(items[:11]), "10.00", rng.randint(1, 3)) for _ in range(2)]
-        if kind == "unknown":
-            lines.append(("Moon Rock", "10.00", 1))
-        if kind == "approve":
-            lines.append(EXPENSIVE)
-        docs[oid] = order_doc(
-            *lines, order_id=oid, expiration="01/20" if kind == "expired" else "12/39"
-        )
-        kinds[oid] = kind
-
-    stop = threading.Event()
-    kills = Counter()
-
-    def killer() -> None:
-        while not stop.wait(rng.uniform(0.5, 1.0)):
-            victim = rng.choice([w for w in d.workers if w.alive()])
-            if rng.random() < 0.5:
-                victim.kill()  # main process only: its pool child may finish its task
-                kills["main"] += 1
-            else:
-                victim.destroy()  # the whole process tree, as a lost machine
-                kills["tree"] += 1
-            d.start_worker(wait=False)
-
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
-    try:
-        for oid, doc in docs.items():  # a stream of orders, so kills hit the whole run
-            d.client.place_order(doc)
-            if kinds[oid] == "approve":
-                d.client.approve_order(oid, by="chaos")
-            time.sleep(0.1)
-        d.wait_all_settled(list(docs), 240)
-    finally:
-        stop.set()
-        thread.join()
-    assert sum(kills.values()) >= 8, kills
-
-    completed_units: Counter[str] = Counter()
-    for oid, kind in kinds.items():
-        view = d.client.get_order(oid)
-        ledger = d.ledger(oid)
-        if kind in ("ok", "approve"):
-            assert view.status is OrderStatus.COMPLETED, (oid, view.failure)
-            assert {"charge", "reservation", "shipment"} <= ledger.keys(), (oid, ledger)
-            assert "refund" not in ledger and "release" not in ledger
-            for line in docs[oid]["items"]:
-                completed_units[line["itemName"]] += line["quantity"]
-        elif kind == "expired":
-            assert view.failure is not None and view.failure.type == "CreditCardExpired"
-            assert "charge" not in ledger
-        else:
-            assert view.failure is not None and view.failure.type == "UnknownItem", oid
-            assert "charge" in ledger and "refund" in ledger, (oid, ledger)
-            assert "shipment" not in ledger
-    stock_after = {k: int(v) for k, v in d.redis.hgetall(STOCK).items()}
-    taken = {
-        k: stock_before[k] - stock_after[k]
-        for k in stock_before
-        if stock_before[k] != stock_after[k]
-    }
-    assert taken == {k: v for k, v in completed_units.items() if k != EXPENSIVE[0]} | (
-        {EXPENSIVE[0]: completed_units[EXPENSIVE[0]]} if completed_units[EXPENSIVE[0]] else {}
-    ), "each completed order reserved its units exactly once"
-    print(f"chaos: {dict(kills)} kills, {len(docs)} orders")
 
 
 def test_redis_restart_mid_run(deploy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -4,12 +4,13 @@ The transport subclasses private parts of kombu's Redis channel, so kombu's own
 tests (``t/unit/transport/test_redis.py`` and ``t/integration/test_redis.py``
 from the sdist of the installed kombu version, fetched from PyPI once and
 cached) must pass with our classes in place of kombu's. The two suites run
-separately, as kombu's own CI runs them; the integration suite talks to a
-valkey-server of its own.
+separately, as kombu's own CI runs them; the integration suite runs in three
+shards at once, each talking to a valkey-server of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import re
@@ -50,33 +51,64 @@ def kombu_tests(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / f"kombu-{VERSION}"
 
 
-def run_suite(root: Path, path: str, **env: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.kombu_substitute", "-p", "no:cacheprovider",
-         "-q", "-W", "ignore", path],
-        cwd=root, capture_output=True, text=True, timeout=900,
-        env={**base_env(), "PYTHONPATH": str(REPO), **env},
-    )  # fmt: skip
-    output = proc.stdout + proc.stderr
+def pytest_args(path: str | list[str]) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-p", "tests.kombu_substitute",
+            "-p", "no:cacheprovider", "-p", "no:xdist", "-q", "-W", "ignore",
+            *([path] if isinstance(path, str) else path)]  # fmt: skip
+
+
+def check(output: str, returncode: int) -> int:
+    """How many of kombu's tests passed, once the run is known to be a pass with our classes."""
     assert "substituted: fulfillment.engine.transport.Transport" in output, output[-3000:]
-    assert proc.returncode == 0, output[-6000:]
+    assert returncode == 0, output[-6000:]
     passed = re.search(r"(\d+) passed", output)
-    assert passed and int(passed.group(1)) > 100, output[-3000:]
+    assert passed, output[-3000:]
     print(output.strip().splitlines()[-1])
-    return output
+    return int(passed.group(1))
+
+
+def env_for(**env: str) -> dict[str, str]:
+    return {**base_env(), "PYTHONPATH": str(REPO), **env}
 
 
 def test_kombu_unit_suite_passes_with_our_transport(kombu_tests: Path) -> None:
-    run_suite(kombu_tests, "t/unit/transport/test_redis.py")
+    proc = subprocess.run(
+        pytest_args("t/unit/transport/test_redis.py"), cwd=kombu_tests, capture_output=True,
+        text=True, timeout=900, env=env_for(),
+    )  # fmt: skip
+    assert check(proc.stdout + proc.stderr, proc.returncode) > 100
+
+
+#: the integration suite mostly waits (queue expiry, health checks: a few seconds
+#: of CPU in two minutes), so it runs in shards at once, each on a server of its own
+SHARDS = 3
 
 
 def test_kombu_integration_suite_passes_with_our_transport(
     kombu_tests: Path, tmp_path: Path
 ) -> None:
-    with OwnServer(tmp_path / "redis") as server:
-        run_suite(
-            kombu_tests,
-            "t/integration/test_redis.py",
-            REDIS_HOST="127.0.0.1",
-            REDIS_6379_TCP=str(server.port),
-        )
+    path = "t/integration/test_redis.py"
+    listed = subprocess.run(
+        [*pytest_args(path), "--collect-only"], cwd=kombu_tests, capture_output=True,
+        text=True, timeout=300, env=env_for(),
+    )  # fmt: skip
+    ids = [line for line in listed.stdout.splitlines() if line.startswith(path + "::")]
+    assert len(ids) > 100, listed.stdout[-3000:] + listed.stderr[-3000:]
+    with contextlib.ExitStack() as stack:
+        runs = []
+        for shard in range(SHARDS):
+            server = stack.enter_context(OwnServer(tmp_path / f"redis-{shard}"))
+            env = env_for(REDIS_HOST="127.0.0.1", REDIS_6379_TCP=str(server.port))
+            log = stack.enter_context((tmp_path / f"shard-{shard}.log").open("w+"))
+            proc = subprocess.Popen(
+                pytest_args(ids[shard::SHARDS]), cwd=kombu_tests, stdout=log,
+                stderr=subprocess.STDOUT, text=True, env=env,
+            )  # fmt: skip
+            stack.callback(proc.kill)
+            runs.append((proc, log))
+        passed = 0
+        for proc, log in runs:
+            proc.wait(timeout=900)
+            log.seek(0)
+            passed += check(log.read(), proc.returncode)
+    assert passed == len(ids)
