@@ -1,14 +1,21 @@
-"""Runs Lua scripts: the engine's own and a workflow's (its services'), each after ``lib.lua``.
+"""Runs Lua scripts: the engine's own and a workflow's (its services'), each after the
+helpers of ``lib.lua`` it uses.
 
 Every script documents its keys and arguments at its top. They all take one JSON
 argument (``ARGV[1]``, plus any raw payloads after it) and reply with one JSON
 object; :meth:`Scripts.call` is the one caller of all of them (EVALSHA, reloaded
 after a server restart by redis-py).
+
+A script is loaded with only the helpers it names (and those they name): every
+script is its own chunk on the server, and each call builds its helpers' closures
+anew, so the whole ``lib.lua`` before each of thirty scripts cost about 30 us of
+server time per call (measured: 44 us with it, 17 us with one copy, 4 us bare).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from functools import cache
 from hashlib import sha1
@@ -27,30 +34,68 @@ def library() -> str:
     return (files("fulfillment.engine") / "lua" / "lib.lua").read_text()
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DEFINITION = re.compile(r"local\s+(?:function\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(|=)")
+
+
+def _definitions(helpers: str) -> list[tuple[str, str]]:
+    """``helpers`` as its top-level definitions, in order: (name, text), each text with
+    the comment lines above it. A definition starts with ``local`` at the start of a line
+    (one name: ``local function f(`` or ``local X =``) and runs to the next one."""
+    found: list[list[str]] = []
+    comments: list[str] = []
+    for line in helpers.splitlines(keepends=True):
+        if line.startswith("local "):
+            match = _DEFINITION.match(line)
+            if match is None:
+                raise ValueError(f"lib.lua: one name per top-level local: {line.strip()}")
+            found.append([match.group(1), "".join(comments) + line])
+            comments = []
+        elif line.startswith("--") or not found:
+            comments.append(line)
+        else:
+            found[-1][1] += "".join(comments) + line
+            comments = []
+    return [(name, text) for name, text in found]
+
+
+def linked(helpers: str, script: str) -> str:
+    """``script`` after the definitions of ``helpers`` it names, and those they name, in
+    their order (a name in a comment or a string counts too: never one too few)."""
+    definitions = _definitions(helpers)
+    texts = dict(definitions)
+    needed: set[str] = set()
+    todo = _NAME.findall(script)
+    while todo:
+        name = todo.pop()
+        if name in texts and name not in needed:
+            needed.add(name)
+            todo.extend(_NAME.findall(texts[name]))
+    used = "".join(text for name, text in definitions if name in needed)
+    return used + "\n" + script
+
+
 @cache
 def source(package: str, name: str) -> str:
-    """The full text of script ``name`` of ``package``'s ``lua`` directory.
-
-    The engine's ``lib.lua`` comes first, then the package's own ``lib.lua`` if it
-    has one, then the script.
-    """
+    """The text of script ``name`` of ``package``'s ``lua`` directory as it is loaded:
+    the helpers it uses from the engine's ``lib.lua`` and the package's own ``lib.lua``
+    (if it has one), then the script."""
     lua = files(package) / "lua"
     own = lua / "lib.lua"
-    parts = [library()]
+    helpers = library()
     if package != "fulfillment.engine" and own.is_file():
-        parts.append(own.read_text())
-    parts.append((lua / f"{name}.lua").read_text())
-    return "\n".join(parts)
+        helpers += "\n" + own.read_text()
+    return linked(helpers, (lua / f"{name}.lua").read_text())
 
 
 def fenced_script(client: redis.Redis, lua: str) -> Any:
-    """A script of your own (a service's effect) with the engine's ``lib.lua`` before it.
+    """A script of your own (a service's effect) with the engine's helpers before it.
 
     In it, ``stale_attempt(record_key, token)`` and ``stale_claim(record_key, token)``
     say whether a call's fencing token is still the live one (nil) or why not; check
-    it in the same script as the effect's write.
+    it in the same script as the effect's write. ``reply(table)`` encodes a reply.
     """
-    return client.register_script(library() + "\n" + lua)
+    return client.register_script(linked(library(), lua))
 
 
 class Scripts:

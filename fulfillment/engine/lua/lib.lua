@@ -1,4 +1,5 @@
--- lib.lua: helpers shared by every engine script; prepended to each one when it is loaded.
+-- lib.lua: helpers shared by the engine's scripts; each script is loaded after the ones it uses
+-- (fulfillment/engine/scripts.py: linked), so every helper is a top-level `local` of one name.
 --
 -- Times are the server's clock (TIME) in microseconds, so leases and deadlines mean
 -- the same thing to every worker whatever its own clock says. They are written with
