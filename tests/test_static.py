@@ -92,3 +92,24 @@ def test_every_data_file_is_packaged() -> None:
         for p in (REPO / "fulfillment").rglob(suffix)
     }
     assert present and present <= packaged, sorted(present - packaged)
+
+
+def test_a_script_is_loaded_with_the_helpers_it_uses_and_only_those() -> None:
+    from fulfillment.engine.scripts import ENGINE_SCRIPTS, library, linked, source
+
+    helpers = (
+        "-- a\nlocal A = 1\nlocal function b(x)\n  return A + x\nend\n\nlocal function c()\nend\n"
+    )
+    text = linked(helpers, "return b(2)")
+    assert "local A = 1" in text and "local function b" in text and "function c" not in text
+    assert text.index("local A") < text.index("local function b") < text.index("return b(2)")
+    with pytest.raises(ValueError, match="one name per top-level local"):
+        linked("local x, y = 1, 2\n", "return x")
+    defined = set(re.findall(r"^local (?:function )?(\w+)", library(), re.M))
+    for name in ENGINE_SCRIPTS:
+        loaded = source("fulfillment.engine", name)
+        named = set(re.findall(r"\w+", loaded)) & defined
+        missing = {n for n in named if not re.search(rf"^local (?:function )?{n}\b", loaded, re.M)}
+        assert not missing, f"{name}.lua names helpers it is loaded without: {missing}"
+    charge = source("fulfillment.orders.services", "charge")
+    assert "local function stale_attempt" in charge and "send_outbox" not in charge
