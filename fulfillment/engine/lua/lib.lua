@@ -456,6 +456,10 @@ end
 local function finish(K, id, status, now, failure, A, cur, fields, result, sends)
   unschedule(K, id, cur.phase)
   local args = {'step', '', 'phase', '', 'updated', int(now)}
+  if not failure then  -- completed: final in this very write
+    args[#args + 1], args[#args + 2], args[#args + 3], args[#args + 4] =
+      'status', status, 'finished', int(now)
+  end
   for _, f in ipairs(fields or {}) do args[#args + 1] = f end
   redis.call('HSET', K.record, unpack(args))
   local actions = {}
@@ -472,7 +476,7 @@ local function finish(K, id, status, now, failure, A, cur, fields, result, sends
   end
   if #actions == 0 then
     set_status(K, id, cur.status, status, cur.created, false)
-    redis.call('HSET', K.record, 'status', status, 'finished', int(now))
+    if failure then redis.call('HSET', K.record, 'status', status, 'finished', int(now)) end
     settle(K, status, A, result)
     return actions
   end

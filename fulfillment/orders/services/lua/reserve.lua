@@ -19,17 +19,23 @@ for i, line in ipairs(A.items) do
   if have[i] then seeded = true end
 end
 if not seeded and redis.call('EXISTS', stock) == 0 then return reply({v = 'unseeded'}) end
-redis.call('HSET', ledger, 'reserve_calls', calls)
 for i, line in ipairs(A.items) do
-  if not have[i] then return reply({v = 'unknown', item = line[1]}) end
-  if tonumber(have[i]) < line[2] then
-    return reply({v = 'out_of_stock', item = line[1], available = tonumber(have[i]),
-      wanted = line[2]})
+  local refusal
+  if not have[i] then
+    refusal = {v = 'unknown', item = line[1]}
+  elseif tonumber(have[i]) < line[2] then
+    refusal = {v = 'out_of_stock', item = line[1], available = tonumber(have[i]),
+      wanted = line[2]}
+  end
+  if refusal then
+    redis.call('HSET', ledger, 'reserve_calls', calls)
+    return reply(refusal)
   end
 end
 for _, line in ipairs(A.items) do
   redis.call('HINCRBY', stock, line[1], -line[2])
 end
 local record = cjson.encode({items = A.items})
-redis.call('HSET', ledger, 'reservation', record, 'reserve_effects', effects + 1)
+redis.call('HSET', ledger, 'reserve_calls', calls, 'reservation', record,
+  'reserve_effects', effects + 1)
 return reply({v = 'ok', replay = false, record = record})
