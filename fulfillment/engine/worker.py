@@ -21,7 +21,8 @@ registered on the app:
 * compensations whose claim's lease ran out.
 
 Every re-send waits twice as long as the one before, so a slow queue never
-multiplies messages. Any live worker takes over the lock when its holder dies;
+multiplies messages. Any live worker takes over the lock once its holder misses a
+heartbeat (killed or stalled), without waiting for the lock to run out;
 there is no separate singleton process.
 """
 
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 
 LIMIT = 200  # runs looked at per workflow and tick, at most
 PRUNE_EVERY = 20  # ticks between two scans for expired runs in the status indexes
+#: a worker whose last beat is older than this many heartbeat periods has missed one
+MISSED_BEAT = 1.2
 REINDEX_EVERY = 60  # ticks between two rebuilds of a cluster's due shards (a safety net)
 QUEUED_LIMIT = 20_000  # messages of the Redis queues looked at for ids, at most, per tick
 
@@ -161,6 +164,7 @@ class Watchdog(threading.Thread):
             {
                 "worker": self.worker,
                 "lock_ttl_ms": int(max(3 * s.watchdog_interval, 1.0) * 1000),
+                "takeover_us": int(MISSED_BEAT * s.watchdog_interval * US),
                 "dead_after_us": int(s.worker_dead_after * US),
                 "limit": limit,
                 "nw": len(runtimes),
@@ -261,7 +265,7 @@ class Watchdog(threading.Thread):
         missing = [w for w in tick.alive if presence_name(keys, w) not in names]
         if not missing:
             return []
-        silent_since = tick.now_us - int(1.2 * self.settings.watchdog_interval * US)
+        silent_since = tick.now_us - int(MISSED_BEAT * self.settings.watchdog_interval * US)
         beats = self.engine.client.zmscore(keys.workers, missing)
         return [w for w, beat in zip(missing, beats, strict=True)
                 if beat is not None and beat < silent_since and w != self.worker]  # fmt: skip

@@ -2,8 +2,9 @@
 -- keep the watchdog lock, and (for the holder only) collect what is due.
 -- KEYS: workers, lock, this worker's held set, then the due zset of each of the A.nw
 --       workflows, then the broker's queue lists.
--- A: worker, lock_ttl_ms, dead_after_us, limit, nw, held (ids of the messages this
---    worker holds: prefetched, waiting for a countdown, running).
+-- A: worker, lock_ttl_ms, takeover_us (a holder whose last beat is older has missed one),
+--    dead_after_us, limit, nw, held (ids of the messages this worker holds: prefetched,
+--    waiting for a countdown, running).
 -- Replies {leader = false} or, for the lock holder: leader, now, backlog (messages in
 -- the queues), due (per workflow: the run ids now due), alive (live workers), dead
 -- (workers presumed dead) and scheduled (per workflow: every run in its due zset, only
@@ -21,7 +22,14 @@ if type(A.held) == 'table' and #A.held > 0 then
   redis.call('PEXPIRE', KEYS[3], math.floor(4 * A.dead_after_us / 1000))
 end
 local holder = redis.call('GET', KEYS[2])
-if holder and holder ~= A.worker then return reply({leader = false}) end
+if holder and holder ~= A.worker then
+  -- The holder keeps the lock while it beats. One that missed a heartbeat (killed, or
+  -- stalled) is taken over now, not when its lock runs out: a dead leader is then
+  -- found as fast as any dead worker. Should it come back mid-tick, its re-drives and
+  -- the new holder's are the same atomic, epoch-checked scripts: one of each counts.
+  local beat = tonumber(redis.call('ZSCORE', KEYS[1], holder))
+  if beat and beat >= now - A.takeover_us then return reply({leader = false}) end
+end
 redis.call('SET', KEYS[2], A.worker, 'PX', A.lock_ttl_ms)
 
 local backlog = 0
