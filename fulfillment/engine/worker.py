@@ -212,10 +212,10 @@ class Watchdog(threading.Thread):
                 rt.store.reindex(buckets)
             if self.clustered and self._ticks % REINDEX_EVERY == 1:
                 rt.store.reindex_all()
-        dead = list(tick.dead)
-        if self._trusts_heartbeats():
-            dead += self.gone(tick)
-        if dead and self._trusts_heartbeats():
+        if not self._trusts_heartbeats():
+            return
+        dead = [*tick.dead, *self.gone(tick)]
+        if dead:
             self._alive = tuple(w for w in self._alive if w not in dead)
             self._held = self.held_by_live_workers()
             self._lost = self.held_by(dead)

@@ -45,13 +45,18 @@ def stamp(moment: datetime | None) -> str:
 
 
 def duration(ms: float | None) -> str:
+    """A duration people read: ``850 ms``, ``2.41 s``, ``3 min 5 s`` (the CLI and the
+    order page's chart say it the same way)."""
     if ms is None:
         return "-"
     if ms < 1:
         return f"{ms * 1000:.0f} µs"
     if ms < 1000:
-        return f"{ms:.1f} ms"
-    return f"{ms / 1000:.2f} s"
+        return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.2f} s"
+    minutes, seconds = divmod(ms / 1000, 60)
+    return f"{minutes:.0f} min {seconds:.0f} s"
 
 
 def until(moment: datetime | None) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ...orders.timeline import Timeline
+from ..render import duration
 
 #: the drawing's geometry, in SVG units
 WIDTH = 960
@@ -79,20 +80,6 @@ def _ms(delta: timedelta) -> float:
     return delta / timedelta(milliseconds=1)
 
 
-def readable(ms: float | None) -> str:
-    """A duration people read: ``850 ms``, ``2.41 s``, ``3 min 5 s``."""
-    if ms is None:
-        return "-"
-    if ms < 1:
-        return f"{ms * 1000:.0f} µs"
-    if ms < 1000:
-        return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.2f} s"
-    minutes, seconds = divmod(ms / 1000, 60)
-    return f"{minutes:.0f} min {seconds:.0f} s"
-
-
 def stamp(moment: datetime) -> str:
     """A time with its time zone: ``14:03:07.125 UTC``."""
     return moment.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3] + " UTC"
@@ -143,7 +130,7 @@ def chart(tl: Timeline, now: datetime | None = None) -> Chart:
             how = f"{view.approval.decision} by {view.approval.by}" if view.approval.by else "ended"
         assert finish is not None
         gate.bars.append(bar(requested.at, finish, kind,
-                             f"approval: {how}; waited {readable(_ms(finish - requested.at))} "
+                             f"approval: {how}; waited {duration(_ms(finish - requested.at))} "
                              f"from {stamp(requested.at)}"))  # fmt: skip
 
     for step in tl.steps:
@@ -155,7 +142,7 @@ def chart(tl: Timeline, now: datetime | None = None) -> Chart:
             if previous_end is not None and a.started_at > previous_end:
                 row.bars.append(bar(previous_end, a.started_at, "retry-wait",
                                     f"{step.name}: waiting "
-                                    f"{readable(_ms(a.started_at - previous_end))} before "
+                                    f"{duration(_ms(a.started_at - previous_end))} before "
                                     f"attempt {a.number}"))  # fmt: skip
             finished = (a.started_at + timedelta(milliseconds=a.duration_ms)
                         if a.duration_ms is not None else now)  # fmt: skip
@@ -164,7 +151,7 @@ def chart(tl: Timeline, now: datetime | None = None) -> Chart:
                 what += f": {a.error_type}"
             row.bars.append(bar(a.started_at, finished, a.outcome,
                                 f"{step.name} attempt {a.number}: {what}; "
-                                f"{readable(a.duration_ms)} from {stamp(a.started_at)} "
+                                f"{duration(a.duration_ms)} from {stamp(a.started_at)} "
                                 f"on {a.worker or 'unknown worker'}"))  # fmt: skip
             previous_end = finished
         if step.next_retry_at and previous_end is not None:
@@ -181,15 +168,15 @@ def chart(tl: Timeline, now: datetime | None = None) -> Chart:
                     "running": "undo-running"}.get(c.outcome, "undo-failed")  # fmt: skip
             row.bars.append(bar(c.started_at, finished, kind,
                                 f"{undo.action} (try {c.number}): {c.outcome}; "
-                                f"{readable(c.duration_ms)} from {stamp(c.started_at)} "
+                                f"{duration(c.duration_ms)} from {stamp(c.started_at)} "
                                 f"on {c.worker or 'unknown worker'}"))  # fmt: skip
 
     height = 8 + len(lanes) * LANE + AXIS
     ticks = [
-        Tick(LABEL + i * (WIDTH - LABEL - 40) / 5, "+" + readable(span * i / 5) if i else "0")
+        Tick(LABEL + i * (WIDTH - LABEL - 40) / 5, "+" + duration(span * i / 5) if i else "0")
         for i in range(6)
     ]
     return Chart(WIDTH, height, lanes, ticks, start, end)
 
 
-__all__ = ["Bar", "Chart", "Lane", "Tick", "chart", "readable", "stamp"]
+__all__ = ["Bar", "Chart", "Lane", "Tick", "chart", "stamp"]

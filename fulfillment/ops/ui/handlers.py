@@ -24,9 +24,9 @@ from tornado.web import url
 from ...engine.errors import WorkflowError
 from ...orders.client import FulfillmentClient
 from ...orders.errors import FulfillmentError
-from ..render import event_text
+from ..render import duration, event_text
 from . import data
-from .chart import readable, stamp
+from .chart import stamp
 
 #: operations on one order, by URL name
 ACTIONS = ("approve", "reject", "cancel", "retry", "resume")
@@ -202,7 +202,7 @@ class OrderView(OrdersHandler):
             error=self.get_query_argument("error", ""),
             json=json,
             stamp=stamp,
-            readable=readable,
+            duration=duration,
             event_text=event_text,
             can_operate=self.can_operate,
             needs_auth=OPERATIONS_NEED_AUTH,

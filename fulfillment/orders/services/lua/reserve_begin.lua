@@ -10,11 +10,7 @@ local A = cjson.decode(ARGV[1])
 local refused = refuse_stale(A)
 if refused then return refused end
 local ledger = KEYS[1]
-local _, reservation, l = start_round(ledger, 'reservation', 'release', A.token.round,
-  {'reserve_calls'})
-redis.call('HSET', ledger, 'reserve_calls', tonumber(l[1] or '0') + 1)
-local mode = fault_for('inventory', A.order_id, A.token.attempt)
-if mode then return reply({v = 'down', mode = mode}) end
-if reservation then return reply({v = 'ok', replay = true, record = reservation}) end
-redis.call('HSET', ledger, 'reserve_key', A.key)
+local answered, _, calls = begin_effect(A, 'inventory', 'reservation', 'release', 'reserve')
+if answered then return answered end
+redis.call('HSET', ledger, 'reserve_calls', calls, 'reserve_key', A.key)
 return reply({v = 'go'})
